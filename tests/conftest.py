@@ -1,0 +1,39 @@
+"""Shared test fixtures: where the real data lives, and skips when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("MEDGEN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (set MEDGEN_SHARED_DATA to the shared data folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pneumoniamnist_npz() -> Path:
+    return _require(SHARED_DATA / "pneumoniamnist" / "pneumoniamnist.npz")
+
+
+@pytest.fixture(scope="session")
+def covid_notes_dir() -> Path:
+    return _require(SHARED_DATA / "covid-cxr-notes")
+
+
+@pytest.fixture(scope="session")
+def iu_reports_dir() -> Path:
+    return _require(SHARED_DATA / "iu-xray-reports")
+
+
+@pytest.fixture(autouse=True)
+def _offline_hub(monkeypatch):
+    # Tests never reach the Hub: every model they load is local.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
