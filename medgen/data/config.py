@@ -1,0 +1,168 @@
+"""Typed configuration of a medgen dataset.
+
+One `DataConfig` describes where the images are, how labels and text are read, and how
+images are preprocessed. It is validated when it is built, so that a typo in a YAML file
+fails at once with a message naming the field, not after an hour of decoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+SOURCES = ("medmnist", "csv", "dicom", "folder")
+UNCERTAIN_POLICIES = ("ones", "zeros", "ignore")
+RESIZE_MODES = ("crop", "pad")
+BAD_FILE_POLICIES = ("skip", "error")
+NORMALIZATIONS = ("minmax", "percentile")
+
+
+@dataclass
+class DataConfig:
+    """Where the images are and how to turn them into training tensors.
+
+    Args:
+        source: `"medmnist"` (a MedMNIST `.npz`), `"csv"` (a folder of PNG/JPEG/TIFF/DICOM
+            images listed in a CSV), `"dicom"` (DICOM files or a folder of them, searched
+            recursively, every frame one sample) or `"folder"` (every image under a folder,
+            unlabelled: for unconditional models).
+        path: the `.npz` file (medmnist), the image folder (csv, folder) or a DICOM file or
+            folder (dicom). Relative paths in the CSV are resolved against this folder.
+        split: MedMNIST split to read (`train`, `val`, `test`).
+        csv_path: CSV file for `source="csv"`; default `<path>/metadata.csv`.
+        path_column: CSV column holding the image path, relative to `path`.
+        label_columns: CheXpert-style label columns (1 positive, 0 negative, -1 uncertain,
+            blank unknown = negative). Multi-label.
+        findings_column: one column with delimited findings (NIH `Finding Labels`, e.g.
+            `Effusion|Pneumonia`, or a single class name per row).
+        findings_separator: separator inside `findings_column`.
+        labels: label names to keep, in this order (matched case-insensitively). For
+            MedMNIST these name the classes (default from a built-in table, e.g.
+            PneumoniaMNIST: `normal`, `pneumonia`).
+        multi_label: `True` multi-hot vectors, `False` one-hot (single class per image);
+            `None` infers it (label_columns or a row with several findings -> multi-label).
+        text_column: CSV column with free text (report, clinical notes) used as the
+            prompt; rows with empty text fall back to `prompt_template`.
+        filters: keep only rows whose column value is in the list, e.g.
+            `{"Frontal/Lateral": ["Frontal"], "AP/PA": ["AP", "PA"]}` (case-insensitive).
+        uncertain_policy: what an uncertain CheXpert label (-1) becomes: `"ones"`,
+            `"zeros"`, `"ignore"` (drop every row with an uncertain *selected* label) or a
+            float such as 0.5.
+        resolution: output side in pixels (square); at least 8.
+        channels: 1 (grayscale) or 3 (RGB kept, or grayscale repeated).
+        resize_mode: `"crop"` (aspect-preserving resize then center crop, no distortion,
+            edges lost) or `"pad"` (aspect-preserving resize then zero padding, whole image
+            kept).
+        normalization: `"minmax"` or `"percentile"` (0.5-99.5 percentiles, robust to hot
+            pixels) intensity scaling to [0, 1] before mapping to [-1, 1].
+        clahe: apply CLAHE (`skimage.exposure.equalize_adapthist`) after scaling.
+        hflip: random horizontal flips in training. Off by default: a flipped chest X-ray
+            has the heart on the right (dextrocardia), an anatomically wrong image.
+        window: DICOM `(center, width)` window overriding the file's VOI LUT/window.
+        bad_files: `"skip"` (record in `.skipped`, warn once at the end) or `"error"`.
+        cache_dir: where `datasets` caches the preprocessed arrays (default: its own).
+        max_samples: keep at most this many samples (first ones, after filtering).
+        prompt_template: prompt for label-only data; `{labels}` becomes the present label
+            names joined by ", ", or "no finding" when none is set.
+    """
+
+    source: str
+    path: str
+    split: str = "train"
+    csv_path: str | None = None
+    path_column: str = "Path"
+    label_columns: list[str] | None = None
+    findings_column: str | None = None
+    findings_separator: str = "|"
+    labels: list[str] | None = None
+    multi_label: bool | None = None
+    text_column: str | None = None
+    filters: dict[str, list[str]] = field(default_factory=dict)
+    uncertain_policy: str | float = "ones"
+    resolution: int = 32
+    channels: int = 1
+    resize_mode: str = "crop"
+    normalization: str = "minmax"
+    clahe: bool = False
+    hflip: bool = False
+    window: tuple[float, float] | None = None
+    bad_files: str = "skip"
+    cache_dir: str | None = None
+    max_samples: int | None = None
+    prompt_template: str = "chest x-ray, {labels}"
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"DataConfig.source must be one of {SOURCES}, got {self.source!r}")
+        if not self.path:
+            raise ValueError("DataConfig.path is empty: give the .npz file or the image folder")
+        self.path = str(self.path)
+        if self.csv_path is not None:
+            self.csv_path = str(self.csv_path)
+        if isinstance(self.uncertain_policy, bool) or not (
+            self.uncertain_policy in UNCERTAIN_POLICIES or isinstance(self.uncertain_policy, (int, float))
+        ):
+            raise ValueError(
+                f"DataConfig.uncertain_policy must be one of {UNCERTAIN_POLICIES} or a number, "
+                f"got {self.uncertain_policy!r}"
+            )
+        if isinstance(self.uncertain_policy, int):
+            self.uncertain_policy = float(self.uncertain_policy)
+        if not isinstance(self.resolution, int) or isinstance(self.resolution, bool) or self.resolution < 8:
+            raise ValueError(f"DataConfig.resolution must be an integer >= 8, got {self.resolution!r}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"DataConfig.channels must be 1 or 3, got {self.channels!r}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"DataConfig.resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"DataConfig.normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}"
+            )
+        if self.bad_files not in BAD_FILE_POLICIES:
+            raise ValueError(f"DataConfig.bad_files must be one of {BAD_FILE_POLICIES}, got {self.bad_files!r}")
+        if self.window is not None:
+            if len(self.window) != 2 or float(self.window[1]) <= 0:
+                raise ValueError(f"DataConfig.window must be (center, width) with width > 0, got {self.window!r}")
+            self.window = (float(self.window[0]), float(self.window[1]))
+        if self.max_samples is not None and (not isinstance(self.max_samples, int) or self.max_samples < 1):
+            raise ValueError(f"DataConfig.max_samples must be a positive integer or None, got {self.max_samples!r}")
+        if self.label_columns is not None and self.findings_column is not None:
+            raise ValueError(
+                "DataConfig: give either label_columns (CheXpert style) or findings_column (NIH style), not both"
+            )
+        if self.label_columns is not None and not self.label_columns:
+            raise ValueError("DataConfig.label_columns is an empty list: give column names or None")
+        if self.labels is not None and not self.labels:
+            raise ValueError("DataConfig.labels is an empty list: give label names or None")
+        if not self.findings_separator:
+            raise ValueError("DataConfig.findings_separator must not be empty")
+        if "{labels}" not in self.prompt_template:
+            raise ValueError(
+                f"DataConfig.prompt_template must contain '{{labels}}', got {self.prompt_template!r}"
+            )
+        if not isinstance(self.filters, dict):
+            raise ValueError(f"DataConfig.filters must be a mapping column -> list of values, got {self.filters!r}")
+        self.filters = {
+            str(column): [str(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+            for column, values in self.filters.items()
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DataConfig:
+        """Build from a plain mapping (e.g. a YAML section); unknown keys are errors."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown DataConfig keys {unknown}; valid keys are {sorted(known)}")
+        values = dict(values)
+        if values.get("window") is not None:
+            values["window"] = tuple(values["window"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON/YAML-serialisable mapping (saved next to checkpoints, used as cache key)."""
+        values = dataclasses.asdict(self)
+        if values["window"] is not None:
+            values["window"] = list(values["window"])
+        return values
