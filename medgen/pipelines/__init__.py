@@ -1,0 +1,43 @@
+"""medgen's pipelines: the self-contained diffusers pipelines plus medgen's loading and saving.
+
+Each `pipeline_*.py` file is what a saved folder ships as `pipeline.py`; the classes exported
+here add `MedgenPipelineMixin` so that, with medgen installed, loading runs no remote code.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from medgen.pipelines import pipeline_label_conditioned, pipeline_unconditional
+from medgen.pipelines.hub import MedgenPipelineMixin, pipeline_class_name, read_model_index, resolve_pipeline_folder
+
+
+class UnconditionalPipeline(MedgenPipelineMixin, pipeline_unconditional.UnconditionalPipeline):
+    __doc__ = pipeline_unconditional.UnconditionalPipeline.__doc__
+
+
+class LabelConditionedPipeline(MedgenPipelineMixin, pipeline_label_conditioned.LabelConditionedPipeline):
+    __doc__ = pipeline_label_conditioned.LabelConditionedPipeline.__doc__
+
+
+PIPELINE_CLASSES: dict[str, type] = {
+    "UnconditionalPipeline": UnconditionalPipeline,
+    "LabelConditionedPipeline": LabelConditionedPipeline,
+}
+
+
+def load_pipeline(name_or_path: str | os.PathLike, **kwargs: Any):
+    """Loads any medgen pipeline folder (or Hub repo id) with the right medgen class, without remote code."""
+    download_kwargs = {key: kwargs.pop(key) for key in ("revision", "token", "cache_dir") if key in kwargs}
+    folder = resolve_pipeline_folder(name_or_path, **download_kwargs)
+    class_name = pipeline_class_name(read_model_index(folder))
+    if class_name not in PIPELINE_CLASSES:
+        raise ValueError(
+            f"{folder} holds a {class_name}, which is not a medgen pipeline. "
+            f"medgen pipelines: {', '.join(PIPELINE_CLASSES)}."
+        )
+    return PIPELINE_CLASSES[class_name].from_pretrained(folder, **kwargs)
+
+
+__all__ = ["UnconditionalPipeline", "LabelConditionedPipeline", "MedgenPipelineMixin", "PIPELINE_CLASSES", "load_pipeline"]

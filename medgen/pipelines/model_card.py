@@ -1,0 +1,123 @@
+"""The model card (`README.md` with Hub metadata) written into every saved medgen pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CARD_TEMPLATE = """
+# {title}
+
+A **{class_name}** trained with [medgen](https://pypi.org/project/medgen/): synthetic medical images from a
+diffusion model.
+
+> **Research and teaching only. Not for diagnosis.** Every image this model makes is synthetic. It must not be
+> used for clinical decisions, and it must be labelled as synthetic wherever it is shared.
+
+## Usage
+
+```python
+# with medgen installed (no remote code runs)
+import medgen
+pipe = medgen.load_pipeline("{repo_or_path}")
+
+# or with stock diffusers only
+from diffusers import DiffusionPipeline
+pipe = DiffusionPipeline.from_pretrained("{repo_or_path}", trust_remote_code=True)
+
+images = pipe({call_example}).images
+```
+
+## Model
+
+| | |
+|---|---|
+| Pipeline | `{class_name}` |
+| Resolution | {resolution} px, {channels} channel(s) |
+| Space | {space} |
+| Conditioning | {conditioning} |
+| Default sampler | `{scheduler}` |
+| Parameters (denoiser) | {num_parameters} |
+
+## Training
+
+| | |
+|---|---|
+| Data | {dataset} |
+| Training images | {num_train_images} |
+| Optimisation steps | {train_steps} |
+| Noise schedule | {noise_schedule} |
+| Prediction type | {prediction_type} |
+| Weights | {weights} |
+
+{extra}
+
+## Intended use and limitations
+
+- Intended for research: augmenting scarce or imbalanced training sets (rare findings), sharing data
+  without patients in it, method development, and teaching.
+- Not a medical device. Images can look plausible and still be anatomically or pathologically wrong.
+- The model reflects its training data: its population, scanners, views and label noise. Labels of public
+  chest X-ray sets are mined from reports and are noisy; uncertain labels were handled as noted above.
+- Check synthetic data before use (`medgen evaluate`: FID/KID, precision/recall, diversity, memorization,
+  label faithfulness), and never present it as real.
+"""
+
+
+def write_model_card(folder: str | Path, pipeline: Any, info: dict[str, Any]) -> Path:
+    """Writes `folder/README.md`. `info` may hold: title, repo_id, license, dataset, datasets (Hub ids),
+    num_train_images, train_steps, noise_schedule, prediction_type, ema (bool), tags, extra (markdown)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    unet = pipeline.unet
+    sample_size = unet.config.sample_size
+    labels = list(getattr(pipeline, "labels", []) or [])
+    has_vae = getattr(pipeline, "vae", None) is not None
+    latent_factor = 2 ** (len(pipeline.vae.config.block_out_channels) - 1) if has_vae else 1
+    resolution = sample_size * latent_factor if isinstance(sample_size, int) else sample_size
+    channels = pipeline.vae.config.in_channels if has_vae else unet.config.in_channels
+    class_name = type(pipeline).__name__
+    text_encoder = getattr(pipeline, "text_encoder", None)
+
+    if text_encoder is not None:
+        conditioning = f"free text through `{text_encoder.config._name_or_path or type(text_encoder).__name__}`"
+        call_example = 'prompt="chest x-ray, right lower lobe pneumonia"'
+    elif labels:
+        kind = "multi-label" if pipeline.config.get("multi_label") else "single-label"
+        conditioning = f"{kind} findings: {', '.join(labels)} (classifier-free guidance)"
+        call_example = f'labels="{labels[-1]}", num_images_per_prompt=4'
+    else:
+        conditioning = "none (unconditional)"
+        call_example = "batch_size=4"
+
+    repo_or_path = info.get("repo_id") or "path/to/this/folder"
+    card_data = ModelCardData(
+        license=info.get("license", "apache-2.0"),
+        library_name="diffusers",
+        tags=sorted({"medgen", "medical-imaging", "synthetic-data", "diffusers", *info.get("tags", [])}),
+        datasets=info.get("datasets") or None,
+        pipeline_tag="text-to-image" if text_encoder is not None else "unconditional-image-generation",
+    )
+    content = CARD_TEMPLATE.format(
+        title=info.get("title", f"medgen {class_name}"),
+        class_name=class_name,
+        repo_or_path=repo_or_path,
+        call_example=call_example,
+        resolution=resolution,
+        channels=channels,
+        space=f"latent ({unet.config.in_channels} channels, VAE factor {latent_factor})" if has_vae else "pixel",
+        conditioning=conditioning,
+        scheduler=type(pipeline.scheduler).__name__,
+        num_parameters=f"{sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M",
+        dataset=info.get("dataset", "not recorded"),
+        num_train_images=info.get("num_train_images", "not recorded"),
+        train_steps=info.get("train_steps", "not recorded"),
+        noise_schedule=info.get("noise_schedule", "not recorded"),
+        prediction_type=info.get("prediction_type", getattr(pipeline.scheduler.config, "prediction_type", "epsilon")),
+        weights="exponential moving average (EMA)" if info.get("ema") else "final training weights",
+        extra=info.get("extra", ""),
+    )
+    card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n{content}")
+    path = Path(folder) / "README.md"
+    card.save(path)
+    return path

@@ -1,0 +1,48 @@
+"""Tiny seeded pipelines for fast tests (a few thousand parameters, 16 px)."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel, UNet2DModel
+
+from medgen.pipelines import LabelConditionedPipeline, UnconditionalPipeline
+
+
+def tiny_vae(seed: int = 0) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=1, out_channels=1, latent_channels=4, block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, norm_num_groups=8, sample_size=16,
+    )
+
+
+def tiny_label_unet(num_labels: int, sample_size: int = 16, in_channels: int = 1, seed: int = 0) -> UNet2DConditionModel:
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=in_channels, out_channels=in_channels,
+        block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        mid_block_type="UNetMidBlock2D", attention_head_dim=8,
+        class_embed_type="projection", projection_class_embeddings_input_dim=num_labels + 1,
+    )
+
+
+def tiny_label_pipeline(labels=("normal", "pneumonia"), multi_label: bool = False, latent: bool = False, seed: int = 0):
+    vae = tiny_vae(seed) if latent else None
+    unet = tiny_label_unet(len(labels), sample_size=8 if latent else 16, in_channels=4 if latent else 1, seed=seed)
+    scheduler = DPMSolverMultistepScheduler.from_config(DDPMScheduler(num_train_timesteps=100).config)
+    return LabelConditionedPipeline(
+        unet=unet, scheduler=scheduler, vae=vae,
+        id2label={str(i): name for i, name in enumerate(labels)}, multi_label=multi_label,
+    )
+
+
+def tiny_unconditional_pipeline(seed: int = 0) -> UnconditionalPipeline:
+    torch.manual_seed(seed)
+    unet = UNet2DModel(
+        sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+        norm_num_groups=8, down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+    )
+    scheduler = DPMSolverMultistepScheduler.from_config(DDPMScheduler(num_train_timesteps=100).config)
+    return UnconditionalPipeline(unet=unet, scheduler=scheduler)
