@@ -1,0 +1,445 @@
+"""Write generated images as PNG, NPY and synthetic DICOM Secondary Capture files.
+
+One call to :func:`export_images` writes one run: every image in every requested format
+plus ``params.json`` with the generation parameters. Files are never overwritten: if
+any file the run would write already exists, nothing is written and a ``ValueError``
+names the folder (every file is also opened in exclusive-create mode, so a concurrent
+writer cannot be overwritten either). Use :func:`new_run_dir` for a fresh subfolder.
+
+DICOM files are Secondary Capture Image Storage instances that say, in every way DICOM
+offers, that they are synthetic: Synthetic Data = YES, Conversion Type = SYN, Image
+Type DERIVED\\SECONDARY, a Contributing Equipment item with purpose "Synthesizing
+Equipment" (DCM 109100, CID 7005) naming medgen, a made-up patient
+(``SYNTHETIC^<LABEL>`` / ``SYNTH-<hex>``), and the generation parameters in Image
+Comments and in a private block (creator ``MEDGEN``, element (0011,xx01), JSON).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DICOM_MODALITIES",
+    "EXPORT_FORMATS",
+    "PRIVATE_CREATOR",
+    "SyntheticStudy",
+    "build_dicom",
+    "export_images",
+    "new_run_dir",
+    "quantize",
+    "write_dicom",
+    "write_npy",
+    "write_png",
+]
+
+EXPORT_FORMATS = ("png", "dcm", "npy")
+# Modalities a synthetic image may claim; OT ("other") is the honest default for a generated image.
+DICOM_MODALITIES = ("OT", "DX", "CR", "MR", "CT", "US", "MG", "XA", "PT", "NM")
+PRIVATE_CREATOR = "MEDGEN"
+PRIVATE_GROUP = 0x0011
+_RANGE_TOLERANCE = 1e-3
+
+
+def _medgen_version() -> str:
+    from medgen import __version__
+
+    return __version__
+
+
+def quantize(image: np.ndarray, bit_depth: int = 8) -> np.ndarray:
+    """Map a float image in ``[0, 1]`` to ``uint8`` (0-255) or ``uint16`` (0-65535) by rounding."""
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16; got {bit_depth}")
+    image = _check_range(image)
+    max_value = (1 << bit_depth) - 1
+    dtype = np.uint8 if bit_depth == 8 else np.uint16
+    return np.rint(np.clip(image.astype(np.float64), 0.0, 1.0) * max_value).astype(dtype)
+
+
+def _check_range(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(f"expected a float image in [0, 1]; got dtype {image.dtype}")
+    if not np.all(np.isfinite(image)):
+        raise ValueError("image contains NaN or infinite values")
+    low, high = float(image.min()), float(image.max())
+    if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
+        raise ValueError(f"expected image values in [0, 1]; got range [{low:.4g}, {high:.4g}]")
+    return image
+
+
+def _as_2d_or_rgb(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3):
+        return image
+    raise ValueError(f"expected an image shaped (H, W), (H, W, 1) or (H, W, 3); got shape {image.shape}")
+
+
+def write_png(image: np.ndarray, path: str | Path, bit_depth: int = 8) -> Path:
+    """Write a float ``[0, 1]`` image as PNG: 8-bit ``L``/``RGB`` or 16-bit grayscale (``I;16``)."""
+    from PIL import Image
+
+    image = _as_2d_or_rgb(image)
+    if bit_depth == 16 and image.ndim == 3:
+        raise ValueError("16-bit PNG export supports grayscale images only; use bit_depth=8 for RGB")
+    pixels = quantize(image, bit_depth)
+    if bit_depth == 16:
+        pil_image = Image.fromarray(pixels.astype("<u2"))  # Pillow maps little-endian uint16 to I;16
+    else:
+        pil_image = Image.fromarray(pixels, mode="RGB" if pixels.ndim == 3 else "L")
+    path = Path(path)
+    with open(path, "xb") as file:
+        pil_image.save(file, format="PNG")
+    return path
+
+
+def write_npy(image: np.ndarray, path: str | Path) -> Path:
+    """Write the float image as ``float32`` NPY (no pickle), the exact values before quantisation."""
+    image = np.asarray(image, dtype=np.float32)
+    path = Path(path)
+    with open(path, "xb") as file:
+        np.save(file, image, allow_pickle=False)
+    return path
+
+
+def _dicom_text(value: str, max_length: int) -> str:
+    # DICOM strings have hard length limits; backslash is the value separator.
+    value = value.replace("\\", "/")
+    return value if len(value) <= max_length else value[: max_length - 3] + "..."
+
+
+def _patient_label(label: str | None) -> str:
+    cleaned = re.sub(r"[^A-Z0-9]+", "_", (label or "").upper()).strip("_")
+    return cleaned[:50] or "IMAGE"
+
+
+@dataclass
+class SyntheticStudy:
+    """One synthetic patient, study and series shared by all images of a run.
+
+    The patient is invented: ``PatientName`` is ``SYNTHETIC^<LABEL>`` and ``PatientID`` is
+    ``SYNTH-`` followed by random hex, which no hospital issues. No real identifier is set.
+    """
+
+    label: str | None = None
+    modality: str = "OT"
+    study_uid: str = ""
+    series_uid: str = ""
+    patient_id: str = ""
+    created: _dt.datetime = field(default_factory=lambda: _dt.datetime.now().astimezone())
+    description: str = "Synthetic images (medgen)"
+
+    def __post_init__(self) -> None:
+        from pydicom.uid import generate_uid
+
+        if self.modality not in DICOM_MODALITIES:
+            raise ValueError(f"unknown DICOM modality {self.modality!r}; choose one of {', '.join(DICOM_MODALITIES)}")
+        self.study_uid = self.study_uid or generate_uid()
+        self.series_uid = self.series_uid or generate_uid()
+        self.patient_id = self.patient_id or f"SYNTH-{secrets.token_hex(6).upper()}"
+
+    @property
+    def patient_name(self) -> str:
+        return f"SYNTHETIC^{_patient_label(self.label)}"
+
+
+def _summary(params: Mapping[str, Any]) -> str:
+    """A one-line human-readable description of how the image was made."""
+    keys = ("labels", "prompt", "seed", "num_inference_steps", "guidance_scale", "scheduler", "pipeline")
+    parts = [f"{key}={params[key]}" for key in keys if params.get(key) not in (None, "")]
+    postprocess = params.get("postprocess")
+    if isinstance(postprocess, Mapping):
+        parts.append(f"postprocess={postprocess.get('preset')}")
+    elif postprocess:
+        parts.append(f"postprocess={postprocess}")
+    return "; ".join(parts)
+
+
+def build_dicom(
+    image: np.ndarray,
+    study: SyntheticStudy,
+    instance_number: int = 1,
+    params: Mapping[str, Any] | None = None,
+    bit_depth: int = 8,
+):
+    """Build (without writing) a synthetic Secondary Capture ``pydicom.Dataset`` for one image.
+
+    ``params`` (JSON-serialisable) are stored in full in the private block and summarised in
+    Image Comments. Grayscale images become MONOCHROME2 with a full-range window; RGB
+    images (8-bit only) become RGB.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    image = _as_2d_or_rgb(image)
+    if image.ndim == 3 and bit_depth != 8:
+        raise ValueError("16-bit DICOM export supports grayscale images only; use bit_depth=8 for RGB")
+    if instance_number < 1:
+        raise ValueError(f"instance_number must be >= 1; got {instance_number}")
+    pixels = quantize(image, bit_depth)
+    params = dict(params or {})
+    version = _medgen_version()
+    now = _dt.datetime.now().astimezone()
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
+    study_date, study_time = study.created.strftime("%Y%m%d"), study.created.strftime("%H%M%S.%f")
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    sop_instance_uid = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
+
+    # SOP Common
+    ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: prompts may hold any character
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    # Patient: invented, and marked as such.
+    ds.PatientName = study.patient_name
+    ds.PatientID = study.patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    # General Study / Series
+    ds.StudyInstanceUID = study.study_uid
+    ds.StudyDate, ds.StudyTime = study_date, study_time
+    ds.StudyID = "SYNTH"
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = _dicom_text(study.description, 64)
+    ds.SeriesInstanceUID = study.series_uid
+    ds.SeriesNumber = 1
+    ds.SeriesDate, ds.SeriesTime = study_date, study_time
+    ds.Modality = study.modality
+    # General Equipment and SC Equipment
+    ds.Manufacturer = "medgen"
+    ds.SoftwareVersions = version
+    ds.ConversionType = "SYN"  # Synthetic Image
+    ds.SecondaryCaptureDeviceManufacturer = "medgen"
+    ds.SecondaryCaptureDeviceManufacturerModelName = _dicom_text(str(params.get("pipeline_class", "medgen")), 64)
+    ds.SecondaryCaptureDeviceSoftwareVersions = version
+    # General Image
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.InstanceNumber = instance_number
+    ds.PatientOrientation = ""
+    ds.ContentDate, ds.ContentTime = date, time
+    ds.SyntheticData = "YES"
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
+    ds.ImageComments = _dicom_text(f"Synthetic image, not a real patient. {_summary(params)}", 10240)
+    postprocess = params.get("postprocess")
+    preset = postprocess.get("preset") if isinstance(postprocess, Mapping) else postprocess
+    ds.DerivationDescription = _dicom_text(
+        f"Synthesized by diffusion pipeline {params.get('pipeline', 'unknown')}; post-processing: {preset or 'none'}",
+        1024,
+    )
+    # Contributing Equipment: medgen as Synthesizing Equipment (DCM 109100, CID 7005).
+    equipment = Dataset()
+    purpose = Dataset()
+    purpose.CodeValue = codes.DCM.SynthesizingEquipment.value
+    purpose.CodingSchemeDesignator = codes.DCM.SynthesizingEquipment.scheme_designator
+    purpose.CodeMeaning = codes.DCM.SynthesizingEquipment.meaning
+    equipment.PurposeOfReferenceCodeSequence = [purpose]
+    equipment.Manufacturer = "medgen"
+    equipment.ManufacturerModelName = _dicom_text(str(params.get("pipeline", "medgen")), 64)
+    equipment.SoftwareVersions = version
+    equipment.ContributionDateTime = now.strftime("%Y%m%d%H%M%S.%f%z")
+    equipment.ContributionDescription = "Image synthesized by a diffusion model"
+    ds.ContributingEquipmentSequence = [equipment]
+    # Full parameters, machine-readable, in a private block.
+    block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
+    block.add_new(0x01, "UT", json.dumps(params, sort_keys=True, default=str))
+    # Image Pixel (+ VOI LUT for grayscale)
+    if pixels.ndim == 3:
+        ds.set_pixel_data(pixels, "RGB", 8, generate_instance_uid=False)
+    else:
+        ds.set_pixel_data(pixels, "MONOCHROME2", bit_depth, generate_instance_uid=False)
+        # A full-range LINEAR_EXACT window (PS3.3 C.11.2.1.3.2) maps stored value v to v / max
+        # exactly, so a viewer (and medgen.data.read_dicom) shows the image as exported.
+        max_value = (1 << bit_depth) - 1
+        ds.WindowCenter = max_value / 2
+        ds.WindowWidth = max_value
+        ds.VOILUTFunction = "LINEAR_EXACT"
+    return ds
+
+
+def write_dicom(
+    image: np.ndarray,
+    path: str | Path,
+    study: SyntheticStudy,
+    instance_number: int = 1,
+    params: Mapping[str, Any] | None = None,
+    bit_depth: int = 8,
+) -> Path:
+    """Write one synthetic Secondary Capture file (DICOM File Format: preamble and file meta)."""
+    ds = build_dicom(image, study, instance_number=instance_number, params=params, bit_depth=bit_depth)
+    path = Path(path)
+    ds.save_as(path, enforce_file_format=True, overwrite=False)
+    return path
+
+
+def read_private_params(ds) -> dict[str, Any]:
+    """The generation parameters stored by :func:`build_dicom` in a dataset read back with pydicom."""
+    block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)
+    return json.loads(block[0x01].value)
+
+
+def new_run_dir(parent: str | Path, prefix: str = "run") -> Path:
+    """Create and return a fresh ``<parent>/<prefix>-YYYYmmdd-HHMMSS[-n]`` folder."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):
+        candidate = parent / (f"{prefix}-{stamp}" if attempt == 0 else f"{prefix}-{stamp}-{attempt}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise ValueError(f"could not create a new run folder in {parent}")
+
+
+def _parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = formats.split(",")
+    aliases = {"dicom": "dcm", "numpy": "npy"}
+    parsed: list[str] = []
+    for name in formats:
+        key = aliases.get(name.strip().lower(), name.strip().lower())
+        if key not in EXPORT_FORMATS:
+            raise ValueError(f"unknown export format {name!r}; choose from {', '.join(EXPORT_FORMATS)}")
+        if key not in parsed:
+            parsed.append(key)
+    if not parsed:
+        raise ValueError(f"no export format given; choose from {', '.join(EXPORT_FORMATS)}")
+    return tuple(parsed)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, (Path, _dt.datetime)):
+        return str(value)
+    raise TypeError(f"parameter value {value!r} of type {type(value).__name__} is not JSON-serialisable")
+
+
+def export_images(
+    images: np.ndarray | Sequence[np.ndarray],
+    output_dir: str | Path,
+    formats: str | Iterable[str] = ("png",),
+    params: Mapping[str, Any] | None = None,
+    bit_depth: int = 8,
+    image_params: Sequence[Mapping[str, Any]] | None = None,
+    modality: str = "OT",
+    prefix: str = "image",
+) -> list[Path]:
+    """Write one run of images and ``params.json`` into ``output_dir``; return the written paths.
+
+    Args:
+        images: a batch ``(B, H, W[, C])`` or a list of float images in ``[0, 1]``.
+        output_dir: created if missing. If any file this run would write already exists,
+            ``ValueError`` is raised before anything is written.
+        formats: any of ``png``, ``dcm`` (alias ``dicom``), ``npy``; a list or ``"png,dcm"``.
+        params: run-level generation parameters (labels or prompt, steps, guidance, pipeline,
+            post-processing record, ...); stored in ``params.json`` and in every DICOM file.
+        bit_depth: 8 or 16, for PNG and DICOM (NPY is always float32).
+        image_params: optional per-image parameters (e.g. ``{"seed": 42}``), one per image.
+        modality: DICOM Modality, one of :data:`DICOM_MODALITIES` (default ``OT``, "other").
+        prefix: file name prefix; files are ``<prefix>_<index:05d>.<ext>``.
+
+    Returns:
+        The image file paths in image order (formats grouped per image), then ``params.json``.
+    """
+    formats = _parse_formats(formats)
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16; got {bit_depth}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", prefix):
+        raise ValueError(f"file prefix {prefix!r} must be letters, digits, '_', '.' or '-'")
+    images = list(images)
+    if not images:
+        raise ValueError("no images to export")
+    for index, image in enumerate(images):
+        # Check every image before writing any, so that a bad one leaves no partial run behind.
+        try:
+            image = _as_2d_or_rgb(_check_range(image))
+            if image.ndim == 3 and bit_depth == 16 and {"png", "dcm"} & set(formats):
+                raise ValueError("16-bit PNG/DICOM export supports grayscale images only; use bit_depth=8 for RGB")
+        except ValueError as error:
+            raise ValueError(f"image {index}: {error}") from None
+    if image_params is not None and len(image_params) != len(images):
+        raise ValueError(f"got {len(image_params)} image_params for {len(images)} images")
+    run_params = dict(params or {})
+    json.dumps(run_params, default=_json_default)  # fail before writing anything
+
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"output path {output_dir} exists and is not a folder")
+    stems = [f"{prefix}_{index:05d}" for index in range(len(images))]
+    planned = [output_dir / f"{stem}.{fmt}" for stem in stems for fmt in formats] + [output_dir / "params.json"]
+    existing = [path.name for path in planned if path.exists()]
+    if existing:
+        raise ValueError(
+            f"output folder {output_dir} already holds {', '.join(existing[:3])}"
+            f"{' ...' if len(existing) > 3 else ''}; medgen never overwrites files: choose a new folder"
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    created = _dt.datetime.now().astimezone()
+    run_params.setdefault("medgen_version", _medgen_version())
+    run_params.setdefault("created", created.isoformat(timespec="seconds"))
+    labels = run_params.get("labels")
+    study_label = ",".join(labels) if isinstance(labels, (list, tuple)) else (labels or run_params.get("prompt"))
+    study = SyntheticStudy(label=str(study_label) if study_label else None, modality=modality, created=created)
+
+    written: list[Path] = []
+    records: list[dict[str, Any]] = []
+    for index, (image, stem) in enumerate(zip(images, stems)):
+        per_image = dict(image_params[index]) if image_params is not None else {}
+        files: list[str] = []
+        for fmt in formats:
+            path = output_dir / f"{stem}.{fmt}"
+            if fmt == "png":
+                write_png(image, path, bit_depth)
+            elif fmt == "npy":
+                write_npy(image, path)
+            else:
+                dicom_params = {**run_params, **per_image}
+                dicom_params = json.loads(json.dumps(dicom_params, default=_json_default))
+                write_dicom(image, path, study, instance_number=index + 1, params=dicom_params, bit_depth=bit_depth)
+            written.append(path)
+            files.append(path.name)
+        records.append({"index": index, "files": files, **per_image})
+
+    document = {
+        **run_params,
+        "formats": list(formats),
+        "bit_depth": bit_depth,
+        "count": len(images),
+        "images": records,
+    }
+    if "dcm" in formats:
+        document["dicom"] = {
+            "modality": modality,
+            "study_instance_uid": study.study_uid,
+            "series_instance_uid": study.series_uid,
+            "patient_id": study.patient_id,
+            "patient_name": study.patient_name,
+        }
+    params_path = output_dir / "params.json"
+    with open(params_path, "x", encoding="utf-8") as file:
+        json.dump(document, file, indent=2, default=_json_default)
+        file.write("\n")
+    written.append(params_path)
+    return written
