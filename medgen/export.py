@@ -31,11 +31,13 @@ __all__ = [
     "DICOM_MODALITIES",
     "EXPORT_FORMATS",
     "PRIVATE_CREATOR",
+    "RunWriter",
     "SyntheticStudy",
     "build_dicom",
     "export_images",
     "new_run_dir",
     "quantize",
+    "read_private_params",
     "write_dicom",
     "write_npy",
     "write_png",
@@ -335,6 +337,157 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"parameter value {value!r} of type {type(value).__name__} is not JSON-serialisable")
 
 
+class RunWriter:
+    """Writes one run incrementally: images batch by batch, then ``params.json``.
+
+    All checks that can fail (formats, bit depth, clashing files for ``count`` images) run in
+    the constructor, before anything is written; each batch is checked before any of its
+    files is written. Use it as a context manager: ``params.json`` is written on exit, also
+    after an error or Ctrl-C, with ``"complete": false`` and the images written so far.
+
+    Example::
+
+        with RunWriter("out", formats="png,dcm", params={"labels": ["pneumonia"]}, count=8) as run:
+            for batch, seeds in batches:
+                run.write(batch, [{"seed": seed} for seed in seeds])
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        formats: str | Iterable[str] = ("png",),
+        params: Mapping[str, Any] | None = None,
+        bit_depth: int = 8,
+        modality: str = "OT",
+        prefix: str = "image",
+        count: int | None = None,
+    ) -> None:
+        self.formats = _parse_formats(formats)
+        if bit_depth not in (8, 16):
+            raise ValueError(f"bit_depth must be 8 or 16; got {bit_depth}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", prefix):
+            raise ValueError(f"file prefix {prefix!r} must be letters, digits, '_', '.' or '-'")
+        if count is not None and count < 1:
+            raise ValueError(f"count must be >= 1; got {count}")
+        self.output_dir = Path(output_dir)
+        self.bit_depth = bit_depth
+        self.prefix = prefix
+        self.count = count
+        self.params = dict(params or {})
+        json.dumps(self.params, default=_json_default)  # fail before writing anything
+        created = _dt.datetime.now().astimezone()
+        self.params.setdefault("medgen_version", _medgen_version())
+        self.params.setdefault("created", created.isoformat(timespec="seconds"))
+        labels = self.params.get("labels")
+        if isinstance(labels, Mapping):
+            labels = list(labels)
+        study_label = ",".join(map(str, labels)) if isinstance(labels, (list, tuple)) else labels
+        study_label = study_label or self.params.get("prompt")
+        self.study = SyntheticStudy(label=str(study_label) if study_label else None, modality=modality, created=created)
+        self.records: list[dict[str, Any]] = []
+        self.written: list[Path] = []
+        self.params_path = self.output_dir / "params.json"
+        self._closed = False
+
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            raise ValueError(f"output path {self.output_dir} exists and is not a folder")
+        planned = [self.params_path]
+        if count is not None:
+            planned += [self._path(index, fmt) for index in range(count) for fmt in self.formats]
+        self._refuse_existing(planned)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, index: int, fmt: str) -> Path:
+        return self.output_dir / f"{self.prefix}_{index:05d}.{fmt}"
+
+    def _refuse_existing(self, paths: Iterable[Path]) -> None:
+        existing = [path.name for path in paths if path.exists()]
+        if existing:
+            raise ValueError(
+                f"output folder {self.output_dir} already holds {', '.join(existing[:3])}"
+                f"{' ...' if len(existing) > 3 else ''}; medgen never overwrites files: choose a new folder"
+            )
+
+    def write(
+        self, images: np.ndarray | Sequence[np.ndarray], image_params: Sequence[Mapping[str, Any]] | None = None
+    ) -> list[Path]:
+        """Write a batch ``(B, H, W[, C])`` or list of float images in ``[0, 1]``; returns their paths.
+
+        ``image_params`` (one dict per image, e.g. ``{"seed": 42}``) go into ``params.json``
+        and the image's DICOM file.
+        """
+        if self._closed:
+            raise ValueError(f"run in {self.output_dir} is already closed")
+        images = list(images)
+        if image_params is not None and len(image_params) != len(images):
+            raise ValueError(f"got {len(image_params)} image_params for {len(images)} images")
+        start = len(self.records)
+        if self.count is not None and start + len(images) > self.count:
+            raise ValueError(f"run was planned for {self.count} images; got {start + len(images)}")
+        for offset, image in enumerate(images):
+            # Check the whole batch before writing any of it.
+            try:
+                image = _as_2d_or_rgb(_check_range(image))
+                if image.ndim == 3 and self.bit_depth == 16 and {"png", "dcm"} & set(self.formats):
+                    raise ValueError("16-bit PNG/DICOM export supports grayscale images only; use bit_depth=8 for RGB")
+            except ValueError as error:
+                raise ValueError(f"image {start + offset}: {error}") from None
+        self._refuse_existing(self._path(start + offset, fmt) for offset in range(len(images)) for fmt in self.formats)
+
+        paths: list[Path] = []
+        for offset, image in enumerate(images):
+            index = start + offset
+            per_image = json.loads(json.dumps(dict(image_params[offset]) if image_params else {}, default=_json_default))
+            files: list[str] = []
+            for fmt in self.formats:
+                path = self._path(index, fmt)
+                if fmt == "png":
+                    write_png(image, path, self.bit_depth)
+                elif fmt == "npy":
+                    write_npy(image, path)
+                else:
+                    dicom_params = json.loads(json.dumps({**self.params, **per_image}, default=_json_default))
+                    write_dicom(image, path, self.study, index + 1, dicom_params, self.bit_depth)
+                paths.append(path)
+                files.append(path.name)
+            self.records.append({"index": index, "files": files, **per_image})
+        self.written.extend(paths)
+        return paths
+
+    def close(self, complete: bool = True) -> Path:
+        """Write ``params.json`` (all run parameters and one record per written image)."""
+        if self._closed:
+            return self.params_path
+        document = {
+            **self.params,
+            "formats": list(self.formats),
+            "bit_depth": self.bit_depth,
+            "count": len(self.records),
+            "complete": complete,
+            "images": self.records,
+        }
+        if "dcm" in self.formats:
+            document["dicom"] = {
+                "modality": self.study.modality,
+                "study_instance_uid": self.study.study_uid,
+                "series_instance_uid": self.study.series_uid,
+                "patient_id": self.study.patient_id,
+                "patient_name": self.study.patient_name,
+            }
+        with open(self.params_path, "x", encoding="utf-8") as file:
+            json.dump(document, file, indent=2, default=_json_default)
+            file.write("\n")
+        self._closed = True
+        self.written.append(self.params_path)
+        return self.params_path
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.close(complete=exc_type is None and (self.count is None or len(self.records) == self.count))
+
+
 def export_images(
     images: np.ndarray | Sequence[np.ndarray],
     output_dir: str | Path,
@@ -362,84 +515,17 @@ def export_images(
     Returns:
         The image file paths in image order (formats grouped per image), then ``params.json``.
     """
-    formats = _parse_formats(formats)
-    if bit_depth not in (8, 16):
-        raise ValueError(f"bit_depth must be 8 or 16; got {bit_depth}")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", prefix):
-        raise ValueError(f"file prefix {prefix!r} must be letters, digits, '_', '.' or '-'")
     images = list(images)
     if not images:
         raise ValueError("no images to export")
-    for index, image in enumerate(images):
-        # Check every image before writing any, so that a bad one leaves no partial run behind.
-        try:
-            image = _as_2d_or_rgb(_check_range(image))
-            if image.ndim == 3 and bit_depth == 16 and {"png", "dcm"} & set(formats):
-                raise ValueError("16-bit PNG/DICOM export supports grayscale images only; use bit_depth=8 for RGB")
-        except ValueError as error:
-            raise ValueError(f"image {index}: {error}") from None
     if image_params is not None and len(image_params) != len(images):
         raise ValueError(f"got {len(image_params)} image_params for {len(images)} images")
-    run_params = dict(params or {})
-    json.dumps(run_params, default=_json_default)  # fail before writing anything
-
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"output path {output_dir} exists and is not a folder")
-    stems = [f"{prefix}_{index:05d}" for index in range(len(images))]
-    planned = [output_dir / f"{stem}.{fmt}" for stem in stems for fmt in formats] + [output_dir / "params.json"]
-    existing = [path.name for path in planned if path.exists()]
-    if existing:
-        raise ValueError(
-            f"output folder {output_dir} already holds {', '.join(existing[:3])}"
-            f"{' ...' if len(existing) > 3 else ''}; medgen never overwrites files: choose a new folder"
-        )
-    output_dir.mkdir(parents=True, exist_ok=True)
-
-    created = _dt.datetime.now().astimezone()
-    run_params.setdefault("medgen_version", _medgen_version())
-    run_params.setdefault("created", created.isoformat(timespec="seconds"))
-    labels = run_params.get("labels")
-    study_label = ",".join(labels) if isinstance(labels, (list, tuple)) else (labels or run_params.get("prompt"))
-    study = SyntheticStudy(label=str(study_label) if study_label else None, modality=modality, created=created)
-
-    written: list[Path] = []
-    records: list[dict[str, Any]] = []
-    for index, (image, stem) in enumerate(zip(images, stems)):
-        per_image = dict(image_params[index]) if image_params is not None else {}
-        files: list[str] = []
-        for fmt in formats:
-            path = output_dir / f"{stem}.{fmt}"
-            if fmt == "png":
-                write_png(image, path, bit_depth)
-            elif fmt == "npy":
-                write_npy(image, path)
-            else:
-                dicom_params = {**run_params, **per_image}
-                dicom_params = json.loads(json.dumps(dicom_params, default=_json_default))
-                write_dicom(image, path, study, instance_number=index + 1, params=dicom_params, bit_depth=bit_depth)
-            written.append(path)
-            files.append(path.name)
-        records.append({"index": index, "files": files, **per_image})
-
-    document = {
-        **run_params,
-        "formats": list(formats),
-        "bit_depth": bit_depth,
-        "count": len(images),
-        "images": records,
-    }
-    if "dcm" in formats:
-        document["dicom"] = {
-            "modality": modality,
-            "study_instance_uid": study.study_uid,
-            "series_instance_uid": study.series_uid,
-            "patient_id": study.patient_id,
-            "patient_name": study.patient_name,
-        }
-    params_path = output_dir / "params.json"
-    with open(params_path, "x", encoding="utf-8") as file:
-        json.dump(document, file, indent=2, default=_json_default)
-        file.write("\n")
-    written.append(params_path)
-    return written
+    writer = RunWriter(output_dir, formats, params, bit_depth, modality, prefix, count=len(images))
+    try:
+        writer.write(images, image_params)
+    except BaseException:
+        if writer.records:  # a failure mid-batch: record what was written
+            writer.close(complete=False)
+        raise
+    writer.close()
+    return writer.written

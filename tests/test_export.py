@@ -16,6 +16,7 @@ from medgen.export import (
     SyntheticStudy,
     build_dicom,
     export_images,
+    RunWriter,
     new_run_dir,
     quantize,
     read_private_params,
@@ -220,3 +221,25 @@ def test_out_of_range_images_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="no images"):
         export_images(np.zeros((0, 8, 8, 1), np.float32), tmp_path)
     assert not any(Path(tmp_path).iterdir())
+
+
+def test_run_writer_writes_batches_and_records_interrupted_runs(tmp_path):
+    with RunWriter(tmp_path / "full", formats="png,dcm", params=RUN_PARAMS, count=4) as run:
+        run.write(_images(3), [{"seed": s} for s in range(3)])
+        run.write(_images(1, seed=1), [{"seed": 3}])
+    document = json.loads((tmp_path / "full" / "params.json").read_text())
+    assert document["complete"] is True and document["count"] == 4
+    assert [record["seed"] for record in document["images"]] == [0, 1, 2, 3]
+    numbers = [pydicom.dcmread(tmp_path / "full" / f"image_{i:05d}.dcm").InstanceNumber for i in range(4)]
+    assert numbers == [1, 2, 3, 4]
+
+    with pytest.raises(KeyboardInterrupt):
+        with RunWriter(tmp_path / "cut", formats="png", params=RUN_PARAMS, count=4) as run:
+            run.write(_images(2))
+            raise KeyboardInterrupt
+    document = json.loads((tmp_path / "cut" / "params.json").read_text())
+    assert document["complete"] is False and document["count"] == 2
+
+    with pytest.raises(ValueError, match="planned for 2 images"):
+        with RunWriter(tmp_path / "over", count=2) as run:
+            run.write(_images(3))
