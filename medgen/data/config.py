@@ -15,7 +15,7 @@ SOURCES = ("medmnist", "csv", "dicom", "folder")
 UNCERTAIN_POLICIES = ("ones", "zeros", "ignore")
 RESIZE_MODES = ("crop", "pad")
 BAD_FILE_POLICIES = ("skip", "error")
-NORMALIZATIONS = ("minmax", "percentile")
+NORMALIZATIONS = ("minmax", "percentile", "range")
 
 
 @dataclass
@@ -54,8 +54,11 @@ class DataConfig:
         resize_mode: `"crop"` (aspect-preserving resize then center crop, no distortion,
             edges lost) or `"pad"` (aspect-preserving resize then zero padding, whole image
             kept).
-        normalization: `"minmax"` or `"percentile"` (0.5-99.5 percentiles, robust to hot
-            pixels) intensity scaling to [0, 1] before mapping to [-1, 1].
+        normalization: intensity scaling to [0, 1] before mapping to [-1, 1]: `"minmax"`
+            (per image), `"percentile"` (0.5-99.5 percentiles per image, robust to burned-in
+            text and hot pixels) or `"range"` (the file's nominal range: 0-255 for 8-bit,
+            0-65535 for 16-bit, the window for windowed DICOM; keeps brightness differences
+            between images).
         clahe: apply CLAHE (`skimage.exposure.equalize_adapthist`) after scaling.
         hflip: random horizontal flips in training. Off by default: a flipped chest X-ray
             has the heart on the right (dextrocardia), an anatomically wrong image.
@@ -141,6 +144,19 @@ class DataConfig:
             raise ValueError(
                 f"DataConfig.prompt_template must contain '{{labels}}', got {self.prompt_template!r}"
             )
+        if self.source != "csv":
+            csv_only = {
+                "label_columns": self.label_columns,
+                "findings_column": self.findings_column,
+                "text_column": self.text_column,
+                "filters": self.filters or None,
+                "csv_path": self.csv_path,
+            }
+            given = sorted(name for name, value in csv_only.items() if value is not None)
+            if given:
+                raise ValueError(f"DataConfig options {given} only apply to source='csv', not {self.source!r}")
+        if self.source in ("dicom", "folder") and self.labels is not None:
+            raise ValueError(f"source={self.source!r} is unlabelled; remove labels={self.labels!r}")
         if not isinstance(self.filters, dict):
             raise ValueError(f"DataConfig.filters must be a mapping column -> list of values, got {self.filters!r}")
         self.filters = {

@@ -1,13 +1,396 @@
-"""`build_dataset(cfg)`: a `datasets.Dataset` of preprocessed tensors."""
+"""`build_dataset(cfg)`: images decoded and preprocessed once, cached by `datasets`.
+
+Building has two steps. *Planning* reads only metadata (the CSV, the npz labels, the
+file list) and decides which samples exist, their label vectors and their text. *Decoding*
+reads and preprocesses every image inside `Dataset.from_generator`, whose Arrow cache
+is keyed on a fingerprint of the config and of every source file's size and mtime: a
+second build with the same config and files reuses the cache and decodes nothing, and
+editing a file or an option re-decodes. The training DataLoader only reads arrays.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
 from medgen.data.config import DataConfig
+from medgen.data.labels import (
+    apply_uncertain_policy,
+    encode_findings,
+    findings_vocabulary,
+    label_counts,
+    match_label_names,
+    normalize_name,
+    one_hot,
+    parse_chexpert_value,
+    parse_findings,
+    present_labels,
+)
+from medgen.data.readers import iter_files, read_frames, read_medmnist
+from medgen.data.text import clean_report, template_prompt
+from medgen.data.transforms import preprocess
+
+logger = logging.getLogger(__name__)
+
+# Bump when decoding/preprocessing changes, so that old caches are not reused.
+CACHE_VERSION = "1"
+SKIPPED_FILE = "medgen_skipped.json"
+
+
+@dataclass
+class _Sample:
+    """One planned sample: a file (all its frames) or one npz row."""
+
+    key: str
+    vector: np.ndarray
+    text: str
+
+
+@dataclass
+class _Plan:
+    samples: list[_Sample]
+    label_names: list[str]
+    multi_label: bool
+    files: list[str]  # files whose size/mtime key the cache
+    dropped: dict[str, int] = field(default_factory=dict)
+    images: np.ndarray | None = None  # MedMNIST pixels, already in memory
 
 
 class MedicalImageDataset:
-    pass
+    """A preprocessed image dataset and what is known about it.
+
+    Attributes:
+        dataset: `datasets.Dataset` in torch format with columns `pixel_values` float32
+            `(C, H, W)` in [-1, 1], `labels` float32 `(num_labels,)` (length 0 when
+            unlabelled), `text` str and `source` str (file path, `path#frame` for
+            multi-frame DICOM, or `file.npz:split:index`).
+        label_names: names of the label vector's entries, in order.
+        multi_label: True for multi-hot vectors, False for one-hot.
+        skipped: `(path, reason)` for every file that could not be read.
+        dropped: rows left out on purpose (e.g. `uncertain_policy="ignore"`), by reason.
+        config: the `DataConfig` it was built from.
+        fingerprint: the cache key.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        label_names: list[str],
+        multi_label: bool,
+        skipped: list[tuple[str, str]],
+        config: DataConfig,
+        fingerprint: str,
+        dropped: dict[str, int] | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.label_names = label_names
+        self.multi_label = multi_label
+        self.skipped = skipped
+        self.config = config
+        self.fingerprint = fingerprint
+        self.dropped = dropped or {}
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.dataset[index]
+
+    def label_counts(self) -> dict[str, int]:
+        """Images per label, plus "(no label set)": for class-balance reports."""
+        return dataset_label_counts(self.dataset, self.label_names)
+
+    def summary(self) -> str:
+        """A few lines for logs and model cards: size, shape, labels, skipped files."""
+        cfg = self.config
+        lines = [
+            f"{len(self)} images of {cfg.channels}x{cfg.resolution}x{cfg.resolution} from {cfg.source} "
+            f"{cfg.path}" + (f" (split {cfg.split})" if cfg.source == "medmnist" else "")
+        ]
+        if self.label_names:
+            kind = "multi-label" if self.multi_label else "single-label"
+            counts = ", ".join(f"{name}: {count}" for name, count in self.label_counts().items())
+            lines.append(f"labels ({kind}): {counts}")
+        else:
+            lines.append("unlabelled")
+        for reason, count in self.dropped.items():
+            lines.append(f"dropped {count} rows: {reason}")
+        lines.append(f"skipped files: {len(self.skipped)}")
+        for path, reason in self.skipped[:5]:
+            lines.append(f"  {path}: {reason}")
+        if len(self.skipped) > 5:
+            lines.append(f"  ... and {len(self.skipped) - 5} more")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"MedicalImageDataset({self.summary().splitlines()[0]})"
+
+
+def dataset_label_counts(dataset: Any, label_names: list[str]) -> dict[str, int]:
+    """Per-label image counts of a dataset with a `labels` column."""
+    if not label_names:
+        return {}
+    vectors = np.asarray(dataset.with_format("numpy", columns=["labels"])["labels"], dtype=np.float32)
+    return label_counts(vectors.reshape(len(dataset), len(label_names)), label_names)
 
 
 def build_dataset(cfg: DataConfig) -> MedicalImageDataset:
-    raise NotImplementedError
+    """Plan, decode (or reuse the cache) and wrap a dataset described by `cfg`.
+
+    Raises:
+        FileNotFoundError: the npz / folder / CSV does not exist.
+        ValueError: missing CSV column, unknown label, unknown split, no sample left
+            after filtering, every file unreadable, or (with `bad_files="error"`) the
+            first unreadable file.
+    """
+    from datasets import Array3D, Dataset, Features, List, Value
+    from datasets.exceptions import DatasetGenerationError
+
+    plan = _plan(cfg)
+    if cfg.max_samples is not None:
+        plan.samples = plan.samples[: cfg.max_samples]
+    if not plan.samples:
+        raise ValueError(
+            f"no samples in source {cfg.source!r} at {cfg.path} with filters {cfg.filters or 'none'}"
+            + (f" and labels {cfg.labels}" if cfg.labels else "")
+            + (f"; dropped rows: {plan.dropped}" if plan.dropped else "")
+        )
+    fingerprint = _fingerprint(cfg, plan)
+    features = Features(
+        {
+            "pixel_values": Array3D(shape=(cfg.channels, cfg.resolution, cfg.resolution), dtype="float32"),
+            "labels": List(Value("float32")),
+            "text": Value("string"),
+            "source": Value("string"),
+        }
+    )
+    state: dict[str, Any] = {"generated": False, "skipped": []}
+
+    def generate() -> Iterator[dict[str, Any]]:
+        state["generated"] = True
+        yield from _decode(cfg, plan, state["skipped"])
+
+    try:
+        dataset = Dataset.from_generator(
+            generate, features=features, cache_dir=cfg.cache_dir, fingerprint=fingerprint
+        )
+    except DatasetGenerationError as error:
+        # datasets wraps generator errors; surface ours (they name the file).
+        cause = error.__cause__ or error.__context__
+        if isinstance(cause, (ValueError, FileNotFoundError)):
+            raise cause from None
+        raise
+
+    skipped = _sync_skipped(dataset, state)
+    if plan.dropped:
+        for reason, count in plan.dropped.items():
+            logger.info("dropped %d rows of %s: %s", count, cfg.path, reason)
+    if skipped:
+        logger.warning(
+            "skipped %d unreadable file(s) of %s (bad_files='skip'), e.g. %s: %s",
+            len(skipped),
+            cfg.path,
+            skipped[0][0],
+            skipped[0][1],
+        )
+    if len(dataset) == 0:
+        raise ValueError(
+            f"no readable image in source {cfg.source!r} at {cfg.path}: all {len(skipped)} file(s) failed, "
+            f"e.g. {skipped[0][0]}: {skipped[0][1]}"
+            if skipped
+            else f"no samples in source {cfg.source!r} at {cfg.path}"
+        )
+    return MedicalImageDataset(
+        dataset=dataset.with_format("torch"),
+        label_names=plan.label_names,
+        multi_label=plan.multi_label,
+        skipped=skipped,
+        config=cfg,
+        fingerprint=fingerprint,
+        dropped=plan.dropped,
+    )
+
+
+def _sync_skipped(dataset: Any, state: dict[str, Any]) -> list[tuple[str, str]]:
+    """Persist the skipped list next to the Arrow cache, or read it back on reuse."""
+    if not dataset.cache_files:
+        return list(state["skipped"])
+    sidecar = Path(dataset.cache_files[0]["filename"]).parent / SKIPPED_FILE
+    if state["generated"]:
+        sidecar.write_text(json.dumps(state["skipped"]))
+        return list(state["skipped"])
+    if sidecar.exists():
+        return [tuple(item) for item in json.loads(sidecar.read_text())]
+    return []
+
+
+def _fingerprint(cfg: DataConfig, plan: _Plan) -> str:
+    config = cfg.to_dict()
+    config.pop("cache_dir")
+    digest = hashlib.sha256(json.dumps({"version": CACHE_VERSION, "config": config}, sort_keys=True).encode())
+    for name in plan.files:
+        try:
+            stat = os.stat(name)
+            digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{name}\0missing\n".encode())
+    return f"medgen-{cfg.source}-{digest.hexdigest()[:32]}"
+
+
+def _decode(cfg: DataConfig, plan: _Plan, skipped: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:
+    options = {
+        "resolution": cfg.resolution,
+        "channels": cfg.channels,
+        "resize_mode": cfg.resize_mode,
+        "normalization": cfg.normalization,
+        "clahe": cfg.clahe,
+    }
+    yielded = 0
+    for index, sample in enumerate(plan.samples):
+        if plan.images is not None:
+            pixels = preprocess(plan.images[index], value_range=(0.0, 255.0), **options)
+            yield {"pixel_values": pixels, "labels": sample.vector, "text": sample.text, "source": sample.key}
+            continue
+        try:
+            frames, meta = read_frames(sample.key, keep_rgb=cfg.channels == 3, window=cfg.window)
+            value_range = meta.get("value_range")
+            processed = [preprocess(frame, value_range=value_range, **options) for frame in frames]
+        except Exception as error:  # any unreadable file is either skipped or reported by name
+            if cfg.bad_files == "error":
+                if isinstance(error, (FileNotFoundError, ValueError)) and sample.key in str(error):
+                    raise
+                raise ValueError(f"cannot read {sample.key}: {error}") from error
+            skipped.append((sample.key, f"{type(error).__name__}: {error}"))
+            continue
+        for frame_index, pixels in enumerate(processed):
+            source = f"{sample.key}#{frame_index}" if len(processed) > 1 else sample.key
+            yield {"pixel_values": pixels, "labels": sample.vector, "text": sample.text, "source": source}
+            yielded += 1
+            if cfg.max_samples is not None and yielded >= cfg.max_samples:
+                return
+
+
+def _plan(cfg: DataConfig) -> _Plan:
+    if cfg.source == "medmnist":
+        return _plan_medmnist(cfg)
+    if cfg.source == "csv":
+        return _plan_csv(cfg)
+    files = [str(path) for path in iter_files(cfg.path, dicom_only=cfg.source == "dicom")]
+    empty = np.zeros(0, dtype=np.float32)
+    return _Plan([_Sample(name, empty, "") for name in files], [], False, files)
+
+
+def _plan_medmnist(cfg: DataConfig) -> _Plan:
+    images, vectors, names, multi_label = read_medmnist(cfg.path, cfg.split, cfg.labels)
+    if cfg.multi_label is not None and cfg.multi_label != multi_label:
+        kind = "multi-label" if multi_label else "single-label"
+        raise ValueError(f"{cfg.path} is {kind}; set multi_label to {multi_label} or leave it unset (None)")
+    count = len(images) if cfg.max_samples is None else min(len(images), cfg.max_samples)
+    stem = Path(cfg.path).name
+    samples = [
+        _Sample(f"{stem}:{cfg.split}:{i}", vectors[i], template_prompt(present_labels(vectors[i], names), cfg.prompt_template))
+        for i in range(count)
+    ]
+    return _Plan(samples, names, multi_label, [str(Path(cfg.path).resolve())], images=images[:count])
+
+
+def _plan_csv(cfg: DataConfig) -> _Plan:
+    import pandas as pd
+
+    root = Path(cfg.path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    csv_path = Path(cfg.csv_path) if cfg.csv_path else root / "metadata.csv"
+    if not csv_path.exists():
+        raise FileNotFoundError(f"CSV file not found: {csv_path} (set csv_path)")
+    try:
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot parse CSV {csv_path}: {error}") from error
+
+    needed = {"path_column": [cfg.path_column], "label_columns": list(cfg.label_columns or [])}
+    needed["findings_column"] = [cfg.findings_column] if cfg.findings_column else []
+    needed["text_column"] = [cfg.text_column] if cfg.text_column else []
+    needed["filters"] = list(cfg.filters)
+    for option, columns in needed.items():
+        missing = [column for column in columns if column not in frame.columns]
+        if missing:
+            raise ValueError(
+                f"{option}: column(s) {missing} not in {csv_path}; its columns are {list(frame.columns)}"
+            )
+
+    for column, values in cfg.filters.items():
+        allowed = {normalize_name(value) for value in values}
+        frame = frame[frame[column].map(normalize_name).isin(allowed)]
+    rows = frame.to_dict("records")
+    dropped: dict[str, int] = {}
+
+    if cfg.label_columns:
+        if cfg.multi_label is False:
+            raise ValueError("label_columns (CheXpert style) are multi-label; leave multi_label unset or True")
+        names = match_label_names(cfg.labels, cfg.label_columns) if cfg.labels else list(cfg.label_columns)
+        vectors: list[np.ndarray | None] = []
+        for row in rows:
+            try:
+                raw = np.array([parse_chexpert_value(row[name]) for name in names], dtype=np.float32)
+            except ValueError as error:
+                raise ValueError(f"{csv_path}, row with {cfg.path_column}={row[cfg.path_column]!r}: {error}") from None
+            vectors.append(apply_uncertain_policy(raw, cfg.uncertain_policy))
+        multi_label = True
+        ignored = sum(vector is None for vector in vectors)
+        if ignored:
+            dropped["uncertain_policy='ignore': an uncertain (-1) selected label"] = ignored
+    elif cfg.findings_column:
+        findings = [parse_findings(row[cfg.findings_column], cfg.findings_separator) for row in rows]
+        several = next((f for f in findings if len(f) > 1), None)
+        if cfg.multi_label is False and several is not None:
+            raise ValueError(
+                f"multi_label=False but {csv_path} has rows with several findings, e.g. {several}"
+            )
+        multi_label = cfg.multi_label if cfg.multi_label is not None else several is not None
+        every_name = findings_vocabulary(findings, multi_label=False)
+        if cfg.labels:
+            names = match_label_names(cfg.labels, every_name)
+        else:
+            names = findings_vocabulary(findings, multi_label=multi_label)
+        vectors = []
+        wanted = {normalize_name(name): i for i, name in enumerate(names)}
+        for row_findings in findings:
+            if multi_label:
+                vectors.append(encode_findings(row_findings, names))
+            else:
+                position = wanted.get(normalize_name(row_findings[0]))
+                vectors.append(None if position is None else one_hot(position, len(names)))
+        unlisted = sum(vector is None for vector in vectors)
+        if unlisted:
+            dropped["single-label finding not in `labels`"] = unlisted
+    else:
+        if cfg.labels:
+            raise ValueError("labels needs label_columns or findings_column for source='csv'")
+        names, multi_label = [], False
+        vectors = [np.zeros(0, dtype=np.float32)] * len(rows)
+
+    samples, files = [], [str(csv_path.resolve())]
+    for row, vector in zip(rows, vectors):
+        if vector is None:
+            continue
+        path = Path(str(row[cfg.path_column]).strip())
+        path = path if path.is_absolute() else root / path
+        text = clean_report(row[cfg.text_column]) if cfg.text_column else ""
+        if not text and names:
+            text = template_prompt(present_labels(vector, names), cfg.prompt_template)
+        samples.append(_Sample(str(path), vector, text))
+        files.append(str(path))
+    return _Plan(samples, names, multi_label, files, dropped)

@@ -1,0 +1,195 @@
+"""Pure array transforms: reader output -> model input `(C, H, W)` float32 in [-1, 1].
+
+Order used by `preprocess`: channels -> intensity scaling to [0, 1] (at full resolution,
+so percentiles see every pixel) -> aspect-preserving resize (crop or pad) -> optional
+CLAHE -> [-1, 1]. Each step is a separate function so that it can be tested and reused.
+
+Augmentation is separate (`random_augment`, on torch batches, called by the training
+loop) because the preprocessed dataset is decoded once and cached.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+
+def to_channels(image: np.ndarray, channels: int = 1) -> np.ndarray:
+    """`(H, W)` or `(H, W, 3)` -> `(C, H, W)`; RGB becomes luminance for C=1, gray is repeated for C=3."""
+    if image.ndim == 3 and image.shape[-1] == 4:
+        image = image[..., :3]
+    if image.ndim == 3 and image.shape[-1] == 3:
+        if channels == 1:
+            from skimage.color import rgb2gray
+
+            return rgb2gray(image.astype(np.float32))[None].astype(np.float32)
+        return np.moveaxis(image, -1, 0).astype(np.float32)
+    if image.ndim != 2:
+        raise ValueError(f"expected an image (H, W) or (H, W, 3), got shape {image.shape}")
+    image = image.astype(np.float32)[None]
+    return np.repeat(image, channels, axis=0) if channels == 3 else image
+
+
+def scale_intensity(
+    image: np.ndarray,
+    mode: str = "minmax",
+    *,
+    percentiles: tuple[float, float] = (0.5, 99.5),
+    value_range: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Map arbitrary intensities (8/16-bit, Hounsfield units, windowed) to [0, 1].
+
+    Args:
+        image: any shape.
+        mode: `"minmax"` (image min -> 0, max -> 1), `"percentile"` (the given
+            percentiles -> 0 and 1, clipped: robust to burned-in text and hot pixels), or
+            `"range"` (the nominal `value_range`, e.g. (0, 255) for 8-bit: keeps the
+            brightness differences between images; falls back to min-max without one).
+        value_range: nominal (low, high) for `"range"`.
+
+    A constant image maps to zeros instead of dividing by zero.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if mode == "minmax" or (mode == "range" and value_range is None):
+        low, high = float(image.min()), float(image.max())
+    elif mode == "percentile":
+        low, high = (float(v) for v in np.percentile(image, percentiles))
+    elif mode == "range":
+        low, high = float(value_range[0]), float(value_range[1])
+    else:
+        raise ValueError(f"unknown intensity scaling mode {mode!r}; expected 'minmax', 'percentile' or 'range'")
+    if high <= low:
+        return np.zeros_like(image)
+    return np.clip((image - low) / (high - low), 0.0, 1.0)
+
+
+def resize_image(image: np.ndarray, size: int, mode: str = "crop") -> np.ndarray:
+    """Square `size` x `size` output from `(C, H, W)` without distorting anatomy.
+
+    `"crop"`: scale the short side to `size`, then center crop (edges lost).
+    `"pad"`: scale the long side to `size`, then pad with 0 (black after scaling to
+    [0, 1]) centered (whole field of view kept).
+    Resampling is Pillow's area-aware bilinear filter, which antialiases when shrinking.
+    """
+    from PIL import Image
+
+    if image.ndim != 3:
+        raise ValueError(f"resize_image expects (C, H, W), got shape {image.shape}")
+    if mode not in ("crop", "pad"):
+        raise ValueError(f"unknown resize mode {mode!r}; expected 'crop' or 'pad'")
+    channels, height, width = image.shape
+    side = min(height, width) if mode == "crop" else max(height, width)
+    scale = size / side
+    new_h = size if side == height else max(1, round(height * scale))
+    new_w = size if side == width else max(1, round(width * scale))
+    resized = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32)).resize(
+                    (new_w, new_h), Image.Resampling.BILINEAR
+                )
+            )
+            for plane in image
+        ]
+    )
+    if mode == "crop":
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        return np.ascontiguousarray(resized[:, top : top + size, left : left + size], dtype=np.float32)
+    output = np.zeros((channels, size, size), dtype=np.float32)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    output[:, top : top + new_h, left : left + new_w] = resized
+    return output
+
+
+def apply_clahe(image: np.ndarray, clip_limit: float = 0.01) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation of a `(C, H, W)` image in [0, 1]."""
+    from skimage.exposure import equalize_adapthist
+
+    image = np.clip(image, 0.0, 1.0)
+    return np.stack([equalize_adapthist(plane, clip_limit=clip_limit) for plane in image]).astype(np.float32)
+
+
+def to_model_range(image: np.ndarray) -> np.ndarray:
+    """[0, 1] -> [-1, 1], the range diffusion models are trained in."""
+    return (np.asarray(image, dtype=np.float32) * 2.0 - 1.0).astype(np.float32)
+
+
+def preprocess(
+    image: np.ndarray,
+    *,
+    resolution: int,
+    channels: int = 1,
+    resize_mode: str = "crop",
+    normalization: str = "minmax",
+    clahe: bool = False,
+    value_range: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Reader output -> `(channels, resolution, resolution)` float32 in [-1, 1]."""
+    planes = to_channels(image, channels)
+    planes = scale_intensity(planes, normalization, value_range=value_range)
+    planes = resize_image(planes, resolution, resize_mode)
+    planes = np.clip(planes, 0.0, 1.0)
+    if clahe:
+        planes = apply_clahe(planes)
+    return to_model_range(planes)
+
+
+def random_augment(
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    hflip: bool = False,
+    max_rotation: float = 0.0,
+    max_translation: float = 0.0,
+) -> torch.Tensor:
+    """Random flips / small rotations / translations of a batch `(B, C, H, W)` in [-1, 1].
+
+    Horizontal flips are off by default: on a chest X-ray a flip puts the heart on the
+    right (situs inversus / dextrocardia), teaching the model anatomy that is rare and
+    would be a finding. Enable them only for data without left-right semantics.
+
+    Args:
+        images: batch in [-1, 1].
+        generator: torch generator for reproducible draws (on the images' device).
+        hflip: flip each image left-right with probability 0.5.
+        max_rotation: maximum absolute rotation in degrees (e.g. 5).
+        max_translation: maximum shift as a fraction of the side (e.g. 0.05).
+            Pixels moved in from outside are black (-1).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if images.ndim != 4:
+        raise ValueError(f"random_augment expects (B, C, H, W), got shape {tuple(images.shape)}")
+    if max_rotation < 0 or not 0 <= max_translation < 1:
+        raise ValueError(
+            f"max_rotation must be >= 0 and max_translation in [0, 1), got {max_rotation}, {max_translation}"
+        )
+    batch = images.shape[0]
+    device = images.device
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        values = torch.rand(batch, generator=generator, device=generator.device if generator else device)
+        return (low + (high - low) * values).to(device)
+
+    output = images
+    if hflip:
+        flip = uniform(0.0, 1.0) < 0.5
+        output = torch.where(flip[:, None, None, None], output.flip(-1), output)
+    if max_rotation > 0 or max_translation > 0:
+        angle = torch.deg2rad(uniform(-max_rotation, max_rotation))
+        shift_x = uniform(-max_translation, max_translation) * 2.0
+        shift_y = uniform(-max_translation, max_translation) * 2.0
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        theta = torch.stack(
+            [torch.stack([cos, -sin, shift_x], dim=1), torch.stack([sin, cos, shift_y], dim=1)], dim=1
+        ).to(output.dtype)
+        grid = F.affine_grid(theta, list(output.shape), align_corners=False)
+        # Sample (x + 1) with zero padding so that outside pixels come in black (-1).
+        output = F.grid_sample(output + 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1.0
+    return output
+
