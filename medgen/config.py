@@ -1,0 +1,310 @@
+"""Typed training configuration: dataclasses loaded from YAML, with `key=value` overrides.
+
+Unknown keys and wrong types are errors that name the key, so a typo in a config fails at
+start-up rather than silently training something else. The resolved config is written
+beside every checkpoint and into the saved pipeline (`training_config.yaml`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from medgen.data.config import DataConfig
+
+MODEL_KINDS = ("unconditional", "label", "text", "vae")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+LR_SCHEDULERS = ("constant", "cosine", "linear", "multistep")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+@dataclass
+class ModelConfig:
+    """The denoiser. `kind`: `label` (label-conditioned), `unconditional`, `text` (text-conditioned latent), or `vae`
+    (train only the autoencoder). Channels per resolution level; attention on the levels marked True."""
+
+    kind: str = "label"
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    attention_levels: list[bool] = field(default_factory=lambda: [False, True, True])
+    layers_per_block: int = 1
+    norm_num_groups: int = 8
+    attention_head_dim: int = 8
+    dropout: float = 0.0
+    pretrained_vae: str | None = None  # a saved AutoencoderKL folder: diffusion then runs in its latent space
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"model.kind must be one of {MODEL_KINDS}, got {self.kind!r}")
+        if len(self.attention_levels) != len(self.block_out_channels):
+            raise ValueError(
+                f"model.attention_levels ({len(self.attention_levels)} entries) must match "
+                f"model.block_out_channels ({len(self.block_out_channels)} entries)"
+            )
+        if any(c % self.norm_num_groups for c in self.block_out_channels):
+            raise ValueError(
+                f"model.block_out_channels {self.block_out_channels} must all be divisible by "
+                f"model.norm_num_groups = {self.norm_num_groups}"
+            )
+
+
+@dataclass
+class DiffusionConfig:
+    """Noise schedule and loss. The defaults (cosine schedule, v-prediction, min-SNR-5 weighting) train small
+    pixel-space models far faster than the DDPM defaults; the thesis setup is linear 1e-4..0.02 over 500 steps."""
+
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    prediction_type: str = "v_prediction"
+    snr_gamma: float | None = 5.0  # min-SNR loss weighting (Hang et al. 2023); null disables it
+    condition_dropout: float = 0.1  # probability of training on the null condition (classifier-free guidance)
+    sampler: str = "dpm"  # saved default sampler: dpm (DPM-Solver++), unipc, ddim, ddpm
+    num_inference_steps: int = 25
+    guidance_scale: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"diffusion.beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"diffusion.prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ValueError(f"diffusion.condition_dropout must be in [0, 1), got {self.condition_dropout}")
+        if self.sampler not in ("dpm", "unipc", "ddim", "ddpm"):
+            raise ValueError(f"diffusion.sampler must be one of dpm, unipc, ddim, ddpm, got {self.sampler!r}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and the learning-rate schedule. `milestones` are epochs for `multistep` (MultiStepLR, `gamma`)."""
+
+    learning_rate: float = 5e-4
+    weight_decay: float = 1e-2
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    max_grad_norm: float = 1.0
+    lr_scheduler: str = "cosine"
+    lr_warmup_steps: int = 100
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise ValueError(f"optim.lr_scheduler must be one of {LR_SCHEDULERS}, got {self.lr_scheduler!r}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"optim.learning_rate must be > 0, got {self.learning_rate}")
+
+
+@dataclass
+class EMAConfig:
+    """Exponential moving average of the weights; warmup makes the decay grow as 1 - (1 + step)^-power."""
+
+    use_ema: bool = True
+    decay: float = 0.999
+    warmup: bool = True
+    power: float = 0.75
+
+
+@dataclass
+class TextConfig:
+    """Text conditioning (kind `text`)."""
+
+    text_encoder: str = "dmis-lab/biobert-base-cased-v1.2"
+    max_length: int = 128
+    train_last_layers: int = 0
+
+
+@dataclass
+class VAEConfig:
+    """Autoencoder trained as the first stage when `model.pretrained_vae` is not given (kinds `text` and `vae`)."""
+
+    latent_channels: int = 4
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    layers_per_block: int = 1
+    kl_weight: float = 1e-6
+    ssim_weight: float = 0.0
+    learning_rate: float = 1e-3
+    max_train_steps: int = 1000
+    train_batch_size: int = 32
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs. `max_train_steps` counts optimiser updates."""
+
+    data: DataConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    output_dir: str = "outputs/run"
+    seed: int = 0
+    train_batch_size: int = 64
+    max_train_steps: int = 1000
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    dataloader_num_workers: int = 0
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: int | None = 3
+    sample_every_steps: int = 500
+    num_sample_images: int = 8
+    log_every_steps: int = 10
+    report_to: str = "tensorboard"
+    hub_model_id: str | None = None
+    license: str = "apache-2.0"
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        for name in ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "checkpointing_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed construction from plain dictionaries
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _convert(value: Any, annotation: Any, key: str) -> Any:
+    """Checks `value` against `annotation` (dataclasses, lists, dicts, tuples, unions, scalars)."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return value
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a mapping of {annotation.__name__} fields, got {value!r}")
+        return from_dict(annotation, value, prefix=f"{key}.")
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, key)
+            except ValueError as error:
+                errors.append(str(error))
+        raise ValueError(f"{key}: expected {_type_name(annotation)}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key}: expected a list, got {value!r}")
+        args = typing.get_args(annotation)
+        item_type = args[0] if args else Any
+        items = [_convert(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a mapping, got {value!r}")
+        key_type, value_type = typing.get_args(annotation) or (Any, Any)
+        return {k: _convert(v, value_type, f"{key}.{k}") for k, v in value.items()}
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = ""):
+    """Builds dataclass `cls` from `data`, rejecting unknown keys and wrong types (errors name the key)."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"Unknown config key(s) {', '.join(prefix + k for k in unknown)}. "
+            f"Valid keys{' under ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(fields))}."
+        )
+    missing = [
+        name for name, f in fields.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ValueError(f"Missing required config key(s): {', '.join(prefix + m for m in missing)}.")
+    kwargs = {name: _convert(value, hints[name], prefix + name) for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except ValueError as error:
+        raise ValueError(f"{prefix.rstrip('.') or cls.__name__}: {error}") from error
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Applies `section.key=value` overrides (values parsed as YAML, so `true`, `3`, `[1, 2]` work)."""
+    for override in overrides:
+        if "=" not in override:
+            raise ValueError(f"Override {override!r} must look like key=value (e.g. optim.learning_rate=1e-4).")
+        dotted_key, raw_value = override.split("=", 1)
+        node = data
+        *parents, leaf = dotted_key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"Override {override!r}: {part!r} is not a section.")
+        node[leaf] = yaml.safe_load(raw_value)
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Reads a YAML training config, applies overrides, and returns the validated `TrainConfig`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of config sections, got {type(data).__name__}.")
+    try:
+        return from_dict(TrainConfig, apply_overrides(data, overrides or []))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def save_config(config: TrainConfig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    return path

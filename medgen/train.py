@@ -1,0 +1,325 @@
+"""Train a medgen diffusion pipeline.
+
+    # one process (CPU or one GPU)
+    accelerate launch medgen/train.py --config train_configs/tiny.yaml --output_dir outputs/tiny
+    # 8 GPUs, bf16
+    accelerate launch --multi_gpu --num_processes 8 --mixed_precision bf16 medgen/train.py \
+        --config train_configs/chexpert_label.yaml --output_dir outputs/chexpert
+    # resume, and override any config field
+    accelerate launch medgen/train.py --config train_configs/tiny.yaml --output_dir outputs/tiny \
+        --resume_from_checkpoint latest optim.learning_rate=2e-4 max_train_steps=2000
+
+The pipeline is saved to `--output_dir` (model_index.json at its root), with checkpoints in
+`output_dir/checkpoints`, sample grids in `output_dir/samples` and TensorBoard logs in `output_dir/logs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # `accelerate launch medgen/train.py` runs this file as a script; the installed package is imported
+    # by name, so drop the script's own folder (medgen/) from the path, where `medgen/data` etc. would
+    # shadow top-level packages such as `datasets`.
+    sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+
+from medgen.config import TrainConfig, config_to_dict, load_config, save_config
+from medgen.training import checkpoints
+from medgen.training.diffusion import build_noise_scheduler, build_sampler, diffusion_loss
+from medgen.training.optim import build_lr_scheduler, build_optimizer
+from medgen.training.samples import save_sample_grid
+
+logger = get_logger("medgen.train")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config", required=True, help="YAML training config (see train_configs/).")
+    parser.add_argument("--output_dir", "--output-dir", help="Where the pipeline, checkpoints and logs go.")
+    parser.add_argument("--max_train_steps", "--max-train-steps", type=int, help="Optimiser updates in total.")
+    parser.add_argument(
+        "--resume_from_checkpoint", "--resume-from-checkpoint",
+        help="'latest' (newest complete checkpoint in output_dir, or a fresh start if none) or a checkpoint folder.",
+    )
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of config fields, e.g. optim.learning_rate=1e-4")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    if args.max_train_steps is not None:
+        overrides.append(f"max_train_steps={args.max_train_steps}")
+    return load_config(args.config, overrides)
+
+
+def main(config: TrainConfig, resume_from_checkpoint: str | None = None) -> Path:
+    output_dir = Path(config.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        log_with=config.report_to if config.report_to != "none" else None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        # a seedable sampler makes the data order a function of (seed, epoch): resuming mid-epoch replays it
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    set_seed(config.seed)
+
+    # 1. Data (decoded once and cached by `datasets`; the main process builds the cache first)
+    from medgen.data import build_dataset
+
+    with accelerator.main_process_first():
+        data = build_dataset(config.data)
+    if accelerator.is_main_process:
+        logger.info(data.summary(), main_process_only=True)
+
+    # 2. An optional autoencoder stage, then the denoiser
+    if config.model.kind in ("vae", "text") and not config.model.pretrained_vae:
+        from medgen.training.vae import train_autoencoder
+
+        vae_dir = train_autoencoder(config, data, accelerator)
+        if config.model.kind == "vae":
+            accelerator.end_training()
+            return vae_dir
+        config.model.pretrained_vae = str(vae_dir)
+    from medgen.training.tasks import build_task
+
+    task = build_task(config, data.label_names, data.multi_label)
+    unet = task.unet
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    noise_scheduler = build_noise_scheduler(config.diffusion)
+
+    ema = None
+    if config.ema.use_ema:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(
+            unet.parameters(), decay=config.ema.decay, use_ema_warmup=config.ema.warmup, power=config.ema.power
+        )
+
+    dataloader = torch.utils.data.DataLoader(
+        data.dataset,
+        batch_size=config.train_batch_size,
+        shuffle=True,
+        num_workers=config.dataloader_num_workers,
+        drop_last=len(data.dataset) >= config.train_batch_size,
+        persistent_workers=config.dataloader_num_workers > 0,
+    )
+    steps_per_epoch = math.ceil(len(dataloader) / config.gradient_accumulation_steps)
+    num_epochs = math.ceil(config.max_train_steps / steps_per_epoch)
+    optimizer = build_optimizer(unet, config.optim)
+    lr_scheduler = build_lr_scheduler(optimizer, config, steps_per_epoch, accelerator.num_processes)
+    unet, optimizer, dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler)
+    task.to(accelerator.device)
+    if ema is not None:
+        ema.to(accelerator.device)
+
+    # 3. Resume: model, optimizer, LR schedule and RNG from accelerate; EMA and the step from our state
+    global_step = 0
+    if resume_from_checkpoint:
+        checkpoint = checkpoints.resolve_checkpoint(output_dir, resume_from_checkpoint)
+        if checkpoint is None:
+            accelerator.print(f"No checkpoint in {checkpoints.checkpoint_dir(output_dir)} yet: starting from step 0.")
+        else:
+            accelerator.print(f"Resuming from {checkpoint}")
+            accelerator.load_state(str(checkpoint))
+            global_step = checkpoints.read_state(checkpoint)["step"]
+            if ema is not None:
+                checkpoints.load_ema(ema, checkpoint)
+                ema.to(accelerator.device)
+
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, output_dir / "training_config.yaml")
+        accelerator.init_trackers("medgen", config=_flat_hparams(config))
+
+    # 4. Training loop
+    from tqdm.auto import tqdm
+
+    progress = tqdm(
+        total=config.max_train_steps, initial=global_step, desc="train", disable=not accelerator.is_local_main_process
+    )
+    first_epoch = global_step // steps_per_epoch
+    resume_batches = (global_step % steps_per_epoch) * config.gradient_accumulation_steps
+    loss_sum, loss_count, images_seen, window_start = 0.0, 0, 0, time.perf_counter()
+    grad_norm = torch.tensor(0.0)
+    for epoch in range(first_epoch, num_epochs):
+        if global_step >= config.max_train_steps:
+            break
+        unet.train()
+        dataloader.set_epoch(epoch)
+        batches = dataloader
+        if epoch == first_epoch and resume_batches:
+            batches = accelerator.skip_first_batches(dataloader, resume_batches)
+        for batch in batches:
+            with accelerator.accumulate(unet):
+                clean = task.model_input(batch)
+                noise = torch.randn_like(clean)
+                timesteps = torch.randint(
+                    0, noise_scheduler.config.num_train_timesteps, (clean.shape[0],), device=clean.device
+                )
+                noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+                drop_mask = torch.rand(clean.shape[0], device=clean.device) < config.diffusion.condition_dropout
+                # 1. predict noise (or v, or x0), 2. weighted MSE against the matching target
+                prediction = unet(noisy, timesteps, **task.condition_kwargs(batch, drop_mask)).sample
+                loss = diffusion_loss(prediction, clean, noise, timesteps, noise_scheduler, config.diffusion.snr_gamma)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(unet.parameters(), config.optim.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach().item()
+            loss_count += 1
+            images_seen += clean.shape[0] * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+
+            global_step += 1
+            progress.update(1)
+            if ema is not None:
+                ema.step(unet.parameters())
+            if global_step % config.log_every_steps == 0 or global_step == config.max_train_steps:
+                elapsed = time.perf_counter() - window_start
+                logs = {
+                    "loss": loss_sum / max(loss_count, 1),
+                    "lr": lr_scheduler.get_last_lr()[0],
+                    "grad_norm": float(grad_norm),
+                    "images_per_second": images_seen / max(elapsed, 1e-9),
+                }
+                progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
+                accelerator.log(logs, step=global_step)
+                loss_sum, loss_count, images_seen, window_start = 0.0, 0, 0, time.perf_counter()
+            if global_step % config.checkpointing_steps == 0:
+                save_checkpoint(accelerator, config, global_step, ema)
+            if accelerator.is_main_process and config.sample_every_steps and global_step % config.sample_every_steps == 0:
+                sample(accelerator, task, unet, ema, noise_scheduler, config, global_step)
+            if global_step >= config.max_train_steps:
+                break
+        if global_step >= config.max_train_steps:
+            break
+    progress.close()
+
+    # 5. Save the pipeline (EMA weights when trained with EMA)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        pipeline = build_final_pipeline(accelerator, task, unet, ema, noise_scheduler, config)
+        pipeline.save_pretrained(output_dir, model_card=model_card_info(config, data, global_step))
+        sample_path = sample(accelerator, task, unet, ema, noise_scheduler, config, global_step)
+        accelerator.print(f"Trained {global_step} steps. Pipeline saved to {output_dir.resolve()}")
+        accelerator.print(f"Samples: {sample_path}")
+        accelerator.print(
+            f"Generate: medgen generate --pipeline {output_dir} --count 8 --output {output_dir / 'generated'}"
+        )
+    accelerator.end_training()
+    return output_dir
+
+
+def save_checkpoint(accelerator: Accelerator, config: TrainConfig, step: int, ema) -> Path | None:
+    """All processes write their accelerate state into a temporary folder; the main process then renames it."""
+    temporary = checkpoints.temporary_path(config.output_dir, step)
+    if accelerator.is_main_process:
+        checkpoints.clear(temporary)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary), safe_serialization=True)
+    final = None
+    if accelerator.is_main_process:
+        if ema is not None:
+            checkpoints.save_ema(ema, temporary)
+        save_config(config, temporary / "training_config.yaml")
+        final = checkpoints.finalize(temporary, step, config.checkpoints_total_limit)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def build_final_pipeline(accelerator, task, unet, ema, noise_scheduler, config: TrainConfig):
+    """A pipeline around a copy of the UNet carrying the EMA weights, with the fast sampler as its scheduler."""
+    import copy
+
+    model = copy.deepcopy(accelerator.unwrap_model(unet)).float().eval()
+    if ema is not None:
+        ema.copy_to(model.parameters())
+    return task.build_pipeline(model, build_sampler(noise_scheduler, config.diffusion.sampler))
+
+
+def sample(accelerator, task, unet, ema, noise_scheduler, config: TrainConfig, step: int) -> Path:
+    """Saves `samples/step-XXXXXX.png`: one row per label (or prompt) with a fixed seed, so grids compare across steps."""
+    pipeline = build_final_pipeline(accelerator, task, unet, ema, noise_scheduler, config).to(accelerator.device)
+    pipeline.set_progress_bar_config(disable=True)
+    rows = []
+    for title, kwargs in task.sample_requests():
+        generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        images = pipeline(
+            num_images_per_prompt=config.num_sample_images,
+            num_inference_steps=config.diffusion.num_inference_steps,
+            generator=generator,
+            output_type="np",
+            **({"guidance_scale": config.diffusion.guidance_scale} if title != "samples" else {}),
+            **kwargs,
+        ).images
+        rows.append((title, images))
+    path = Path(config.output_dir) / "samples" / f"step-{step:06d}.png"
+    save_sample_grid(rows, path)
+    return path
+
+
+def model_card_info(config: TrainConfig, data, steps: int) -> dict:
+    schedule = config.diffusion
+    return {
+        "dataset": f"`{config.data.source}` data from `{Path(config.data.path).name}` (split `{config.data.split}`)",
+        "num_train_images": len(data.dataset),
+        "train_steps": f"{steps} (batch {config.train_batch_size} x {config.gradient_accumulation_steps} accumulation)",
+        "noise_schedule": f"{schedule.beta_schedule}, {schedule.num_train_timesteps} steps",
+        "prediction_type": schedule.prediction_type,
+        "ema": config.ema.use_ema,
+        "license": config.license,
+        "repo_id": config.hub_model_id,
+    }
+
+
+def _flat_hparams(config: TrainConfig) -> dict:
+    flat = {}
+
+    def walk(prefix: str, value):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}{key}.", item)
+        elif isinstance(value, (int, float, str, bool)):
+            flat[prefix.rstrip(".")] = value
+        elif value is not None:
+            flat[prefix.rstrip(".")] = str(value)
+
+    walk("", config_to_dict(config))
+    return flat
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="Train a pipeline in this process (use `accelerate launch medgen/train.py` for several GPUs)."
+    )
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    main(resolve_config(args), resume_from_checkpoint=args.resume_from_checkpoint)
+    return 0
+
+
+if __name__ == "__main__":
+    arguments = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0])).parse_args()
+    try:
+        main(resolve_config(arguments), resume_from_checkpoint=arguments.resume_from_checkpoint)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"medgen train: error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,159 @@
+"""What is trained for each model kind: the denoiser, its inputs, its condition, and the pipeline it becomes.
+
+`train.py` runs the same loop for every kind; a task supplies the differences:
+`model_input(batch)` (pixels, or scaled VAE latents), `condition_kwargs(batch, drop_mask)` (the
+UNet's extra arguments; rows in `drop_mask` get the null condition for classifier-free guidance),
+`build_pipeline(unet, scheduler)`, and `sample_requests()` (what the sample grids show).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
+
+from medgen.config import TrainConfig
+
+
+def block_types(attention_levels: list[bool], plain: str, attention: str) -> tuple[str, ...]:
+    return tuple(attention if use_attention else plain for use_attention in attention_levels)
+
+
+class DiffusionTask:
+    """Base task: pixel or latent space, shared by every kind."""
+
+    def __init__(self, config: TrainConfig, label_names: list[str], multi_label: bool):
+        self.config = config
+        self.label_names = label_names
+        self.multi_label = multi_label
+        self.vae: AutoencoderKL | None = None
+        if config.model.pretrained_vae:
+            self.vae = AutoencoderKL.from_pretrained(config.model.pretrained_vae, use_safetensors=True)
+            self.vae.requires_grad_(False).eval()
+        self.unet = self.build_unet()
+
+    @property
+    def sample_shape(self) -> tuple[int, int]:
+        """(channels, side) of what the UNet denoises."""
+        resolution, channels = self.config.data.resolution, self.config.data.channels
+        if self.vae is None:
+            return channels, resolution
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        if resolution % factor:
+            raise ValueError(f"data.resolution {resolution} must be divisible by the VAE's downsampling factor {factor}.")
+        return self.vae.config.latent_channels, resolution // factor
+
+    def build_unet(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def to(self, device: torch.device) -> None:
+        if self.vae is not None:
+            self.vae.to(device)
+
+    @torch.no_grad()
+    def model_input(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        pixels = batch["pixel_values"]
+        if self.vae is None:
+            return pixels
+        latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample()
+        return latents * self.vae.config.scaling_factor
+
+    def condition_kwargs(self, batch: dict[str, Any], drop_mask: torch.Tensor) -> dict[str, Any]:
+        return {}
+
+    def build_pipeline(self, unet: torch.nn.Module, scheduler):
+        raise NotImplementedError
+
+    def sample_requests(self) -> list[tuple[str, dict[str, Any]]]:
+        """(row title, pipeline kwargs) for each row of the sample grid."""
+        return [("samples", {})]
+
+
+class UnconditionalTask(DiffusionTask):
+    def build_unet(self) -> UNet2DModel:
+        model = self.config.model
+        channels, side = self.sample_shape
+        return UNet2DModel(
+            sample_size=side,
+            in_channels=channels,
+            out_channels=channels,
+            block_out_channels=tuple(model.block_out_channels),
+            layers_per_block=model.layers_per_block,
+            down_block_types=block_types(model.attention_levels, "DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=block_types(model.attention_levels[::-1], "UpBlock2D", "AttnUpBlock2D"),
+            norm_num_groups=model.norm_num_groups,
+            attention_head_dim=model.attention_head_dim,
+            dropout=model.dropout,
+        )
+
+    def build_pipeline(self, unet, scheduler):
+        from medgen.pipelines import UnconditionalPipeline
+
+        return UnconditionalPipeline(unet=unet, scheduler=scheduler, vae=self.vae)
+
+
+class LabelTask(DiffusionTask):
+    def __init__(self, config: TrainConfig, label_names: list[str], multi_label: bool):
+        if not label_names:
+            raise ValueError(
+                "model.kind 'label' needs a labelled dataset, but the data has no labels; "
+                "set data.labels / label_columns / findings_column, or use model.kind 'unconditional'."
+            )
+        super().__init__(config, label_names, multi_label)
+
+    def build_unet(self) -> UNet2DConditionModel:
+        model = self.config.model
+        channels, side = self.sample_shape
+        return UNet2DConditionModel(
+            sample_size=side,
+            in_channels=channels,
+            out_channels=channels,
+            block_out_channels=tuple(model.block_out_channels),
+            layers_per_block=model.layers_per_block,
+            down_block_types=block_types(model.attention_levels, "DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=block_types(model.attention_levels[::-1], "UpBlock2D", "AttnUpBlock2D"),
+            mid_block_type="UNetMidBlock2D",
+            norm_num_groups=model.norm_num_groups,
+            attention_head_dim=model.attention_head_dim,
+            dropout=model.dropout,
+            # the condition vector (label values + null flag) is projected into the timestep embedding
+            class_embed_type="projection",
+            projection_class_embeddings_input_dim=len(self.label_names) + 1,
+        )
+
+    def condition_kwargs(self, batch, drop_mask):
+        from medgen.pipelines import LabelConditionedPipeline
+
+        labels = batch["labels"].float()
+        return {
+            "encoder_hidden_states": None,
+            "class_labels": LabelConditionedPipeline.condition_from_vectors(labels, drop_mask),
+        }
+
+    def build_pipeline(self, unet, scheduler):
+        from medgen.pipelines import LabelConditionedPipeline
+
+        return LabelConditionedPipeline(
+            unet=unet,
+            scheduler=scheduler,
+            vae=self.vae,
+            id2label={str(i): name for i, name in enumerate(self.label_names)},
+            multi_label=self.multi_label,
+        )
+
+    def sample_requests(self):
+        return [(name, {"labels": name}) for name in self.label_names]
+
+
+def build_task(config: TrainConfig, label_names: list[str], multi_label: bool) -> DiffusionTask:
+    kind = config.model.kind
+    if kind == "label":
+        return LabelTask(config, label_names, multi_label)
+    if kind == "unconditional":
+        return UnconditionalTask(config, label_names, multi_label)
+    if kind == "text":
+        from medgen.training.text_task import TextTask
+
+        return TextTask(config, label_names, multi_label)
+    raise ValueError(f"model.kind {kind!r} has no diffusion task (the 'vae' kind trains only the autoencoder).")
