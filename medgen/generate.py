@@ -1,0 +1,265 @@
+"""`medgen generate`: sample images from a saved pipeline and export them with their parameters.
+
+Examples::
+
+    medgen generate --pipeline runs/pneumonia/pipeline --labels pneumonia --count 16 \\
+        --num-inference-steps 25 --guidance-scale 2 --seed 42 --output out/pneumonia --format png,dcm
+    medgen generate --pipeline runs/chexpert/pipeline --labels "effusion=1,edema=0.5" --count 4 --output out/mix
+
+Image ``i`` of a run is drawn with its own ``torch.Generator`` seeded ``seed + i`` (on the CPU,
+so seeds mean the same on every device): any single image can be regenerated alone with
+``--seed <seed + i> --count 1``, whatever the batch size (up to floating-point rounding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MAX_COUNT = 10_000
+MAX_STEPS = 1_000
+SCHEDULERS = {
+    "dpm": "DPMSolverMultistepScheduler",
+    "ddim": "DDIMScheduler",
+    "ddpm": "DDPMScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from medgen.export import DICOM_MODALITIES, EXPORT_FORMATS
+    from medgen.postprocess import list_presets
+
+    parser = subparsers.add_parser(
+        "generate",
+        help="generate synthetic images from a pipeline and write PNG / DICOM / NPY files",
+        description=(
+            "Generate synthetic images with a saved medgen pipeline and write them, with params.json, "
+            "into a new or empty output folder (existing files are never overwritten). "
+            f"Image i uses seed SEED+i. Research and teaching only, not for diagnosis."
+        ),
+    )
+    parser.add_argument("--pipeline", required=True, help="pipeline folder (with model_index.json) or Hub repo id")
+    parser.add_argument(
+        "--labels",
+        help=(
+            "findings for every image: one name ('pneumonia'), several at once for multi-label models "
+            "('effusion,pneumonia'), or name=value in [0, 1] ('effusion=1,edema=0.5'); case-insensitive"
+        ),
+    )
+    parser.add_argument("--prompt", help="text prompt (text-to-image pipelines)")
+    parser.add_argument("--negative-prompt", help="negative text prompt (text-to-image pipelines)")
+    parser.add_argument("--count", type=int, default=1, help=f"number of images, 1-{MAX_COUNT} (default 1)")
+    parser.add_argument("--num-inference-steps", type=int, default=25, help="denoising steps (default 25)")
+    parser.add_argument("--guidance-scale", type=float, default=2.0, help="classifier-free guidance (default 2.0)")
+    parser.add_argument("--seed", type=int, help="seed of image 0; image i uses SEED+i (default: random, recorded)")
+    parser.add_argument("--output", required=True, help="output folder; created if missing")
+    parser.add_argument(
+        "--format", default="png", help=f"comma-separated formats among {', '.join(EXPORT_FORMATS)} (default png)"
+    )
+    parser.add_argument(
+        "--scheduler", choices=sorted(SCHEDULERS), help="replace the pipeline's saved scheduler (default: keep it)"
+    )
+    parser.add_argument(
+        "--postprocess", default="none", help=f"post-processing preset: {', '.join(list_presets())} (default none)"
+    )
+    parser.add_argument("--bit-depth", type=int, choices=(8, 16), default=8, help="PNG / DICOM bit depth (default 8)")
+    parser.add_argument(
+        "--dicom-modality", default="OT", choices=DICOM_MODALITIES, help="DICOM Modality tag (default OT, 'other')"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="images per pipeline call (default 8)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="default auto")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def parse_labels(text: str) -> dict[str, float]:
+    """``"pneumonia"`` / ``"effusion,pneumonia"`` / ``"effusion=1,edema=0.5"`` -> ``{name: value}``."""
+    labels: dict[str, float] = {}
+    for item in text.split(","):
+        name, has_value, value_text = (part.strip() for part in item.partition("="))
+        if not name:
+            raise ValueError(f"--labels {text!r}: empty label name; expected e.g. 'pneumonia' or 'effusion=1,edema=0.5'")
+        value = 1.0
+        if has_value:
+            try:
+                value = float(value_text)
+            except ValueError:
+                raise ValueError(f"--labels {text!r}: value {value_text!r} of {name!r} is not a number") from None
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"--labels {text!r}: value {value} of {name!r} must lie in [0, 1]")
+        if name.lower() in (known.lower() for known in labels):
+            raise ValueError(f"--labels {text!r}: label {name!r} is given twice")
+        labels[name] = value
+    return labels
+
+
+def _match_labels(requested: dict[str, float], available: list[str], pipeline: str) -> dict[str, float]:
+    """Map requested names onto the pipeline's own spelling, or fail naming the valid ones."""
+    lookup = {name.lower(): name for name in available}
+    unknown = [name for name in requested if name.lower() not in lookup]
+    if unknown:
+        raise ValueError(
+            f"unknown label{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for pipeline "
+            f"{pipeline}; valid labels: {', '.join(available)}"
+        )
+    return {lookup[name.lower()]: value for name, value in requested.items()}
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    from medgen.export import _parse_formats
+    from medgen.postprocess import get_preset
+
+    if not 1 <= args.count <= MAX_COUNT:
+        raise ValueError(f"--count must be between 1 and {MAX_COUNT}; got {args.count}")
+    if not 1 <= args.num_inference_steps <= MAX_STEPS:
+        raise ValueError(f"--num-inference-steps must be between 1 and {MAX_STEPS}; got {args.num_inference_steps}")
+    if not (math.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
+        raise ValueError(f"--guidance-scale must be a finite number >= 0; got {args.guidance_scale}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")
+    if args.seed is not None and not 0 <= args.seed <= 2**63 - 1 - args.count:
+        raise ValueError(f"--seed must be between 0 and 2**63 - 1 - count; got {args.seed}")
+    _parse_formats(args.format)
+    get_preset(args.postprocess)
+    if args.labels is not None and args.prompt is not None:
+        raise ValueError("give either --labels (label-conditioned pipelines) or --prompt (text pipelines), not both")
+
+
+def _resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but torch sees no CUDA GPU; use --device cpu or auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps was requested but the Apple MPS backend is not available")
+    return name
+
+
+def _pipeline_kind(pipe: Any) -> str:
+    parameters = inspect.signature(pipe.__call__).parameters
+    if "prompt" in parameters:
+        return "text"
+    return "label" if getattr(pipe, "labels", None) else "unconditional"
+
+
+def _condition(args: argparse.Namespace, pipe: Any, kind: str) -> dict[str, Any]:
+    """Check --labels / --prompt against the pipeline; return the pipeline keyword arguments they give."""
+    if kind == "label":
+        if args.labels is None:
+            raise ValueError(f"pipeline {args.pipeline} is label-conditioned: give --labels, among {', '.join(pipe.labels)}")
+        labels = _match_labels(parse_labels(args.labels), list(pipe.labels), args.pipeline)
+        try:
+            pipe.encode_labels(labels)  # the pipeline's own checks (e.g. one label for single-label models)
+        except ValueError as error:
+            raise ValueError(f"--labels {args.labels!r}: {error}") from None
+        return {"labels": labels}
+    if args.labels is not None:
+        raise ValueError(f"pipeline {args.pipeline} is {kind}: it takes no --labels")
+    if kind == "text":
+        if not args.prompt:
+            raise ValueError(f"pipeline {args.pipeline} is text-conditioned: give --prompt")
+        return {"prompt": args.prompt, "negative_prompt": args.negative_prompt}
+    if args.prompt is not None or args.negative_prompt is not None:
+        raise ValueError(f"pipeline {args.pipeline} is unconditional: it takes no --prompt")
+    return {}
+
+
+def _set_scheduler(pipe: Any, name: str | None) -> str:
+    if name is not None:
+        import diffusers
+
+        scheduler_class = getattr(diffusers, SCHEDULERS[name])
+        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+    return type(pipe.scheduler).__name__
+
+
+def _call_pipeline(pipe: Any, kind: str, condition: dict[str, Any], seeds: list[int], args: argparse.Namespace):
+    import torch
+
+    generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+    kwargs: dict[str, Any] = {
+        "num_inference_steps": args.num_inference_steps,
+        "generator": generators,
+        "output_type": "np",
+    }
+    if kind == "label":
+        kwargs["labels"] = [condition["labels"]] * len(seeds)
+    elif kind == "text":
+        kwargs.update(prompt=[condition["prompt"]] * len(seeds), num_images_per_prompt=1)
+        if condition["negative_prompt"] is not None:
+            kwargs["negative_prompt"] = [condition["negative_prompt"]] * len(seeds)
+    else:
+        kwargs["num_images_per_prompt"] = len(seeds)
+    if "guidance_scale" in inspect.signature(pipe.__call__).parameters:
+        kwargs["guidance_scale"] = args.guidance_scale
+    return pipe(**kwargs).images
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the pipeline, sample ``--count`` images batch by batch, post-process, export."""
+    _check_arguments(args)
+    import torch
+    from tqdm.auto import tqdm
+
+    from medgen import __version__
+    from medgen.export import RunWriter
+    from medgen.pipelines import load_pipeline
+    from medgen.postprocess import apply_preset, get_preset
+
+    device = _resolve_device(args.device)
+    pipe = load_pipeline(args.pipeline)
+    kind = _pipeline_kind(pipe)
+    condition = _condition(args, pipe, kind)
+    scheduler = _set_scheduler(pipe, args.scheduler)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+
+    params: dict[str, Any] = {
+        "command": "medgen generate",
+        "pipeline": str(args.pipeline),
+        "pipeline_class": type(pipe).__name__,
+        **({"labels": condition["labels"]} if kind == "label" else {}),
+        **({"prompt": args.prompt, "negative_prompt": args.negative_prompt} if kind == "text" else {}),
+        "seed": seed,
+        "seed_rule": "image i uses torch.Generator('cpu').manual_seed(seed + i)",
+        "num_inference_steps": args.num_inference_steps,
+        "guidance_scale": args.guidance_scale if kind != "unconditional" else None,
+        "scheduler": scheduler,
+        "postprocess": get_preset(args.postprocess).record(),
+        "batch_size": args.batch_size,
+        "device": device,
+        "medgen_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    started = time.perf_counter()
+    with RunWriter(
+        args.output,
+        formats=args.format,
+        params=params,
+        bit_depth=args.bit_depth,
+        modality=args.dicom_modality,
+        count=args.count,
+    ) as writer:
+        starts = range(0, args.count, args.batch_size)
+        for start in tqdm(starts, desc="medgen generate", unit="batch", disable=len(starts) < 2, file=sys.stderr):
+            seeds = [seed + index for index in range(start, min(start + args.batch_size, args.count))]
+            images = _call_pipeline(pipe, kind, condition, seeds, args)
+            images, _ = apply_preset(images, args.postprocess)
+            writer.write(images, [{"seed": image_seed} for image_seed in seeds])
+        writer.params["duration_s"] = round(time.perf_counter() - started, 3)
+    print(f"wrote {args.count} image(s) to {Path(args.output)} (seeds {seed}..{seed + args.count - 1})")
+    return 0

@@ -1,0 +1,136 @@
+"""`medgen generate` end to end on a tiny saved pipeline: files, params, DICOM, seeds, errors."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pydicom
+import pytest
+
+from medgen import cli
+from medgen.generate import parse_labels
+
+helpers = pytest.importorskip("tests.helpers", reason="tests/helpers.py provides the tiny pipelines")
+
+
+@pytest.fixture(autouse=True)
+def _generate_command_only(monkeypatch):
+    # The parser is built from every command module; this file tests `generate` alone.
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("medgen.generate",))
+
+
+@pytest.fixture(scope="module")
+def label_pipeline_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pipeline")
+    helpers.tiny_label_pipeline(labels=("normal", "pneumonia")).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def unconditional_pipeline_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("unconditional")
+    helpers.tiny_unconditional_pipeline().save_pretrained(folder)
+    return folder
+
+
+def _generate(pipeline, output, *extra):
+    argv = ["generate", "--pipeline", str(pipeline), "--output", str(output), "--num-inference-steps", "2"]
+    return cli.main([*argv, *map(str, extra)])
+
+
+def test_generate_writes_images_params_and_dicom(label_pipeline_dir, tmp_path):
+    out = tmp_path / "out"
+    code = _generate(
+        label_pipeline_dir, out, "--labels", "Pneumonia", "--count", 3, "--seed", 7, "--batch-size", 2,
+        "--format", "png,dcm,npy", "--guidance-scale", 2.5, "--postprocess", "thesis", "--scheduler", "ddim",
+    )  # fmt: skip
+    assert code == 0
+    assert sorted(p.name for p in out.glob("*.png")) == [f"image_{i:05d}.png" for i in range(3)]
+    assert len(list(out.glob("*.dcm"))) == 3 and len(list(out.glob("*.npy"))) == 3
+
+    params = json.loads((out / "params.json").read_text())
+    assert params["labels"] == {"pneumonia": 1.0}  # matched case-insensitively, stored in the pipeline's spelling
+    assert params["pipeline"] == str(label_pipeline_dir)
+    assert params["pipeline_class"] == "LabelConditionedPipeline"
+    assert (params["seed"], params["num_inference_steps"], params["guidance_scale"]) == (7, 2, 2.5)
+    assert params["scheduler"] == "DDIMScheduler"
+    assert params["postprocess"]["preset"] == "thesis" and len(params["postprocess"]["steps"]) == 2
+    assert [image["seed"] for image in params["images"]] == [7, 8, 9]
+    assert params["complete"] is True and params["count"] == 3
+    assert params["medgen_version"] and params["created"]
+
+    ds = pydicom.dcmread(out / "image_00002.dcm")
+    assert ds.SyntheticData == "YES" and ds.InstanceNumber == 3
+    assert str(ds.PatientName) == "SYNTHETIC^PNEUMONIA"
+    assert "seed=9" in ds.ImageComments and "thesis" in ds.DerivationDescription
+    image = np.load(out / "image_00002.npy")
+    assert image.shape == (16, 16, 1) and 0 <= image.min() and image.max() <= 1
+    assert ds.pixel_array.shape == (16, 16)
+
+
+def test_same_seed_same_images_and_seed_i_reproduces_image_i(label_pipeline_dir, tmp_path):
+    common = ("--labels", "pneumonia", "--format", "npy", "--guidance-scale", 2.0)
+    assert _generate(label_pipeline_dir, tmp_path / "a", *common, "--count", 2, "--seed", 11, "--batch-size", 2) == 0
+    assert _generate(label_pipeline_dir, tmp_path / "b", *common, "--count", 2, "--seed", 11, "--batch-size", 2) == 0
+    assert _generate(label_pipeline_dir, tmp_path / "c", *common, "--count", 1, "--seed", 12) == 0
+    a = [np.load(tmp_path / "a" / f"image_{i:05d}.npy") for i in range(2)]
+    b = [np.load(tmp_path / "b" / f"image_{i:05d}.npy") for i in range(2)]
+    for first, second in zip(a, b):
+        np.testing.assert_array_equal(first, second)
+    assert not np.allclose(a[0], a[1], atol=1e-3)  # different seeds, different images
+    # Image 1 of a seed-11 batch is image 0 of a seed-12 run, generated alone.
+    np.testing.assert_allclose(np.load(tmp_path / "c" / "image_00000.npy"), a[1], atol=1e-5)
+
+
+def test_unconditional_pipeline_and_16_bit(unconditional_pipeline_dir, tmp_path):
+    out = tmp_path / "u"
+    assert _generate(unconditional_pipeline_dir, out, "--count", 2, "--bit-depth", 16, "--format", "dcm", "--seed", 0) == 0
+    params = json.loads((out / "params.json").read_text())
+    assert "labels" not in params and params["guidance_scale"] is None
+    ds = pydicom.dcmread(out / "image_00001.dcm")
+    assert ds.BitsStored == 16 and ds.Modality == "OT"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--labels", "Effusion"), "unknown label 'Effusion'.*valid labels: normal, pneumonia"),
+        (("--labels", "normal,pneumonia"), "single-label"),
+        (("--labels", "pneumonia=1.5"), r"must lie in \[0, 1\]"),
+        (("--labels", "pneumonia", "--count", 0), "--count must be between 1 and 10000"),
+        (("--labels", "pneumonia", "--count", 10001), "--count must be between 1 and 10000"),
+        (("--labels", "pneumonia", "--format", "png,jpg"), "unknown export format 'jpg'"),
+        (("--labels", "pneumonia", "--postprocess", "sharpn"), "unknown post-processing preset 'sharpn'"),
+        (("--labels", "pneumonia", "--num-inference-steps", 0), "--num-inference-steps"),
+        (("--prompt", "chest x-ray"), "label-conditioned: give --labels"),
+        ((), "give --labels, among normal, pneumonia"),
+    ],
+)
+def test_user_errors_exit_2_with_a_message(label_pipeline_dir, tmp_path, capsys, extra, message):
+    out = tmp_path / "out"
+    assert _generate(label_pipeline_dir, out, *extra) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (out / "params.json").exists()
+
+
+def test_missing_pipeline_and_existing_output(label_pipeline_dir, tmp_path, capsys):
+    assert _generate(tmp_path / "nowhere", tmp_path / "out", "--labels", "pneumonia") == 2
+    assert "nowhere" in capsys.readouterr().err
+
+    out = tmp_path / "again"
+    assert _generate(label_pipeline_dir, out, "--labels", "pneumonia", "--seed", 1) == 0
+    before = (out / "image_00000.png").read_bytes()
+    assert _generate(label_pipeline_dir, out, "--labels", "pneumonia", "--seed", 2) == 2
+    assert "never overwrites" in capsys.readouterr().err
+    assert (out / "image_00000.png").read_bytes() == before
+
+
+def test_parse_labels_forms():
+    assert parse_labels("Pneumonia") == {"Pneumonia": 1.0}
+    assert parse_labels("Effusion, Pneumonia") == {"Effusion": 1.0, "Pneumonia": 1.0}
+    assert parse_labels("effusion=1,edema=0.5") == {"effusion": 1.0, "edema": 0.5}
+    for bad in ("", "a,,b", "a=x", "a,A"):
+        with pytest.raises(ValueError, match="--labels"):
+            parse_labels(bad)
