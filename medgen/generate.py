@@ -41,8 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="generate synthetic images from a pipeline and write PNG / DICOM / NPY files",
         description=(
             "Generate synthetic images with a saved medgen pipeline and write them, with params.json, "
-            "into a new or empty output folder (existing files are never overwritten). "
-            f"Image i uses seed SEED+i. Research and teaching only, not for diagnosis."
+            "into OUTPUT. Files are never overwritten: an OUTPUT that already holds any file of this run "
+            "(e.g. a previous run's params.json) is refused before anything is generated. "
+            "Image i uses seed SEED+i. Research and teaching only, not for diagnosis."
         ),
     )
     parser.add_argument("--pipeline", required=True, help="pipeline folder (with model_index.json) or Hub repo id")

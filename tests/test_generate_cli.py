@@ -9,10 +9,9 @@ import numpy as np
 import pydicom
 import pytest
 
+import helpers  # tests/helpers.py: tiny seeded pipelines (pytest puts tests/ on sys.path)
 from medgen import cli
 from medgen.generate import parse_labels
-
-helpers = pytest.importorskip("tests.helpers", reason="tests/helpers.py provides the tiny pipelines")
 
 
 @pytest.fixture(autouse=True)
