@@ -180,7 +180,17 @@ def build_dataset(cfg: DataConfig) -> MedicalImageDataset:
 
     def generate() -> Iterator[dict[str, Any]]:
         state["generated"] = True
-        yield from _decode(cfg, plan, state["skipped"])
+        count = 0
+        for row in _decode(cfg, plan, state["skipped"]):
+            count += 1
+            yield row
+        if count == 0:
+            # Fail inside the build so that no empty dataset is cached.
+            first_path, first_reason = state["skipped"][0] if state["skipped"] else (cfg.path, "no image")
+            raise ValueError(
+                f"no readable image in source {cfg.source!r} at {cfg.path}: all {len(state['skipped'])} "
+                f"file(s) failed, e.g. {first_path}: {first_reason}"
+            )
 
     try:
         dataset = Dataset.from_generator(
@@ -204,13 +214,6 @@ def build_dataset(cfg: DataConfig) -> MedicalImageDataset:
             cfg.path,
             skipped[0][0],
             skipped[0][1],
-        )
-    if len(dataset) == 0:
-        raise ValueError(
-            f"no readable image in source {cfg.source!r} at {cfg.path}: all {len(skipped)} file(s) failed, "
-            f"e.g. {skipped[0][0]}: {skipped[0][1]}"
-            if skipped
-            else f"no samples in source {cfg.source!r} at {cfg.path}"
         )
     return MedicalImageDataset(
         dataset=dataset.with_format("torch"),

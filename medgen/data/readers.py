@@ -396,7 +396,8 @@ def read_medmnist(
         num_labels = raw.shape[1]
     else:
         known = MEDMNIST_LABELS.get(name)
-        num_labels = len(labels or known or []) or int(raw.max()) + 1
+        # A split may lack the last class, so unknown files may name more classes than seen.
+        num_labels = len(known) if known else max(int(raw.max()) + 1, len(labels or []))
     if labels is None:
         labels = MEDMNIST_LABELS.get(name) or [f"class_{i}" for i in range(num_labels)]
     labels = list(labels)
