@@ -111,7 +111,8 @@ def test_missing_column_and_unknown_label(chexpert_dir, tmp_path):
 
 
 def test_empty_after_filters(chexpert_dir, tmp_path):
-    with pytest.raises(ValueError, match=r"no samples in source 'csv' at .*chexpert with filters \{'AP/PA': \['LL'\]\}"):
+    expected = r"no samples in source 'csv' at .*chexpert with filters \{'AP/PA': \['LL'\]\}"
+    with pytest.raises(ValueError, match=expected):
         build_dataset(chexpert_config(chexpert_dir, tmp_path, filters={"AP/PA": ["LL"]}))
 
 
@@ -143,7 +144,7 @@ def test_nih_findings_are_multi_label(nih_dir, tmp_path):
     np.testing.assert_array_equal(labels["img3.png"], [0, 1, 0])  # case-insensitive
     assert built.dataset["text"][1] == "chest x-ray, no finding"
     assert built.label_counts() == {"Cardiomegaly": 1, "Effusion": 2, "Pneumonia": 1, "(no label set)": 1}
-    subset = build_dataset(DataConfig(**{**cfg.to_dict(), "labels": ["pneumonia", "No Finding"], "window": None}))
+    subset = build_dataset(DataConfig.from_dict({**cfg.to_dict(), "labels": ["pneumonia", "No Finding"]}))
     assert subset.label_names == ["Pneumonia", "No Finding"]
     np.testing.assert_array_equal(by_source(subset)["img1.png"], [0, 1])
 
@@ -203,7 +204,7 @@ def test_cache_is_reused_and_invalidated(nih_dir, tmp_path, monkeypatch):
     second = build_dataset(cfg)
     assert len(calls) == 4  # nothing decoded again
     assert torch.equal(first.dataset["pixel_values"][:], second.dataset["pixel_values"][:])
-    build_dataset(DataConfig(**{**cfg.to_dict(), "resolution": 12, "window": None}))
+    build_dataset(DataConfig.from_dict({**cfg.to_dict(), "resolution": 12}))
     assert len(calls) == 8  # an option changed
     stat = os.stat(nih_dir / "img2.png")
     os.utime(nih_dir / "img2.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
@@ -228,12 +229,12 @@ def test_bad_files_skip_or_error(tmp_path):
     assert "skipped files: 2" in built.summary()
     assert len(build_dataset(cfg).skipped) == 2  # still reported when the cache is reused
     with pytest.raises(ValueError, match="corrupt.png"):
-        build_dataset(DataConfig(**{**cfg.to_dict(), "bad_files": "error", "window": None}))
+        build_dataset(DataConfig.from_dict({**cfg.to_dict(), "bad_files": "error"}))
     pd.DataFrame({"Path": [*names, "missing.png"], "finding": ["a", "b", "b"]}).to_csv(
         folder / "metadata.csv", index=False
     )
     with pytest.raises(FileNotFoundError, match="missing.png"):
-        build_dataset(DataConfig(**{**cfg.to_dict(), "bad_files": "error", "window": None}))
+        build_dataset(DataConfig.from_dict({**cfg.to_dict(), "bad_files": "error"}))
 
 
 def test_every_file_bad_is_an_error(tmp_path):

@@ -302,10 +302,8 @@ def _plan_medmnist(cfg: DataConfig) -> _Plan:
         raise ValueError(f"{cfg.path} is {kind}; set multi_label to {multi_label} or leave it unset (None)")
     count = len(images) if cfg.max_samples is None else min(len(images), cfg.max_samples)
     stem = Path(cfg.path).name
-    samples = [
-        _Sample(f"{stem}:{cfg.split}:{i}", vectors[i], template_prompt(present_labels(vectors[i], names), cfg.prompt_template))
-        for i in range(count)
-    ]
+    prompts = [template_prompt(present_labels(vectors[i], names), cfg.prompt_template) for i in range(count)]
+    samples = [_Sample(f"{stem}:{cfg.split}:{i}", vectors[i], prompts[i]) for i in range(count)]
     return _Plan(samples, names, multi_label, [str(Path(cfg.path).resolve())], images=images[:count])
 
 
