@@ -36,6 +36,7 @@ __all__ = [
     "build_dicom",
     "export_images",
     "new_run_dir",
+    "parse_formats",
     "quantize",
     "read_private_params",
     "write_dicom",
@@ -313,7 +314,8 @@ def new_run_dir(parent: str | Path, prefix: str = "run") -> Path:
     raise ValueError(f"could not create a new run folder in {parent}")
 
 
-def _parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
+def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
+    """``"png,dcm"`` or ``["png", "dicom"]`` -> ``("png", "dcm")``; unknown names raise ``ValueError``."""
     if isinstance(formats, str):
         formats = formats.split(",")
     aliases = {"dicom": "dcm", "numpy": "npy"}
@@ -362,7 +364,7 @@ class RunWriter:
         prefix: str = "image",
         count: int | None = None,
     ) -> None:
-        self.formats = _parse_formats(formats)
+        self.formats = parse_formats(formats)
         if bit_depth not in (8, 16):
             raise ValueError(f"bit_depth must be 8 or 16; got {bit_depth}")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", prefix):

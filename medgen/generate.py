@@ -114,7 +114,7 @@ def _match_labels(requested: dict[str, float], available: list[str], pipeline: s
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    from medgen.export import _parse_formats
+    from medgen.export import parse_formats
     from medgen.postprocess import get_preset
 
     if not 1 <= args.count <= MAX_COUNT:
@@ -127,7 +127,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")
     if args.seed is not None and not 0 <= args.seed <= 2**63 - 1 - args.count:
         raise ValueError(f"--seed must be between 0 and 2**63 - 1 - count; got {args.seed}")
-    _parse_formats(args.format)
+    parse_formats(args.format)
     get_preset(args.postprocess)
     if args.labels is not None and args.prompt is not None:
         raise ValueError("give either --labels (label-conditioned pipelines) or --prompt (text pipelines), not both")
