@@ -133,3 +133,46 @@ def test_parse_labels_forms():
     for bad in ("", "a,,b", "a=x", "a,A"):
         with pytest.raises(ValueError, match="--labels"):
             parse_labels(bad)
+
+
+@pytest.fixture(scope="module")
+def text_pipeline_dir(tmp_path_factory):
+    pipelines = pytest.importorskip("medgen.pipelines")
+    if not hasattr(pipelines, "TextToImagePipeline"):
+        pytest.skip("medgen.pipelines has no TextToImagePipeline")
+    import torch
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    from medgen.text_encoders import OFFLINE_TEXT_ENCODER, load_text_encoder
+
+    tokenizer, encoder = load_text_encoder(OFFLINE_TEXT_ENCODER)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        norm_num_groups=8, attention_head_dim=8, cross_attention_dim=encoder.config.hidden_size,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    )  # fmt: skip
+    pipe = pipelines.TextToImagePipeline(
+        vae=helpers.tiny_vae(), text_encoder=encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=DDPMScheduler(num_train_timesteps=100), max_length=16,
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("text")
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def test_text_pipeline_takes_prompts_not_labels(text_pipeline_dir, tmp_path, capsys):
+    out = tmp_path / "t"
+    prompt, negative = "right lower lobe pneumonia", "artifacts"
+    code = _generate(
+        text_pipeline_dir, out, "--prompt", prompt, "--negative-prompt", negative, "--count", 2, "--seed", 3,
+        "--format", "png,dcm",
+    )  # fmt: skip
+    assert code == 0
+    params = json.loads((out / "params.json").read_text())
+    assert (params["prompt"], params["negative_prompt"]) == (prompt, negative)
+    assert params["pipeline_class"] == "TextToImagePipeline" and len(list(out.glob("*.png"))) == 2
+    assert str(pydicom.dcmread(out / "image_00001.dcm").PatientName) == "SYNTHETIC^RIGHT_LOWER_LOBE_PNEUMONIA"
+
+    assert _generate(text_pipeline_dir, tmp_path / "x", "--labels", "pneumonia") == 2
+    assert "takes no --labels" in capsys.readouterr().err
