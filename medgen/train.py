@@ -151,6 +151,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None) -> Path
     )
     first_epoch = global_step // steps_per_epoch
     resume_batches = (global_step % steps_per_epoch) * config.gradient_accumulation_steps
+    micro_step = global_step * config.gradient_accumulation_steps
     loss_sum, loss_count, images_seen, window_start = 0.0, 0, 0, time.perf_counter()
     grad_norm = torch.tensor(0.0)
     for epoch in range(first_epoch, num_epochs):
@@ -163,13 +164,22 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None) -> Path
             batches = accelerator.skip_first_batches(dataloader, resume_batches)
         for batch in batches:
             with accelerator.accumulate(unet):
-                clean = task.model_input(batch)
-                noise = torch.randn_like(clean)
+                # Randomness drawn from (seed, micro-step, process) alone, so a resumed run replays it exactly.
+                generator = torch.Generator(device=accelerator.device).manual_seed(
+                    config.seed * 2**40 + micro_step * 1024 + accelerator.process_index
+                )
+                micro_step += 1
+                clean = task.model_input(batch, generator=generator)
+                noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
                 timesteps = torch.randint(
-                    0, noise_scheduler.config.num_train_timesteps, (clean.shape[0],), device=clean.device
+                    0, noise_scheduler.config.num_train_timesteps, (clean.shape[0],), device=clean.device,
+                    generator=generator,
                 )
                 noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-                drop_mask = torch.rand(clean.shape[0], device=clean.device) < config.diffusion.condition_dropout
+                drop_mask = (
+                    torch.rand(clean.shape[0], device=clean.device, generator=generator)
+                    < config.diffusion.condition_dropout
+                )
                 # 1. predict noise (or v, or x0), 2. weighted MSE against the matching target
                 prediction = unet(noisy, timesteps, **task.condition_kwargs(batch, drop_mask)).sample
                 loss = diffusion_loss(prediction, clean, noise, timesteps, noise_scheduler, config.diffusion.snr_gamma)

@@ -52,11 +52,11 @@ class DiffusionTask:
             self.vae.to(device)
 
     @torch.no_grad()
-    def model_input(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def model_input(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
         pixels = batch["pixel_values"]
         if self.vae is None:
             return pixels
-        latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample()
+        latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.sample(generator=generator)
         return latents * self.vae.config.scaling_factor
 
     def condition_kwargs(self, batch: dict[str, Any], drop_mask: torch.Tensor) -> dict[str, Any]:

@@ -1,0 +1,147 @@
+"""Training: config validation, a real run on PneumoniaMNIST, exact resume after interruption, 2-process DDP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from medgen.config import load_config
+from medgen.pipelines import LabelConditionedPipeline, load_pipeline
+from medgen.train import main
+from medgen.training import checkpoints
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TINY = REPO_ROOT / "train_configs" / "tiny.yaml"
+
+
+def tiny_overrides(npz: Path, output_dir: Path, steps: int = 6) -> list[str]:
+    return [
+        f"data.path={npz}", "data.max_samples=96", "data.resolution=16", f"data.cache_dir={output_dir.parent / 'cache'}",
+        f"output_dir={output_dir}", f"max_train_steps={steps}", "train_batch_size=16", "checkpointing_steps=2",
+        "checkpoints_total_limit=3", "sample_every_steps=0", "num_sample_images=2", "log_every_steps=2",
+        "report_to=none",
+    ]
+
+
+def test_every_shipped_config_loads():
+    for path in sorted((REPO_ROOT / "train_configs").glob("*.yaml")):
+        config = load_config(path)
+        assert config.max_train_steps >= 1, path
+
+
+def test_config_typo_names_the_key(tmp_path):
+    config = tmp_path / "typo.yaml"
+    config.write_text(TINY.read_text().replace("learning_rate:", "learnig_rate:"))
+    with pytest.raises(ValueError, match=r"optim\.learnig_rate.*learning_rate"):
+        load_config(config)
+
+
+def test_config_wrong_type_and_bad_override_are_errors():
+    with pytest.raises(ValueError, match="max_train_steps: expected an integer"):
+        load_config(TINY, ["max_train_steps=many"])
+    with pytest.raises(ValueError, match="Unknown config key.*diffusion.sheduler"):
+        load_config(TINY, ["diffusion.sheduler=dpm"])
+    with pytest.raises(ValueError, match="key=value"):
+        load_config(TINY, ["optim.learning_rate"])
+    with pytest.raises(ValueError, match="beta_schedule"):
+        load_config(TINY, ["diffusion.beta_schedule=quadratic"])
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config("nope.yaml")
+
+
+def test_override_sets_nested_values():
+    config = load_config(TINY, ["optim.learning_rate=2e-4", "model.block_out_channels=[8, 16]", "data.clahe=true"])
+    assert config.optim.learning_rate == pytest.approx(2e-4)
+    assert config.model.block_out_channels == [8, 16]
+    assert config.data.clahe is True
+
+
+def test_tiny_run_saves_a_loadable_pipeline(pneumoniamnist_npz, tmp_path):
+    output_dir = tmp_path / "run"
+    config = load_config(TINY, tiny_overrides(pneumoniamnist_npz, output_dir))
+    main(config)
+
+    assert (output_dir / "model_index.json").is_file()
+    assert (output_dir / "pipeline.py").is_file()
+    assert (output_dir / "training_config.yaml").is_file()
+    assert "max_train_steps: 6" in (output_dir / "training_config.yaml").read_text()
+    assert [p.name for p in checkpoints.list_checkpoints(output_dir)] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    assert (output_dir / "checkpoints" / "checkpoint-6" / "training_config.yaml").is_file()
+    assert list((output_dir / "samples").glob("step-*.png"))
+    assert not list(output_dir.rglob("*.bin")) or all("checkpoints" in str(p) for p in output_dir.rglob("*.bin"))
+
+    pipe = load_pipeline(output_dir)
+    assert isinstance(pipe, LabelConditionedPipeline)
+    assert pipe.labels == ["normal", "pneumonia"]
+    images = pipe(labels=["normal", "pneumonia"], num_inference_steps=3, output_type="np").images
+    assert images.shape == (2, 16, 16, 1)
+    assert 0.0 <= images.min() and images.max() <= 1.0
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(pneumoniamnist_npz, tmp_path):
+    full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
+    main(load_config(TINY, tiny_overrides(pneumoniamnist_npz, full_dir)))
+
+    # The interrupted run: checkpoint-4 is the last complete one; a write of step 6 was cut off half-way.
+    (resumed_dir / "checkpoints").mkdir(parents=True)
+    shutil.copytree(full_dir / "checkpoints" / "checkpoint-4", resumed_dir / "checkpoints" / "checkpoint-4")
+    half_written = resumed_dir / "checkpoints" / ".tmp-checkpoint-6"
+    half_written.mkdir()
+    (half_written / "model.safetensors").write_bytes(b"truncated")
+    assert checkpoints.resolve_checkpoint(resumed_dir, "latest").name == "checkpoint-4"
+
+    main(load_config(TINY, tiny_overrides(pneumoniamnist_npz, resumed_dir)), resume_from_checkpoint="latest")
+
+    # Same step count, LR schedule, EMA and data order: the resumed weights equal the uninterrupted ones.
+    full = load_file(full_dir / "checkpoints" / "checkpoint-6" / "model.safetensors")
+    resumed = load_file(resumed_dir / "checkpoints" / "checkpoint-6" / "model.safetensors")
+    assert full.keys() == resumed.keys()
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], msg=key)
+    full_ema = load_file(full_dir / "checkpoints" / "checkpoint-6" / "ema.safetensors")
+    resumed_ema = load_file(resumed_dir / "checkpoints" / "checkpoint-6" / "ema.safetensors")
+    for key in full_ema:
+        torch.testing.assert_close(resumed_ema[key], full_ema[key], msg=key)
+    assert not half_written.exists() or (resumed_dir / "checkpoints" / "checkpoint-6").is_dir()
+
+
+def test_resume_from_a_folder_that_is_not_a_checkpoint(pneumoniamnist_npz, tmp_path):
+    config = load_config(TINY, tiny_overrides(pneumoniamnist_npz, tmp_path / "run"))
+    with pytest.raises(FileNotFoundError, match="Not a complete medgen checkpoint"):
+        main(config, resume_from_checkpoint=str(tmp_path))
+
+
+@pytest.mark.slow
+def test_two_process_training_with_accelerate_launch(pneumoniamnist_npz, tmp_path):
+    output_dir = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO_ROOT / "medgen" / "train.py"),
+        "--config", str(TINY), *tiny_overrides(pneumoniamnist_npz, output_dir, steps=4),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Pipeline saved to" in result.stdout
+    pipe = load_pipeline(output_dir)
+    assert pipe(labels="pneumonia", num_inference_steps=2, output_type="np").images.shape == (1, 16, 16, 1)
+    assert [p.name for p in checkpoints.list_checkpoints(output_dir)] == ["checkpoint-2", "checkpoint-4"]
+
+
+def test_train_script_reports_config_errors_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  source: medmnist\n  path: x.npz\nmodel:\n  kind: diffusion\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "medgen" / "train.py"), "--config", str(bad)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "model.kind must be one of" in result.stderr
+    assert "Traceback" not in result.stderr
