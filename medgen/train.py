@@ -16,6 +16,7 @@ The pipeline is saved to `--output_dir` (model_index.json at its root), with che
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -154,6 +155,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None) -> Path
     micro_step = global_step * config.gradient_accumulation_steps
     loss_sum, loss_count, images_seen, window_start = 0.0, 0, 0, time.perf_counter()
     grad_norm = torch.tensor(0.0)
+    loop_start, start_step, last_loss = time.perf_counter(), global_step, float("nan")
     for epoch in range(first_epoch, num_epochs):
         if global_step >= config.max_train_steps:
             break
@@ -208,6 +210,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None) -> Path
                     "images_per_second": images_seen / max(elapsed, 1e-9),
                 }
                 progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
+                last_loss = logs["loss"]
                 accelerator.log(logs, step=global_step)
                 loss_sum, loss_count, images_seen, window_start = 0.0, 0, 0, time.perf_counter()
             if global_step % config.checkpointing_steps == 0:
@@ -219,14 +222,29 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None) -> Path
         if global_step >= config.max_train_steps:
             break
     progress.close()
+    summary = {
+        "steps": global_step,
+        "steps_this_run": global_step - start_step,
+        "loop_seconds": time.perf_counter() - loop_start,
+        "final_loss": last_loss,
+    }
+    summary["images_per_second"] = (
+        summary["steps_this_run"] * config.train_batch_size * config.gradient_accumulation_steps
+        * accelerator.num_processes / max(summary["loop_seconds"], 1e-9)
+    )
 
     # 5. Save the pipeline (EMA weights when trained with EMA)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         pipeline = build_final_pipeline(accelerator, task, unet, ema, noise_scheduler, config)
         pipeline.save_pretrained(output_dir, model_card=model_card_info(config, data, global_step))
+        (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         sample_path = sample(accelerator, task, unet, ema, noise_scheduler, config, global_step)
-        accelerator.print(f"Trained {global_step} steps. Pipeline saved to {output_dir.resolve()}")
+        accelerator.print(
+            f"Trained {global_step} steps in {summary['loop_seconds'] / 60:.1f} min "
+            f"({summary['images_per_second']:.1f} images/s), final loss {summary['final_loss']:.4f}."
+        )
+        accelerator.print(f"Pipeline saved to {output_dir.resolve()}")
         accelerator.print(f"Samples: {sample_path}")
         accelerator.print(
             f"Generate: medgen generate --pipeline {output_dir} --count 8 --output {output_dir / 'generated'}"
