@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from medgen.pipelines import pipeline_label_conditioned, pipeline_unconditional
+from medgen.pipelines import pipeline_label_conditioned, pipeline_text_to_image, pipeline_unconditional
 from medgen.pipelines.hub import MedgenPipelineMixin, pipeline_class_name, read_model_index, resolve_pipeline_folder
 
 
@@ -21,9 +21,14 @@ class LabelConditionedPipeline(MedgenPipelineMixin, pipeline_label_conditioned.L
     __doc__ = pipeline_label_conditioned.LabelConditionedPipeline.__doc__
 
 
+class TextToImagePipeline(MedgenPipelineMixin, pipeline_text_to_image.TextToImagePipeline):
+    __doc__ = pipeline_text_to_image.TextToImagePipeline.__doc__
+
+
 PIPELINE_CLASSES: dict[str, type] = {
     "UnconditionalPipeline": UnconditionalPipeline,
     "LabelConditionedPipeline": LabelConditionedPipeline,
+    "TextToImagePipeline": TextToImagePipeline,
 }
 
 
@@ -40,4 +45,4 @@ def load_pipeline(name_or_path: str | os.PathLike, **kwargs: Any):
     return PIPELINE_CLASSES[class_name].from_pretrained(folder, **kwargs)
 
 
-__all__ = ["UnconditionalPipeline", "LabelConditionedPipeline", "MedgenPipelineMixin", "PIPELINE_CLASSES", "load_pipeline"]
+__all__ = ["UnconditionalPipeline", "LabelConditionedPipeline", "TextToImagePipeline", "MedgenPipelineMixin", "PIPELINE_CLASSES", "load_pipeline"]

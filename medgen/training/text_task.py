@@ -1,0 +1,145 @@
+"""The `text` training task: a cross-attention UNet denoising VAE latents, conditioned on encoded prompts.
+
+Each image's prompt (a cleaned report, clinical notes, or a prompt templated from its labels: the dataset's
+`text` column) is encoded by a frozen BERT-family encoder; prompts dropped for classifier-free guidance
+become the empty prompt, which is exactly what `TextToImagePipeline` feeds as the unconditional half of
+its guidance batch. `train.py` trains the autoencoder first when `model.pretrained_vae` is not set.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from diffusers import UNet2DConditionModel
+
+from medgen.config import TrainConfig
+from medgen.text_encoders import encode_prompts, load_text_encoder
+from medgen.training.tasks import DiffusionTask, block_types
+
+# Generic rows for sample grids of unlabelled report data (a user's sample_prompts replace them).
+DEFAULT_SAMPLE_PROMPTS = (
+    "no acute cardiopulmonary abnormality",
+    "right lower lobe pneumonia with consolidation",
+    "bilateral diffuse interstitial opacities",
+    "large left pleural effusion",
+)
+EMBEDDING_CACHE_SIZE = 4096
+
+
+class TextTask(DiffusionTask):
+    """Text-conditioned latent diffusion (`model.kind: text`)."""
+
+    def __init__(self, config: TrainConfig, label_names: list[str], multi_label: bool):
+        if not config.model.pretrained_vae:
+            raise ValueError(
+                "model.kind 'text' runs in latent space: set model.pretrained_vae to a saved autoencoder folder, or "
+                "leave it empty in a train.py run, which then trains the autoencoder first."
+            )
+        self.tokenizer, self.text_encoder = load_text_encoder(config.text.text_encoder, config.text.train_last_layers)
+        self._trainable_requested = False
+        self._truncation_warned = False  # one warning per run, not one per batch
+        # A frozen encoder maps a prompt to the same states every time: cache them (templated prompts repeat).
+        self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        super().__init__(config, label_names, multi_label)
+
+    def build_unet(self) -> UNet2DConditionModel:
+        model = self.config.model
+        channels, side = self.sample_shape
+        factor = 2 ** (len(model.block_out_channels) - 1)
+        if side % factor:
+            raise ValueError(
+                f"The latent grid is {side}x{side} (data.resolution {self.config.data.resolution} / autoencoder factor), "
+                f"which the UNet's {len(model.block_out_channels)} levels cannot halve {len(model.block_out_channels) - 1} "
+                "times; raise data.resolution or use fewer model.block_out_channels."
+            )
+        return UNet2DConditionModel(
+            sample_size=side,
+            in_channels=channels,
+            out_channels=channels,
+            block_out_channels=tuple(model.block_out_channels),
+            layers_per_block=model.layers_per_block,
+            # the prompt enters through cross-attention on the levels marked in attention_levels
+            down_block_types=block_types(model.attention_levels, "DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=block_types(model.attention_levels[::-1], "UpBlock2D", "CrossAttnUpBlock2D"),
+            mid_block_type="UNetMidBlock2DCrossAttn",
+            norm_num_groups=model.norm_num_groups,
+            attention_head_dim=model.attention_head_dim,
+            dropout=model.dropout,
+            cross_attention_dim=int(self.text_encoder.config.hidden_size),
+        )
+
+    def to(self, device: torch.device) -> None:
+        super().to(device)
+        self.text_encoder.to(device)
+        self._cache.clear()
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters beyond the UNet that the optimizer must update (the encoder's last `text.train_last_layers`)."""
+        self._trainable_requested = True
+        return [p for p in self.text_encoder.parameters() if p.requires_grad]
+
+    def _encode_uncached(self, prompts: list[str]):
+        encoded = encode_prompts(
+            self.tokenizer, self.text_encoder, prompts, self.config.text.max_length, warn=not self._truncation_warned
+        )
+        self._truncation_warned = self._truncation_warned or encoded.num_truncated > 0
+        return encoded
+
+    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.config.text.train_last_layers > 0:
+            if not self._trainable_requested:
+                raise RuntimeError(
+                    "text.train_last_layers > 0 but the training loop never asked TextTask.trainable_parameters() "
+                    "for the encoder's parameters, so they would not be trained; set text.train_last_layers: 0."
+                )
+            self.text_encoder.train()
+            encoded = self._encode_uncached(prompts)
+            return encoded.hidden_states, encoded.attention_mask
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        if missing:
+            with torch.no_grad():
+                encoded = self._encode_uncached(missing)
+            for i, prompt in enumerate(missing):
+                self._cache[prompt] = (encoded.hidden_states[i], encoded.attention_mask[i])
+        for prompt in prompts:
+            self._cache.move_to_end(prompt)
+        states = torch.stack([self._cache[p][0] for p in prompts])
+        mask = torch.stack([self._cache[p][1] for p in prompts])
+        while len(self._cache) > EMBEDDING_CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return states, mask
+
+    def condition_kwargs(self, batch: dict[str, Any], drop_mask: torch.Tensor) -> dict[str, Any]:
+        texts = batch["text"]
+        if isinstance(texts, str):
+            texts = [texts]
+        prompts = ["" if drop else str(text) for text, drop in zip(texts, drop_mask.tolist())]
+        hidden_states, attention_mask = self._encode(prompts)
+        return {"encoder_hidden_states": hidden_states, "encoder_attention_mask": attention_mask}
+
+    def build_pipeline(self, unet, scheduler):
+        from medgen.pipelines import TextToImagePipeline
+
+        self.text_encoder.eval()  # no dropout while sampling; a fine-tuned encoder is put back in train mode per batch
+        return TextToImagePipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            max_length=self.config.text.max_length,
+        )
+
+    def sample_prompts(self) -> list[str]:
+        if self.config.text.sample_prompts:
+            return list(self.config.text.sample_prompts)
+        if self.label_names:
+            from medgen.data.text import template_prompt
+
+            return [template_prompt([name], self.config.data.prompt_template) for name in self.label_names]
+        return list(DEFAULT_SAMPLE_PROMPTS)
+
+    def sample_requests(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(prompt, {"prompt": prompt}) for prompt in self.sample_prompts()]

@@ -1,0 +1,283 @@
+"""The autoencoder stage: train a diffusers `AutoencoderKL` on the training images, scale its latents, report quality.
+
+Latent diffusion (Rombach et al. 2022) spends the expensive denoising on a small latent grid; the
+autoencoder is trained once, separately, with a reconstruction loss and a weak KL pull towards a
+unit Gaussian, so that latents stay smooth enough to denoise. Two things make its output usable by
+the diffusion stage and by the label/unconditional pipelines (`vae=` argument):
+
+- `scaling_factor` = 1 / std of the latents over training images, stored in the VAE config, so the
+  diffusion model sees unit-variance inputs whatever the autoencoder learned;
+- a plain `save_pretrained` folder (safetensors), loadable with `AutoencoderKL.from_pretrained`.
+
+Reconstruction quality (PSNR, SSIM) is measured on images held out from autoencoder training and
+written with a side-by-side PNG into the autoencoder folder.
+
+    accelerate launch medgen/train.py --config train_configs/vae_pneumoniamnist.yaml --output_dir outputs/vae
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+
+from medgen.config import TrainConfig, VAEConfig, config_to_dict, save_config
+
+AUTOENCODER_SUBFOLDER = "autoencoder"
+METRICS_FILE = "reconstruction_metrics.json"
+RECONSTRUCTIONS_FILE = "reconstructions.png"
+
+
+def build_autoencoder(config: VAEConfig, channels: int = 1, resolution: int = 32) -> AutoencoderKL:
+    """A fresh `AutoencoderKL` with `len(block_out_channels) - 1` downsamplings and `config.latent_channels` latents."""
+    levels = len(config.block_out_channels)
+    return AutoencoderKL(
+        in_channels=channels,
+        out_channels=channels,
+        latent_channels=config.latent_channels,
+        block_out_channels=tuple(config.block_out_channels),
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        layers_per_block=config.layers_per_block,
+        norm_num_groups=config.norm_num_groups,
+        sample_size=resolution,
+    )
+
+
+def downsampling_factor(vae: AutoencoderKL) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] (model space) -> [0, 1] (metric and image space)."""
+    return (pixels.float() / 2 + 0.5).clamp(0, 1)
+
+
+def _ssim(prediction: torch.Tensor, target: torch.Tensor, reduction: str = "elementwise_mean") -> torch.Tensor:
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    # the usual 11-px Gaussian window does not fit tiny images; use the largest odd window that does
+    side = min(prediction.shape[-2:])
+    kernel = max(3, min(11, side - 1 if side % 2 == 0 else side))
+    return structural_similarity_index_measure(
+        prediction, target, data_range=1.0, kernel_size=kernel, sigma=1.5 * kernel / 11, reduction=reduction
+    )
+
+
+def autoencoder_loss(vae: AutoencoderKL, pixels: torch.Tensor, config: VAEConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """Reconstruction (L1 or MSE on [-1, 1] pixels) + `kl_weight` * KL + optional `ssim_weight` * (1 - SSIM).
+
+    The KL term is summed over latent elements and averaged over images (as in the LDM autoencoders), so
+    `kl_weight` around 1e-6 keeps it a gentle regulariser rather than a blur."""
+    posterior = vae.encode(pixels).latent_dist
+    reconstruction = vae.decode(posterior.sample()).sample
+    if config.reconstruction_loss == "l1":
+        reconstruction_loss = F.l1_loss(reconstruction.float(), pixels.float())
+    else:
+        reconstruction_loss = F.mse_loss(reconstruction.float(), pixels.float())
+    kl_loss = posterior.kl().mean()
+    loss = reconstruction_loss + config.kl_weight * kl_loss
+    parts = {"reconstruction": reconstruction_loss.item(), "kl": kl_loss.item()}
+    if config.ssim_weight > 0:
+        ssim_loss = 1.0 - _ssim(to_unit_range(reconstruction), to_unit_range(pixels))
+        loss = loss + config.ssim_weight * ssim_loss
+        parts["ssim_loss"] = ssim_loss.item()
+    return loss, parts
+
+
+@torch.no_grad()
+def latent_scaling_factor(vae: AutoencoderKL, batches: Iterable[torch.Tensor]) -> float:
+    """1 / std of sampled latents over `batches` of pixels: makes the diffusion model's input unit-variance."""
+    latents = [vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.sample().float().cpu() for pixels in batches]
+    if not latents:
+        raise ValueError("Cannot compute the latent scaling factor from zero images.")
+    std = torch.cat(latents).flatten().std().item()
+    if not math.isfinite(std) or std <= 0:
+        raise ValueError(f"The autoencoder's latents have standard deviation {std}; the autoencoder did not train.")
+    return 1.0 / std
+
+
+@torch.no_grad()
+def reconstruct(vae: AutoencoderKL, pixels: torch.Tensor) -> torch.Tensor:
+    """Deterministic reconstruction (posterior mode) of `[-1, 1]` pixels, returned in `[-1, 1]`."""
+    pixels = pixels.to(vae.device, vae.dtype)
+    return vae.decode(vae.encode(pixels).latent_dist.mode()).sample.clamp(-1, 1)
+
+
+@torch.no_grad()
+def reconstruction_metrics(vae: AutoencoderKL, batches: Iterable[torch.Tensor]) -> dict[str, float]:
+    """Mean PSNR (dB) and SSIM of reconstructions over `batches` of `[-1, 1]` pixels, both on `[0, 1]` images."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    psnr, ssim, count = [], [], 0
+    for pixels in batches:
+        original = to_unit_range(pixels).cpu()
+        reconstruction = to_unit_range(reconstruct(vae, pixels)).cpu()
+        psnr.append(peak_signal_noise_ratio(reconstruction, original, data_range=1.0, reduction="none", dim=(1, 2, 3)))
+        ssim.append(_ssim(reconstruction, original, reduction="none"))
+        count += len(pixels)
+    if count == 0:
+        raise ValueError("No held-out images to measure reconstruction quality on.")
+    return {"psnr": torch.cat(psnr).mean().item(), "ssim": torch.cat(ssim).mean().item(), "num_images": count}
+
+
+def save_reconstruction_grid(originals: torch.Tensor, reconstructions: torch.Tensor, path: str | Path) -> Path:
+    """Two rows (originals above reconstructions) of `[-1, 1]` images as a grayscale PNG."""
+    from PIL import Image
+
+    rows = []
+    for images in (originals, reconstructions):
+        tiles = (to_unit_range(images).mean(dim=1).cpu().numpy() * 255).round().astype(np.uint8)
+        padded = [np.pad(tile, 1) for tile in tiles]
+        rows.append(np.concatenate(padded, axis=1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, axis=0), mode="L").save(path)
+    return path
+
+
+def split_holdout(num_images: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded (train, held-out) index lists; at least one image each side when there are two or more."""
+    if num_images < 2:
+        raise ValueError(f"The autoencoder stage needs at least 2 images (one held out), the dataset has {num_images}.")
+    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed)).tolist()
+    num_holdout = min(num_images - 1, max(1, round(num_images * fraction)))
+    return sorted(order[num_holdout:]), sorted(order[:num_holdout])
+
+
+def _pixel_batches(dataset, batch_size: int, limit: int | None = None):
+    total = len(dataset) if limit is None else min(limit, len(dataset))
+    for start in range(0, total, batch_size):
+        yield dataset[start : min(start + batch_size, total)]["pixel_values"]
+
+
+def train_autoencoder(config: TrainConfig, data: Any, accelerator) -> Path:
+    """
+    Trains the autoencoder on `data` (a `MedicalImageDataset`), sets its latent scaling factor, saves it and
+    its reconstruction report, and returns the folder: `output_dir` itself for `model.kind: vae`, else
+    `output_dir/autoencoder` (the first stage of a text run).
+    """
+    from tqdm.auto import tqdm
+
+    vae_config = config.vae
+    output_dir = Path(config.output_dir)
+    vae_dir = output_dir if config.model.kind == "vae" else output_dir / AUTOENCODER_SUBFOLDER
+    factor = 2 ** (len(vae_config.block_out_channels) - 1)
+    if config.data.resolution % factor:
+        raise ValueError(
+            f"data.resolution {config.data.resolution} must be divisible by the autoencoder's downsampling factor "
+            f"{factor} (vae.block_out_channels has {len(vae_config.block_out_channels)} levels)."
+        )
+    if _finished_stage(vae_dir, config):
+        accelerator.print(f"Autoencoder: reusing the one already trained with this config in {vae_dir.resolve()}")
+        return vae_dir
+    train_indices, holdout_indices = split_holdout(len(data.dataset), vae_config.holdout_fraction, config.seed)
+    train_set, holdout_set = data.dataset.select(train_indices), data.dataset.select(holdout_indices)
+
+    vae = build_autoencoder(vae_config, config.data.channels, config.data.resolution)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=vae_config.learning_rate, weight_decay=0.0)
+    dataloader = torch.utils.data.DataLoader(
+        train_set.with_format("torch", columns=["pixel_values"]),
+        batch_size=vae_config.train_batch_size,
+        shuffle=True,
+        drop_last=len(train_set) >= vae_config.train_batch_size,
+        num_workers=config.dataloader_num_workers,
+    )
+    vae, optimizer, dataloader = accelerator.prepare(vae, optimizer, dataloader)
+
+    # 1. Train: reconstruction + KL (+ SSIM)
+    progress = tqdm(total=vae_config.max_train_steps, desc="autoencoder", disable=not accelerator.is_local_main_process)
+    step, start = 0, time.perf_counter()
+    vae.train()
+    while step < vae_config.max_train_steps:
+        for batch in dataloader:
+            loss, parts = autoencoder_loss(vae, batch["pixel_values"], vae_config)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(vae.parameters(), config.optim.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            progress.update(1)
+            if step % config.log_every_steps == 0 or step == vae_config.max_train_steps:
+                progress.set_postfix({name: f"{value:.4f}" for name, value in parts.items()})
+                accelerator.log({f"autoencoder/{name}": value for name, value in parts.items()}, step=step)
+            if step >= vae_config.max_train_steps:
+                break
+    progress.close()
+    accelerator.wait_for_everyone()
+
+    # 2. Scale latents to unit variance, measure held-out reconstructions, save (main process only)
+    vae = accelerator.unwrap_model(vae).eval()
+    # forget the autoencoder's model/optimizer/dataloader: the diffusion stage's checkpoints must hold only its own
+    accelerator.free_memory()
+    if accelerator.is_main_process:
+        train_pixels = _pixel_batches(train_set.with_format("torch"), vae_config.train_batch_size, vae_config.scaling_images)
+        vae.register_to_config(scaling_factor=latent_scaling_factor(vae, train_pixels))
+        holdout = holdout_set.with_format("torch")
+        metrics = reconstruction_metrics(vae, _pixel_batches(holdout, vae_config.train_batch_size))
+        metrics.update(
+            scaling_factor=vae.config.scaling_factor,
+            train_steps=step,
+            train_images=len(train_set),
+            downsampling_factor=factor,
+            latent_channels=vae_config.latent_channels,
+            train_seconds=round(time.perf_counter() - start, 1),
+        )
+        shown = holdout[: min(8, len(holdout))]["pixel_values"]
+        vae.save_pretrained(vae_dir, safe_serialization=True)
+        save_reconstruction_grid(shown, reconstruct(vae, shown), vae_dir / RECONSTRUCTIONS_FILE)
+        (vae_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+        save_config(config, vae_dir / "training_config.yaml")
+        accelerator.print(
+            f"Autoencoder: held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} on {metrics['num_images']} "
+            f"images; scaling factor {metrics['scaling_factor']:.4f}. Saved to {vae_dir.resolve()}"
+        )
+    accelerator.wait_for_everyone()
+    return vae_dir
+
+
+def _finished_stage(vae_dir: Path, config: TrainConfig) -> bool:
+    """True when `vae_dir` holds an autoencoder finished with the same data, autoencoder settings and seed, e.g.
+    when a text run is resumed: retraining would change the latent space the saved UNet checkpoints learned."""
+    import yaml
+
+    saved_config = vae_dir / "training_config.yaml"
+    if not ((vae_dir / METRICS_FILE).is_file() and (vae_dir / "config.json").is_file() and saved_config.is_file()):
+        return False
+    try:
+        saved = yaml.safe_load(saved_config.read_text()) or {}
+    except yaml.YAMLError:
+        return False
+    current = config_to_dict(config)
+    return all(saved.get(key) == current[key] for key in ("data", "vae", "seed"))
+
+
+def load_autoencoder(path: str | Path) -> AutoencoderKL:
+    """A saved autoencoder folder (`config.json` + safetensors), or the `vae/` subfolder of a saved pipeline."""
+    path = Path(path).expanduser()
+    if (path / "vae" / "config.json").is_file() and not (path / "config.json").is_file():
+        path = path / "vae"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"No autoencoder at {path}: expected a folder with config.json and safetensors weights.")
+    return AutoencoderKL.from_pretrained(path, use_safetensors=True)
+
+
+__all__ = [
+    "autoencoder_loss",
+    "build_autoencoder",
+    "downsampling_factor",
+    "latent_scaling_factor",
+    "load_autoencoder",
+    "reconstruct",
+    "reconstruction_metrics",
+    "save_reconstruction_grid",
+    "split_holdout",
+    "train_autoencoder",
+]
