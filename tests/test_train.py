@@ -145,3 +145,17 @@ def test_train_script_reports_config_errors_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "model.kind must be one of" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_unconditional_run_on_a_folder_of_real_images(covid_notes_dir, tmp_path):
+    output_dir = tmp_path / "uncond"
+    overrides = [
+        f"data.path={covid_notes_dir / 'images'}", "data.resolution=16", "data.max_samples=32",
+        f"data.cache_dir={tmp_path / 'cache'}", "model.block_out_channels=[8, 16]", "model.attention_levels=[false, true]",
+        f"output_dir={output_dir}", "max_train_steps=2", "train_batch_size=8", "checkpointing_steps=2",
+        "sample_every_steps=0", "num_sample_images=2", "report_to=none",
+    ]
+    main(load_config(REPO_ROOT / "train_configs" / "unconditional.yaml", overrides))
+    pipe = load_pipeline(output_dir)
+    assert type(pipe).__name__ == "UnconditionalPipeline"
+    assert pipe(batch_size=2, num_inference_steps=2, output_type="np").images.shape == (2, 16, 16, 1)
