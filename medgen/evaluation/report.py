@@ -1,0 +1,130 @@
+"""Writes `report.json` (every number) and `report.html` (a metric table, figures and how to read them)."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def to_jsonable(value: Any) -> Any:
+    """Drops private keys (leading `_`, e.g. raw distance arrays) and turns numpy scalars into floats; NaN -> None."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def write_json(report: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps(to_jsonable(report), indent=2) + "\n")
+    return path
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+# (label, how to get the value from the report, what a good value looks like)
+SUMMARY_ROWS = (
+    ("FID", lambda r: r.get("fid"), "lower is better; compare with the real baseline below"),
+    ("FID real baseline (two real subsets)", lambda r: (r.get("fid_real_baseline") or {}).get("fid"), "the floor at this N"),
+    ("KID mean", lambda r: (r.get("kid") or {}).get("mean"), "lower is better; ~0 for matching distributions"),
+    ("KID std", lambda r: (r.get("kid") or {}).get("std"), ""),
+    ("Precision", lambda r: r.get("precision"), "realism: share of generated images inside the real manifold"),
+    ("Recall", lambda r: r.get("recall"), "coverage: share of real images inside the generated manifold"),
+    ("Intensity Wasserstein", lambda r: (r.get("statistics") or {}).get("intensity_wasserstein"), "pixel intensity distribution gap, [0, 1] units"),
+    ("Memorization alarm", lambda r: (r.get("memorization") or {}).get("alarm"), "should be 'no'"),
+    ("Near copies (pixel)", lambda r: ((r.get("memorization") or {}).get("pixel") or {}).get("near_copy_fraction"), "compare with real test rate (~1%)"),
+    ("Near copies (feature)", lambda r: ((r.get("memorization") or {}).get("feature") or {}).get("near_copy_fraction"), "compare with real test rate (~1%)"),
+    ("Label accuracy", lambda r: (r.get("label_accuracy") or {}).get("accuracy"), "compare with the classifier's real test accuracy"),
+    ("Classifier real test accuracy", lambda r: (r.get("label_accuracy") or {}).get("real_test_accuracy"), "ceiling for label accuracy"),
+    ("TSTR AUC (trained on synthetic)", lambda r: (r.get("tstr") or {}).get("synthetic_trained_auc"), "compare with the real-trained AUCs"),
+    ("Real-trained AUC", lambda r: (r.get("tstr") or {}).get("real_trained_auc"), ""),
+    ("Real-trained AUC, same N", lambda r: (r.get("tstr") or {}).get("real_trained_same_size_auc"), ""),
+)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_html(report: dict, path: str | Path, figures: dict[str, str]) -> Path:
+    """`figures` maps a caption to a PNG path relative to the report folder."""
+    report = to_jsonable(report)
+    extractor = report.get("feature_extractor", {})
+    summary = _table(
+        [[html.escape(name), _fmt(get(report)), html.escape(hint)] for name, get, hint in SUMMARY_ROWS],
+        ["metric", "value", "how to read"],
+    )
+    per_label_rows = []
+    for label, values in (report.get("per_label") or {}).items():
+        per_label_rows.append(
+            [html.escape(label)]
+            + [_fmt(values.get(key)) for key in ("n_generated", "n_real", "fid", "fid_real_baseline", "precision", "recall")]
+            + [_fmt((values.get("ms_ssim") or {}).get("generated")), _fmt((values.get("ms_ssim") or {}).get("real"))]
+        )
+    per_label = _table(
+        per_label_rows,
+        ["label", "generated", "real", "FID", "FID real baseline", "precision", "recall", "MS-SSIM generated", "MS-SSIM real"],
+    ) if per_label_rows else "<p>No labels.</p>"
+    statistics = report.get("statistics") or {}
+    statistic_rows = [
+        [html.escape(name)] + [_fmt(values.get(k)) for k in ("real_mean", "generated_mean", "real_std", "generated_std", "wasserstein")]
+        for name, values in statistics.items()
+        if isinstance(values, dict)
+    ]
+    statistic_table = _table(statistic_rows, ["statistic", "real mean", "generated mean", "real spread", "generated spread", "Wasserstein"])
+    figure_html = "".join(
+        f'<figure><img src="{html.escape(src)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+        for caption, src in figures.items()
+    )
+    notes = "".join(f"<li>{html.escape(str(note))}</li>" for note in report.get("notes", []))
+    document = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>medgen evaluation</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 1100px; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
+figure {{ display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }}
+.warning {{ color: #a00; font-weight: bold; }}
+</style></head><body>
+<h1>medgen evaluation</h1>
+<p>{_fmt(report.get('n_generated'))} generated images ({_fmt(report.get('generated_source'))}) against
+{_fmt(report.get('n_real'))} real images ({_fmt(report.get('real_source'))}).
+Feature extractor: <b>{_fmt(extractor.get('name'))}</b> ({_fmt(extractor.get('description'))}).
+Synthetic images are for research and teaching only, not for diagnosis.</p>
+{'<p class="warning">Memorization alarm: some generated images are closer to training images than real unseen images are. Inspect the nearest-neighbour pairs before sharing these images.</p>' if (report.get('memorization') or {}).get('alarm') else ''}
+<h2>Summary</h2>{summary}
+<h2>Per label</h2>{per_label}
+<h2>Image statistics</h2>{statistic_table}
+<h2>Figures</h2>{figure_html}
+<h2>Notes</h2><ul>{notes}</ul>
+<p>All numbers are in report.json. See docs/evaluation.md, "How to read the report".</p>
+</body></html>
+"""
+    path = Path(path)
+    path.write_text(document)
+    return path
