@@ -126,14 +126,19 @@ def build_demo(service: AppService) -> gr.Blocks:
                 )
             with gr.Column(scale=3, min_width=360):
                 gallery = gr.Gallery(
-                    label="Generated images", format="png", columns=4, object_fit="contain",
+                    label="Generated images", format="png", columns=4, height=480, object_fit="contain", preview=False,
                     buttons=["download", "fullscreen"], elem_id="gallery", interactive=False,
                 )
-                status = gr.Markdown("Choose settings and press **Generate**.", label="Status", elem_id="status")
+                status = gr.Markdown(
+                    "Choose settings and press **Generate**.", label="Status", elem_id="status",
+                    min_height=70, container=True, padding=True,
+                )
                 with gr.Row():
-                    seed_used = gr.Number(label="First seed used", precision=0, interactive=False, elem_id="seed-used")
-                    reuse_seed = gr.Button("Reuse this seed", size="sm")
-                download = gr.File(label="Download ZIP", interactive=False, elem_id="download")
+                    seed_used = gr.Number(
+                        value=None, label="First seed used", precision=0, interactive=False, elem_id="seed-used", scale=3
+                    )
+                    reuse_seed = gr.Button("Reuse this seed", size="sm", scale=1)
+                download = gr.File(label="Download ZIP", interactive=False, height=90, elem_id="download")
 
         generate_event = generate_button.click(
             zero_gpu(generate),
@@ -142,6 +147,8 @@ def build_demo(service: AppService) -> gr.Blocks:
             api_name="generate",
             concurrency_limit=service.concurrency_limit,
             concurrency_id="generate",
+            # The progress bar goes on the status line so that finished images stay visible during a run.
+            show_progress_on=[status],
         )
         cancel_button.click(
             lambda: "Cancelled: the images finished before the cancel are kept.",

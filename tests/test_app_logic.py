@@ -1,0 +1,303 @@
+"""The app's logic called directly (no web server): loading, validation, streaming, cancel, downloads."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import zipfile
+
+import numpy as np
+import pydicom
+import pytest
+from helpers import tiny_label_pipeline, tiny_unconditional_pipeline
+from PIL import Image
+
+from medgen import app_logic
+from medgen.app_logic import (
+    MAX_IMAGES,
+    AppService,
+    describe_pipeline,
+    export_zip,
+    load_app_pipeline,
+    make_request,
+    resolve_pipeline_source,
+    run_parameters,
+    stream_generation,
+)
+
+
+class UNetCallCounter:
+    """Counts UNet forward calls and remembers when each one started."""
+
+    def __init__(self, unet):
+        self.starts: list[float] = []
+        self._handle = unet.register_forward_pre_hook(lambda module, args: self.starts.append(time.monotonic()))
+
+    def calls_after(self, moment: float) -> int:
+        return sum(start > moment for start in self.starts)
+
+    def remove(self):
+        self._handle.remove()
+
+
+@pytest.fixture(scope="module")
+def label_pipe():
+    pipe = tiny_label_pipeline(labels=("normal", "pneumonia", "effusion"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def service(label_pipe, tmp_path_factory):
+    return AppService(label_pipe, source="tiny-label", workdir=tmp_path_factory.mktemp("downloads"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+
+def test_pipeline_source_order_cli_then_env_then_default(monkeypatch):
+    env = {"MEDGEN_PIPELINE": "from/env"}
+    assert resolve_pipeline_source("from/cli", env) == "from/cli"
+    assert resolve_pipeline_source(None, env) == "from/env"
+    assert resolve_pipeline_source(None, {}) == str(app_logic.default_pipeline_dir())
+    assert app_logic.default_pipeline_dir().name == "default_pipeline"
+
+
+def test_missing_default_pipeline_says_how_to_choose_one(monkeypatch, tmp_path):
+    missing_default = tmp_path / "default_pipeline"
+    monkeypatch.setattr(app_logic, "default_pipeline_dir", lambda: missing_default)
+    with pytest.raises(FileNotFoundError, match="--pipeline") as error:
+        load_app_pipeline(missing_default, device="cpu")
+    assert "MEDGEN_PIPELINE" in str(error.value)
+
+
+def test_missing_or_foreign_folder_is_a_clear_startup_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does-not-exist"):
+        load_app_pipeline(tmp_path / "does-not-exist", device="cpu")
+    (tmp_path / "not_a_pipeline").mkdir()
+    with pytest.raises(ValueError, match="model_index.json"):
+        load_app_pipeline(tmp_path / "not_a_pipeline", device="cpu")
+
+
+def test_saved_pipeline_loads_for_serving(label_pipe, tmp_path):
+    label_pipe.save_pretrained(tmp_path / "pipe")
+    pipe, device = load_app_pipeline(tmp_path / "pipe", device="cpu")
+    assert device == "cpu" and pipe.labels == ["normal", "pneumonia", "effusion"]
+
+
+def test_asking_for_cuda_without_a_gpu_is_an_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="cuda"):
+        app_logic.select_device("cuda")
+
+
+def test_ui_description_follows_the_pipeline(label_pipe):
+    info = describe_pipeline(label_pipe, "x")
+    assert (info.kind, info.labels, info.multi_label, info.image_size) == (
+        "label", ["normal", "pneumonia", "effusion"], False, 16
+    )
+    multi = describe_pipeline(tiny_label_pipeline(labels=("edema", "effusion"), multi_label=True))
+    assert multi.multi_label and multi.kind == "label"
+    assert describe_pipeline(tiny_unconditional_pipeline()).kind == "unconditional"
+
+
+def test_zero_gpu_decorator_is_a_no_op_without_spaces():
+    pytest.importorskip("gradio")
+    try:
+        import spaces  # noqa: F401
+
+        pytest.skip("the spaces package is installed")
+    except ImportError:
+        pass
+
+    def fn():
+        return 1
+
+    assert app_logic.zero_gpu(fn) is fn
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------
+
+
+def test_request_resolves_condition_case_insensitively_and_random_seed(service):
+    request = service.request(condition="Pneumonia", count=3, num_inference_steps=2, seed=-1)
+    assert request.condition == "pneumonia"
+    assert 0 <= request.seed < 2**32 and request.seeds == [request.seed + i for i in range(3)]
+    assert service.request(condition="normal", seed=41).seed == 41
+
+
+@pytest.mark.parametrize(
+    ("inputs", "named"),
+    [
+        ({"condition": "banana"}, "banana"),
+        ({"condition": ["normal", "effusion"]}, "exactly one"),
+        ({"condition": "normal", "count": 0}, "count"),
+        ({"condition": "normal", "count": MAX_IMAGES + 1}, "count"),
+        ({"condition": "normal", "count": 2.5}, "count"),
+        ({"condition": "normal", "num_inference_steps": 0}, "num_inference_steps"),
+        ({"condition": "normal", "guidance_scale": -1}, "guidance_scale"),
+        ({"condition": "normal", "seed": -2}, "seed"),
+        ({"condition": "normal", "seed": "abc"}, "seed"),
+        ({"condition": "normal", "sampler": "Euler"}, "Euler"),
+        ({"condition": "normal", "postprocess": "sepia"}, "sepia"),
+    ],
+)
+def test_bad_inputs_are_rejected_naming_the_input(service, inputs, named):
+    with pytest.raises(ValueError, match=named):
+        service.request(**inputs)
+
+
+def test_multi_label_condition_takes_a_set_of_findings():
+    info = describe_pipeline(tiny_label_pipeline(labels=("edema", "effusion"), multi_label=True))
+    assert make_request(info, condition=["Effusion", "edema"]).condition == ["effusion", "edema"]
+    assert make_request(info, condition=[]).condition == []
+    with pytest.raises(ValueError, match="banana"):
+        make_request(info, condition=["edema", "banana"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Streaming and cancel
+# ----------------------------------------------------------------------------------------------
+
+
+def test_stream_honours_count_and_reports_every_step(service, label_pipe):
+    request = service.request(condition="effusion", count=3, num_inference_steps=2, seed=5)
+    updates = list(service.stream(request))
+    kinds = [update.kind for update in updates]
+    assert kinds.count("step") == 6 and kinds.count("image") == 3 and kinds[-1] == "done"
+    assert [update.steps_done for update in updates if update.kind == "step"] == [1, 2, 3, 4, 5, 6]
+    final = updates[-1]
+    assert not final.cancelled and final.seeds == [5, 6, 7] and len(final.images) == 3
+    assert final.images[0].shape == (16, 16, 1)
+    # Image i is exactly what the pipeline gives for seed + i.
+    import torch
+
+    direct = label_pipe(
+        labels=["effusion"], num_inference_steps=2, guidance_scale=request.guidance_scale,
+        generator=torch.Generator().manual_seed(6), output_type="np", callback_on_step_end_tensor_inputs=[],
+    ).images[0]
+    np.testing.assert_allclose(final.images[1], direct, atol=1e-6)
+
+
+def test_samplers_and_postprocessing_are_applied(service):
+    base = service.request(condition="normal", count=1, num_inference_steps=3, seed=2)
+    images = {}
+    for sampler in app_logic.SAMPLERS:
+        request = make_request(service.info, condition="normal", count=1, num_inference_steps=3, seed=2, sampler=sampler)
+        images[sampler] = list(service.stream(request))[-1].images[0]
+    assert not np.allclose(images["DDIM"], images["DDPM"])
+    smoothed = make_request(service.info, condition="normal", count=1, num_inference_steps=3, seed=2, postprocess="soft")
+    assert not np.allclose(list(service.stream(smoothed))[-1].images[0], list(service.stream(base))[-1].images[0])
+    # The shared pipeline keeps its own scheduler: runs use copies.
+    assert type(service.pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+
+
+def test_cancel_stops_within_one_step_and_keeps_finished_images(service):
+    steps = 30
+    request = service.request(condition="pneumonia", count=4, num_inference_steps=steps, seed=1)
+    cancel, worker_done = threading.Event(), threading.Event()
+    counter = UNetCallCounter(service.pipe.unet)
+    try:
+        cancelled_at = None
+        for update in stream_generation(service.pipe, request, cancel=cancel, worker_done=worker_done):
+            if update.kind == "step" and update.steps_done == steps + 3 and cancelled_at is None:
+                cancelled_at = time.monotonic()
+                cancel.set()
+            final = update
+        assert worker_done.wait(5)
+        assert final.kind == "done" and final.cancelled
+        assert len(final.images) == 1 and final.seeds == [1]
+        # The UNet call in flight when cancel was set may finish; no further one starts after that step.
+        assert counter.calls_after(cancelled_at) <= 1
+        assert len(counter.starts) <= steps + 3 + 1
+    finally:
+        counter.remove()
+
+
+def test_closing_the_stream_stops_the_worker(service):
+    """Closing the iterator (what gradio does on Cancel or a closed tab) frees the worker too."""
+    request = service.request(condition="normal", count=2, num_inference_steps=50, seed=3)
+    worker_done = threading.Event()
+    counter = UNetCallCounter(service.pipe.unet)
+    try:
+        stream = stream_generation(service.pipe, request, worker_done=worker_done)
+        for update in stream:
+            if update.kind == "step" and update.steps_done == 2:
+                break
+        closed_at = time.monotonic()
+        stream.close()
+        assert worker_done.wait(5), "the worker kept running after the stream was closed"
+        assert counter.calls_after(closed_at) <= 1
+        assert len(counter.starts) < 10
+    finally:
+        counter.remove()
+
+
+def test_pipeline_errors_reach_the_caller(service, monkeypatch):
+    request = service.request(condition="normal", count=1, num_inference_steps=2, seed=0)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(app_logic, "pipeline_with_sampler", lambda pipe, sampler: broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        list(stream_generation(service.pipe, request))
+
+
+# ----------------------------------------------------------------------------------------------
+# Downloads and what the UI shows
+# ----------------------------------------------------------------------------------------------
+
+
+def test_run_streams_gallery_and_a_zip_of_png_dicom_and_params(service, tmp_path):
+    request = service.request(condition="effusion", count=2, num_inference_steps=2, seed=9)
+    results = list(service.run(request))
+    shown = [len(result.gallery) for result in results]
+    assert shown == sorted(shown) and shown[-1] == 2 and results[-1].finished
+    assert results[-1].gallery[1][1] == "effusion · seed 10"
+    assert results[-1].gallery[0][0].dtype == np.uint8
+    assert "Done: 2 images" in results[-1].status
+
+    with zipfile.ZipFile(results[-1].download) as archive:
+        names = sorted(archive.namelist())
+        archive.extractall(tmp_path)
+    assert [name.rsplit("/", 1)[-1] for name in names] == [
+        "medgen_00000.dcm", "medgen_00000.png", "medgen_00001.dcm", "medgen_00001.png", "params.json"
+    ]
+    folder = tmp_path / "medgen-images"
+    params = json.loads((folder / "params.json").read_text())
+    assert params["labels"] == ["effusion"] and params["seeds"] == [9, 10] and params["num_inference_steps"] == 2
+    assert params["scheduler"] == "DPMSolverMultistepScheduler" and params["synthetic"] is True
+    dataset = pydicom.dcmread(folder / "medgen_00001.dcm")  # no force: a valid DICOM file
+    assert dataset.SyntheticData == "YES" and dataset.Rows == 16
+    with Image.open(folder / "medgen_00000.png") as png:
+        assert png.size == (16, 16) and png.mode == "L"
+        np.testing.assert_array_equal(np.asarray(png), results[-1].gallery[0][0])
+
+
+def test_export_without_images_is_an_error(service, tmp_path):
+    request = service.request(condition="normal", count=1, num_inference_steps=1, seed=0)
+    with pytest.raises(ValueError, match="no images"):
+        export_zip([], [], run_parameters(service.info, request, []), tmp_path)
+
+
+def test_cancelled_run_reports_what_was_kept(service):
+    request = service.request(condition="normal", count=3, num_inference_steps=20, seed=4)
+    cancel = threading.Event()
+    results = []
+    for result in service.run(request, cancel=cancel):
+        results.append(result)
+        if len(result.gallery) == 1:
+            cancel.set()
+    assert results[-1].finished and len(results[-1].gallery) == 1
+    assert "Cancelled" in results[-1].status and "1 of 3" in results[-1].status
+    with zipfile.ZipFile(results[-1].download) as archive:
+        assert sum(name.endswith(".png") for name in archive.namelist()) == 1
