@@ -11,7 +11,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DConditionModel
 
 import medgen
-from medgen.pipelines import TextToImagePipeline, load_pipeline
+from medgen.pipelines import TextToImagePipeline
 from medgen.text_encoders import OFFLINE_TEXT_ENCODER, load_text_encoder
 
 STEPS = 3
@@ -71,8 +71,9 @@ def test_output_types_shapes_and_ranges(pipe):
 
 
 def test_fixed_generator_is_deterministic_and_seeds_differ(pipe):
-    np.testing.assert_array_equal(sample(pipe, seed=3), sample(pipe, seed=3))
-    assert not np.allclose(sample(pipe, seed=3), sample(pipe, seed=4))
+    first = sample(pipe, seed=3)
+    np.testing.assert_array_equal(first, sample(pipe, seed=3))
+    assert not np.allclose(first, sample(pipe, seed=4))
 
 
 def test_prompt_guidance_and_negative_prompt_change_the_output(pipe):
@@ -164,11 +165,12 @@ def test_save_and_load_with_medgen_and_stock_diffusers(pipe, tmp_path):
     assert "sentence-transformers/all-MiniLM-L6-v2" in card and "text-to-image" in card
 
     expected = sample(pipe, ["pneumonia", ""], guidance_scale=3.0)
-    for loaded in (
-        medgen.TextToImagePipeline.from_pretrained(folder),
-        load_pipeline(folder),
-        DiffusionPipeline.from_pretrained(folder, trust_remote_code=True),
-    ):
+    with_medgen = medgen.TextToImagePipeline.from_pretrained(folder)  # load_pipeline(folder): see test_text_train.py
+    assert type(with_medgen) is TextToImagePipeline  # medgen's class: no remote code ran
+    with pytest.raises(ValueError, match="not a LabelConditionedPipeline"):
+        medgen.LabelConditionedPipeline.from_pretrained(folder)
+    stock = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+    assert type(stock).__module__.endswith("pipeline")  # the folder's own pipeline.py
+    for loaded in (with_medgen, stock):
         loaded.set_progress_bar_config(disable=True)
         np.testing.assert_allclose(sample(loaded, ["pneumonia", ""], guidance_scale=3.0), expected, atol=1e-5)
-    assert type(load_pipeline(folder)) is TextToImagePipeline
