@@ -1,0 +1,149 @@
+"""The Gradio app end to end: launched once per module, driven through `gradio_client` like a script would."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import socket
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pydicom
+import pytest
+from helpers import tiny_label_pipeline
+from PIL import Image
+
+from medgen.app_logic import AppService
+
+gradio_client = pytest.importorskip("gradio_client")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_app_module():
+    """`app.py` lives at the repository root, outside the package: load it by path."""
+    spec = importlib.util.spec_from_file_location("medgen_app_under_test", REPO_ROOT / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def generation_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "medgen-generation" and thread.is_alive()]
+
+
+@pytest.fixture(scope="module")
+def app_module():
+    return load_app_module()
+
+
+@pytest.fixture(scope="module")
+def served(app_module, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pipeline")
+    tiny_label_pipeline(labels=("normal", "pneumonia", "effusion")).save_pretrained(folder)
+    service = AppService.from_source(str(folder), device="cpu", workdir=tmp_path_factory.mktemp("downloads"))
+    demo = app_module.build_demo(service)
+    port = free_port()
+    app_module.launch(demo, service, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+    yield service, client
+    client.close()
+    demo.close()
+
+
+def test_help_lists_the_app_flags(app_module, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        app_module.parse_args(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--pipeline", "--device", "--max-queue", "--concurrency", "--server-port"):
+        assert flag in text
+
+
+def test_missing_pipeline_stops_the_app_with_a_clear_message(app_module, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        app_module.main(["--pipeline", str(tmp_path / "no-such-pipeline"), "--device", "cpu"])
+    assert "no-such-pipeline" in str(exit_info.value.code)
+
+
+def test_api_generates_the_requested_count_with_the_seed_shown(served):
+    _, client = served
+    gallery, archive, status, seed = client.predict(
+        condition="pneumonia", count=3, num_inference_steps=2, seed=11, api_name="/generate"
+    )
+    assert len(gallery) == 3 and seed == 11
+    assert [item["caption"] for item in gallery] == [f"pneumonia · seed {s}" for s in (11, 12, 13)]
+    assert "Done: 3 images" in status
+    with Image.open(gallery[0]["image"]) as image:
+        assert image.size == (16, 16)
+
+
+def test_api_is_reproducible_for_a_fixed_seed(served):
+    _, client = served
+    first = client.predict(condition="effusion", count=1, num_inference_steps=2, seed=5, api_name="/generate")[0]
+    second = client.predict(condition="effusion", count=1, num_inference_steps=2, seed=5, api_name="/generate")[0]
+    assert Path(first[0]["image"]).read_bytes() == Path(second[0]["image"]).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [{"condition": "banana"}, {"condition": "normal", "count": 0}, {"condition": "normal", "count": 17}],
+)
+def test_api_rejects_out_of_range_inputs(served, inputs):
+    _, client = served
+    with pytest.raises(gradio_client.exceptions.AppError):
+        client.predict(**{"num_inference_steps": 2, **inputs}, api_name="/generate")
+
+
+def test_download_zip_holds_valid_png_dicom_and_params(served):
+    _, client = served
+    _, archive, _, _ = client.predict(condition="effusion", count=2, num_inference_steps=2, seed=3, api_name="/generate")
+    with zipfile.ZipFile(archive) as zip_file:
+        names = zip_file.namelist()
+        pngs = [name for name in names if name.endswith(".png")]
+        dicoms = [name for name in names if name.endswith(".dcm")]
+        assert len(pngs) == 2 and len(dicoms) == 2
+        with Image.open(io.BytesIO(zip_file.read(pngs[0]))) as image:
+            assert image.size == (16, 16)
+        dataset = pydicom.dcmread(io.BytesIO(zip_file.read(dicoms[1])))  # no force: a valid DICOM file
+        assert dataset.SyntheticData == "YES" and dataset.Modality == "OT"
+        params = json.loads(zip_file.read("medgen-images/params.json"))
+    assert params["labels"] == ["effusion"] and params["seeds"] == [3, 4]
+
+
+def test_cancel_frees_the_worker_within_a_step_and_keeps_finished_images(served):
+    service, client = served
+    steps = 200
+    job = client.submit(condition="normal", count=6, num_inference_steps=steps, seed=1, api_name="/generate")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        outputs = [output for output in job.outputs() if output and output[0]]
+        if outputs:
+            break
+        time.sleep(0.05)
+    assert outputs, "no image arrived"
+    step_starts: list[float] = []
+    hook = service.pipe.unet.register_forward_pre_hook(lambda module, args: step_starts.append(time.monotonic()))
+    try:
+        job.cancel()
+        cancelled_at = time.monotonic()
+        while generation_threads() and time.monotonic() - cancelled_at < 30:
+            time.sleep(0.02)
+        assert not generation_threads(), "the generation worker kept running after Cancel"
+        assert sum(start > cancelled_at for start in step_starts) <= 1
+    finally:
+        hook.remove()
+    kept = [output for output in job.outputs() if output and output[0]][-1][0]
+    assert 1 <= len(kept) < 6
+    # The worker is free: the next request runs at once.
+    started = time.monotonic()
+    gallery = client.predict(condition="normal", count=1, num_inference_steps=2, seed=0, api_name="/generate")[0]
+    assert len(gallery) == 1 and time.monotonic() - started < 60

@@ -1,0 +1,111 @@
+"""The app in a real headless Chromium: pick a condition, ask for 2 images, see 2; start a long run and cancel it.
+
+Uses the system Chromium (Debian package `chromium`) through playwright; no browser is downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers import tiny_label_pipeline
+
+from medgen.app_logic import AppService
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+if not Path(CHROMIUM).exists():
+    pytest.skip("no Chromium installed (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def generation_running() -> bool:
+    return any(thread.name == "medgen-generation" and thread.is_alive() for thread in threading.enumerate())
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    spec = importlib.util.spec_from_file_location("medgen_app_in_browser", REPO_ROOT / "app.py")
+    app_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app_module)
+    folder = tmp_path_factory.mktemp("pipeline")
+    tiny_label_pipeline(labels=("normal", "pneumonia", "effusion")).save_pretrained(folder)
+    service = AppService.from_source(str(folder), device="cpu", workdir=tmp_path_factory.mktemp("downloads"))
+    demo = app_module.build_demo(service)
+    port = free_port()
+    app_module.launch(demo, service, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(120_000)
+        page.goto(app_url)
+        page.wait_for_selector("#generate")
+        yield page
+        browser.close()
+
+
+def set_count(page, value: int) -> None:
+    box = page.locator("#count input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_pick_condition_generate_two_images(page, tmp_path):
+    assert "not for diagnosis" in page.locator("#notice").inner_text()
+    page.locator("#condition input").click()
+    page.get_by_role("option", name="pneumonia").click()
+    set_count(page, 2)
+    page.locator("#generate").click()
+    page.wait_for_function(
+        "() => document.querySelector('#status')?.innerText.includes('Done: 2 images')"
+    )
+    thumbnails = page.locator("#gallery img")
+    assert thumbnails.count() == 2
+    assert "pneumonia" in page.locator("#gallery").inner_text()
+    assert page.locator("#download").get_by_text("medgen-images.zip").count() == 1
+    page.screenshot(path=str(tmp_path / "generated.png"), full_page=True)
+    assert (tmp_path / "generated.png").stat().st_size > 0
+
+
+def test_cancel_a_long_run_keeps_finished_images(page, tmp_path):
+    page.get_by_text("Sampling settings").click()
+    steps = page.locator("input[aria-label='number input for Denoising steps']")
+    steps.fill("200")
+    steps.press("Enter")
+    set_count(page, 8)
+    page.locator("#generate").click()
+    page.wait_for_function(
+        "() => document.querySelector('#status')?.innerText.includes('Generating image 2 of 8')"
+    )
+    assert generation_running()
+    page.locator("#cancel").click()
+    page.wait_for_function("() => document.querySelector('#status')?.innerText.includes('Cancelled')")
+    deadline = time.monotonic() + 30
+    while generation_running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not generation_running(), "the run kept the worker busy after Cancel"
+    kept = page.locator("#gallery img").count()
+    assert 1 <= kept < 8
+    page.screenshot(path=str(tmp_path / "cancelled.png"), full_page=True)

@@ -1,0 +1,129 @@
+"""`medgen space build`: the assembled folder is a valid Space and its app starts and answers HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import tiny_label_pipeline
+
+from medgen import space
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def front_matter(readme: Path) -> dict:
+    text = readme.read_text()
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def pinned_gradio(requirements: Path) -> str:
+    pins = [line.split("==")[1].strip() for line in requirements.read_text().splitlines() if line.startswith("gradio==")]
+    assert len(pins) == 1
+    return pins[0]
+
+
+def run_cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="medgen")
+    space.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(list(argv))
+    return args.run(args)
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("pipeline")
+    tiny_label_pipeline().save_pretrained(folder)
+    return folder
+
+
+def test_template_front_matter_matches_the_pinned_gradio():
+    meta = front_matter(REPO_ROOT / "space" / "README.md")
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py"
+    assert str(meta["sdk_version"]) == pinned_gradio(REPO_ROOT / "space" / "requirements.txt")
+    assert meta["license"] and "medical-imaging" in meta["tags"]
+
+
+def test_build_with_a_local_pipeline_copies_it_in(pipeline_dir, tmp_path):
+    out = tmp_path / "space"
+    assert run_cli("space", "build", "--pipeline", str(pipeline_dir), "--output", str(out)) == 0
+    for name in ("README.md", "requirements.txt", "app.py", "medgen_app.py", "space_config.json", "medgen/__init__.py"):
+        assert (out / name).is_file(), name
+    assert (out / "pipeline" / "model_index.json").read_text() == (pipeline_dir / "model_index.json").read_text()
+    assert json.loads((out / "space_config.json").read_text())["pipeline"] == "pipeline"
+    meta = front_matter(out / "README.md")
+    assert str(meta["sdk_version"]) == pinned_gradio(out / "requirements.txt") and meta["models"] == []
+    assert not (out / "medgen" / "default_pipeline").exists()
+
+
+def test_build_with_a_hub_id_names_the_model(tmp_path):
+    out = space.build_space("my-org/medgen-chestxray", tmp_path / "space", title="Chest X-ray demo")
+    assert json.loads((out / "space_config.json").read_text())["pipeline"] == "my-org/medgen-chestxray"
+    meta = front_matter(out / "README.md")
+    assert meta["models"] == ["my-org/medgen-chestxray"] and meta["title"] == "Chest X-ray demo"
+    assert not (out / "pipeline").exists()
+
+
+def test_build_refuses_bad_inputs(pipeline_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not-a-folder"):
+        space.build_space(str(tmp_path / "not-a-folder"), tmp_path / "a")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="model_index.json"):
+        space.build_space(str(tmp_path / "empty"), tmp_path / "b")
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="occupied"):
+        space.build_space(str(pipeline_dir), occupied)
+    assert (occupied / "keep.txt").read_text() == "mine"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_assembled_space_starts_and_answers_http(pipeline_dir, tmp_path):
+    out = space.build_space(str(pipeline_dir), tmp_path / "space")
+    port = free_port()
+    env = {
+        **os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONPATH": "",
+    }
+    env.pop("MEDGEN_PIPELINE", None)
+    process = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        answered = False
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5) as response:
+                    config = json.loads(response.read())
+                answered = True
+                break
+            except OSError:
+                time.sleep(1)
+        if not answered:
+            process.kill()
+            pytest.fail(f"the Space app did not answer on port {port}:\n{process.communicate()[0][-3000:]}")
+        labels = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "condition"]
+        assert labels and [choice[1] for choice in labels[0]["props"]["choices"]] == ["normal", "pneumonia"]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
