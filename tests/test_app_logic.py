@@ -301,3 +301,32 @@ def test_cancelled_run_reports_what_was_kept(service):
     assert "Cancelled" in results[-1].status and "1 of 3" in results[-1].status
     with zipfile.ZipFile(results[-1].download) as archive:
         assert sum(name.endswith(".png") for name in archive.namelist()) == 1
+
+
+def test_text_pipeline_gets_a_prompt_and_generates(tmp_path):
+    import torch
+    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+    from helpers import tiny_vae
+
+    from medgen.pipelines import TextToImagePipeline
+    from medgen.text_encoders import OFFLINE_TEXT_ENCODER, load_text_encoder
+
+    tokenizer, encoder = load_text_encoder(OFFLINE_TEXT_ENCODER)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        norm_num_groups=8, attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=encoder.config.hidden_size,
+    )
+    pipe = TextToImagePipeline(
+        vae=tiny_vae(), text_encoder=encoder, tokenizer=tokenizer, unet=unet, max_length=16,
+        scheduler=DPMSolverMultistepScheduler.from_config(DDPMScheduler(num_train_timesteps=100).config),
+    )
+    service = AppService(pipe, source="tiny-text", workdir=tmp_path)
+    assert service.info.kind == "text" and service.info.labels == []
+    request = service.request(prompt="  small left pleural effusion ", negative_prompt="", count=2, num_inference_steps=2, seed=0)
+    assert request.prompt == "small left pleural effusion" and request.negative_prompt is None
+    results = list(service.run(request))
+    assert len(results[-1].gallery) == 2 and results[-1].gallery[0][1] == "small left pleural effusion · seed 0"
+    with zipfile.ZipFile(results[-1].download) as archive:
+        assert json.loads(archive.read("medgen-images/params.json"))["prompt"] == "small left pleural effusion"
