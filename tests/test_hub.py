@@ -321,8 +321,13 @@ def test_pickle_weights_are_refused(saved, tmp_path):
         medgen.load_pipeline(folder)
 
 
-def test_push_to_hub_offline_raises_clear_error():
-    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # set for every test by conftest.py
+def test_push_to_hub_offline_raises_clear_error(monkeypatch):
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: set its constant too, so that this test
+    # never reaches the network even when the variable was not set before the import.
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(RuntimeError, match="medgen-test/tiny") as error:
         tiny_unconditional_pipeline().push_to_hub("medgen-test/tiny")
     assert "HF_HUB_OFFLINE" in str(error.value)
