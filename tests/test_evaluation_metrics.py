@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medgen.evaluation import ImageSet
-from medgen.evaluation.classifier import ClassifierRecipe, auc, classifier_report, predict_probabilities, train_classifier
+from medgen.evaluation.classifier import ClassifierRecipe, agreement, auc, classifier_report, predict_probabilities, train_classifier
 from medgen.evaluation.diversity import mean_pairwise_ms_ssim, ms_ssim_settings
 from medgen.evaluation.features import InceptionV3Features, PixelFeatures, cached_features, extract_features
 from medgen.evaluation.fidelity import frechet_distance, kernel_distance, precision_recall
@@ -47,16 +47,16 @@ def test_identical_sets_score_fid_zero_and_full_precision_recall(pneumonia):
 
 
 def test_blurred_and_noised_real_images_score_worse_than_clean(pneumonia):
-    reference, clean = pneumonia["test"].images[:300], pneumonia["val"].images[:300]
+    reference, clean = pneumonia["test"].images[:200], pneumonia["val"].images[:200]
     blurred = _blur(clean)
     noised = np.clip(clean + np.random.default_rng(0).normal(0, 0.15, clean.shape), 0, 1).astype(np.float32)
     clean_fid = frechet_distance(_pixel(reference), _pixel(clean))
     assert frechet_distance(_pixel(reference), _pixel(blurred)) > clean_fid
     assert frechet_distance(_pixel(reference), _pixel(noised)) > clean_fid
 
-    gray = reference[:, 0]
-    clean_stats = compare_statistics(gray, clean[:, 0])
-    blurred_stats = compare_statistics(gray, blurred[:, 0])
+    gray = reference[:60, 0]
+    clean_stats = compare_statistics(gray, clean[:60, 0])
+    blurred_stats = compare_statistics(gray, blurred[:60, 0])
     assert blurred_stats["sharpness"]["generated_mean"] < 0.5 * clean_stats["sharpness"]["generated_mean"]
     assert blurred_stats["sharpness"]["wasserstein"] > clean_stats["sharpness"]["wasserstein"]
 
@@ -106,11 +106,13 @@ def test_classifier_beats_chance_and_scores_label_accuracy_and_tstr(pneumonia, t
     generated = pneumonia["val"].subset(np.arange(200))
     report = classifier_report(pneumonia["train"], pneumonia["test"], generated, tmp_path, FAST_RECIPE)
     assert list(tmp_path.glob("classifiers/*.safetensors")), "real-trained classifier weights are cached"
-    swapped = ImageSet(generated.images, generated.labels[:, ::-1].copy(), LABELS, False, "swapped")
-    swapped_report = classifier_report(pneumonia["train"], pneumonia["test"], swapped, tmp_path, FAST_RECIPE)
-    assert report["label_accuracy"]["accuracy"] > 0.7 > swapped_report["label_accuracy"]["accuracy"]
+    assert report["label_accuracy"]["accuracy"] > 0.7
+    assert report["label_accuracy"]["real_test_auc"] > 0.8
     assert report["tstr"]["synthetic_trained_auc"] > 0.7
-    assert swapped_report["tstr"]["synthetic_trained_auc"] < 0.5
+
+    # Images whose requested label is the wrong one must score a low label accuracy.
+    swapped = ImageSet(generated.images, generated.labels[:, ::-1].copy(), LABELS, False, "swapped")
+    assert agreement(predict_probabilities(model, swapped, multi_label=False), swapped)["accuracy"] < 0.3
 
 
 def test_real_features_are_cached_by_fingerprint(pneumonia, tmp_path):

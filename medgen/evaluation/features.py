@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +61,11 @@ class InceptionV3Features(nn.Module):
     def __init__(self, weights_path: str | Path | None = None) -> None:
         super().__init__()
         path = Path(weights_path) if weights_path is not None else inception_weights_path()
-        # TorchScript archive (code + tensors), not a pickle: safe to load.
-        self.net = torch.jit.load(str(path), map_location="cpu").eval()
+        # TorchScript archive (code + tensors), not a pickle: safe to load. Newer torch warns that
+        # TorchScript is deprecated; this file is only distributed in that form.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            self.net = torch.jit.load(str(path), map_location="cpu").eval()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype == torch.uint8:
