@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# huggingface_hub reads these once, at import: set them before anything imports it.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("MEDGEN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
@@ -37,3 +41,4 @@ def _offline_hub(monkeypatch):
     # Tests never reach the Hub: every model they load is local.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any, Callable, Union
 
@@ -258,6 +259,9 @@ class TextToImagePipeline(DiffusionPipeline):
 
         # 3. Denoising loop
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        # only some schedulers draw noise in step() (DDPM, SDE solvers); UniPC, for one, takes no generator
+        accepts_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        extra_step_kwargs = {"generator": generator} if accepts_generator else {}
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             if self.interrupt:
                 break
@@ -273,7 +277,7 @@ class TextToImagePipeline(DiffusionPipeline):
                 model_output = output_uncond + guidance_scale * (output_cond - output_uncond)
 
             # 3b. x_t -> x_t-1
-            latents = self.scheduler.step(model_output, t, latents, generator=generator).prev_sample
+            latents = self.scheduler.step(model_output, t, latents, **extra_step_kwargs).prev_sample
 
             if callback_on_step_end is not None:
                 # a plain loop, not a comprehension: before Python 3.12 a comprehension's locals() is its own scope

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import torch
@@ -141,6 +142,9 @@ class UnconditionalPipeline(DiffusionPipeline):
 
         # 2. Denoising loop
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        # only some schedulers draw noise in step() (DDPM, SDE solvers); UniPC, for one, takes no generator
+        accepts_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        extra_step_kwargs = {"generator": generator} if accepts_generator else {}
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             if self.interrupt:
                 break
@@ -148,10 +152,12 @@ class UnconditionalPipeline(DiffusionPipeline):
             model_output = self.unet(self.scheduler.scale_model_input(latents, t), t).sample
 
             # 2b. x_t -> x_t-1
-            latents = self.scheduler.step(model_output, t, latents, generator=generator).prev_sample
+            latents = self.scheduler.step(model_output, t, latents, **extra_step_kwargs).prev_sample
 
             if callback_on_step_end is not None:
-                callback_kwargs = {name: locals()[name] for name in callback_on_step_end_tensor_inputs}
+                callback_kwargs = {}
+                for name in callback_on_step_end_tensor_inputs:
+                    callback_kwargs[name] = locals()[name]
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
                 latents = callback_outputs.pop("latents", latents)
 
