@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DConditionModel
+from transformers import AutoTokenizer, BertConfig, BertModel
 
 import medgen
 from medgen.pipelines import TextToImagePipeline
-from medgen.text_encoders import OFFLINE_TEXT_ENCODER, load_text_encoder
+from medgen.text_encoders import offline_encoder_folder
 
 STEPS = 3
 
@@ -38,7 +39,16 @@ def tiny_vae(seed: int = 0) -> AutoencoderKL:
 
 @pytest.fixture(scope="module")
 def minilm():
-    return load_text_encoder(OFFLINE_TEXT_ENCODER)
+    """The real MiniLM tokenizer with a tiny seeded BERT of the same vocabulary: fast to run, save and load.
+    (The pretrained encoder itself is tested in test_text_encoders.py and end to end in test_text_train.py.)"""
+    tokenizer = AutoTokenizer.from_pretrained(offline_encoder_folder())
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )).eval()
+    encoder.config._name_or_path = "tiny-bert-for-tests"
+    return tokenizer, encoder
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +134,9 @@ def test_mismatched_components_are_rejected(minilm):
     tokenizer, encoder = minilm
     scheduler = DDPMScheduler(num_train_timesteps=100)
     with pytest.raises(ValueError, match="cross_attention_dim"):
-        TextToImagePipeline(vae=tiny_vae(), text_encoder=encoder, tokenizer=tokenizer, unet=tiny_text_unet(4, 8, 768), scheduler=scheduler)
+        TextToImagePipeline(vae=tiny_vae(), text_encoder=encoder, tokenizer=tokenizer, unet=tiny_text_unet(4, 8, 48), scheduler=scheduler)
     with pytest.raises(ValueError, match="latent"):
-        TextToImagePipeline(vae=tiny_vae(), text_encoder=encoder, tokenizer=tokenizer, unet=tiny_text_unet(8, 8, 384), scheduler=scheduler)
+        TextToImagePipeline(vae=tiny_vae(), text_encoder=encoder, tokenizer=tokenizer, unet=tiny_text_unet(8, 8, 32), scheduler=scheduler)
 
 
 def test_callback_can_interrupt_within_one_step(pipe):
@@ -147,7 +157,7 @@ def test_callback_can_interrupt_within_one_step(pipe):
 def test_pixel_space_without_vae(minilm):
     tokenizer, encoder = minilm
     pipeline = TextToImagePipeline(
-        vae=None, text_encoder=encoder, tokenizer=tokenizer, unet=tiny_text_unet(1, 16, 384),
+        vae=None, text_encoder=encoder, tokenizer=tokenizer, unet=tiny_text_unet(1, 16, 32),
         scheduler=DDPMScheduler(num_train_timesteps=100), max_length=16,
     )
     pipeline.set_progress_bar_config(disable=True)
@@ -162,7 +172,7 @@ def test_save_and_load_with_medgen_and_stock_diffusers(pipe, tmp_path):
     assert (folder / "pipeline.py").is_file()
     assert list(folder.rglob("*.safetensors")) and not list(folder.rglob("*.bin"))
     card = (folder / "README.md").read_text()
-    assert "sentence-transformers/all-MiniLM-L6-v2" in card and "text-to-image" in card
+    assert "tiny-bert-for-tests" in card and "text-to-image" in card
 
     expected = sample(pipe, ["pneumonia", ""], guidance_scale=3.0)
     with_medgen = medgen.TextToImagePipeline.from_pretrained(folder)  # load_pipeline(folder): see test_text_train.py
