@@ -19,6 +19,7 @@ _LAZY = {
     "build_dataset": "medgen.data",
     "read_image": "medgen.data",
     "read_dicom": "medgen.data",
+    "evaluate": "medgen.evaluation",
 }
 
 __all__ = ["__version__", *_LAZY]
