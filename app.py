@@ -126,7 +126,7 @@ def build_demo(service: AppService) -> gr.Blocks:
                 )
             with gr.Column(scale=3, min_width=360):
                 gallery = gr.Gallery(
-                    label="Generated images", format="png", columns=4, height=480, object_fit="contain", preview=False,
+                    label="Generated images", format="png", columns=4, fit_columns=False, height=480, object_fit="contain", preview=False,
                     buttons=["download", "fullscreen"], elem_id="gallery", interactive=False,
                 )
                 status = gr.Markdown(

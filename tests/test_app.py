@@ -20,6 +20,7 @@ from medgen.app_logic import AppService
 
 gradio_client = pytest.importorskip("gradio_client")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # end-to-end: a launched app
 
 
 def load_app_module():

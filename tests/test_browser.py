@@ -6,6 +6,7 @@ Uses the system Chromium (Debian package `chromium`) through playwright; no brow
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import socket
 import threading
@@ -18,6 +19,7 @@ from helpers import tiny_label_pipeline
 from medgen.app_logic import AppService
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # end-to-end: a launched app
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -33,6 +35,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def save_screenshot(page, tmp_path: Path, name: str) -> None:
+    """Saves into the test's tmp dir, and also into $MEDGEN_SCREENSHOT_DIR when set (docs/images)."""
+    page.screenshot(path=str(tmp_path / name), full_page=True)
+    assert (tmp_path / name).stat().st_size > 0
+    if os.environ.get("MEDGEN_SCREENSHOT_DIR"):
+        shutil.copyfile(tmp_path / name, Path(os.environ["MEDGEN_SCREENSHOT_DIR"]) / name)
 
 
 def generation_running() -> bool:
@@ -84,20 +94,20 @@ def test_pick_condition_generate_two_images(page, tmp_path):
     thumbnails = page.locator("#gallery img")
     assert thumbnails.count() == 2
     assert "pneumonia" in page.locator("#gallery").inner_text()
-    assert page.locator("#download").get_by_text("medgen-images.zip").count() == 1
-    page.screenshot(path=str(tmp_path / "generated.png"), full_page=True)
-    assert (tmp_path / "generated.png").stat().st_size > 0
+    page.wait_for_function("() => document.querySelector('#download')?.innerText.includes('medgen-images')")
+    assert "medgen-images.zip" in page.locator("#download a").first.get_attribute("href")
+    save_screenshot(page, tmp_path, "app_generated.png")
 
 
 def test_cancel_a_long_run_keeps_finished_images(page, tmp_path):
     page.get_by_text("Sampling settings").click()
     steps = page.locator("input[aria-label='number input for Denoising steps']")
-    steps.fill("200")
+    steps.fill("30")
     steps.press("Enter")
     set_count(page, 8)
     page.locator("#generate").click()
     page.wait_for_function(
-        "() => document.querySelector('#status')?.innerText.includes('Generating image 2 of 8')"
+        "() => document.querySelector('#status')?.innerText.includes('Generating image 2 of 8')", timeout=300_000
     )
     assert generation_running()
     page.locator("#cancel").click()
@@ -108,4 +118,4 @@ def test_cancel_a_long_run_keeps_finished_images(page, tmp_path):
     assert not generation_running(), "the run kept the worker busy after Cancel"
     kept = page.locator("#gallery img").count()
     assert 1 <= kept < 8
-    page.screenshot(path=str(tmp_path / "cancelled.png"), full_page=True)
+    save_screenshot(page, tmp_path, "app_cancelled.png")

@@ -94,6 +94,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_assembled_space_starts_and_answers_http(pipeline_dir, tmp_path):
     out = space.build_space(str(pipeline_dir), tmp_path / "space")
     port = free_port()
