@@ -8,7 +8,10 @@ import logging
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL, DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DConditionModel,
+    UniPCMultistepScheduler,
+)
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 import medgen
@@ -152,6 +155,16 @@ def test_callback_can_interrupt_within_one_step(pipe):
     assert images.shape == (1, 16, 16, 1)
     pipe("pneumonia", num_inference_steps=2, output_type="np")
     assert not pipe.interrupt
+
+
+def test_any_diffusers_scheduler_can_be_swapped_in(pipe):
+    original = pipe.scheduler
+    try:
+        for scheduler_class in (UniPCMultistepScheduler, DDIMScheduler, DDPMScheduler):
+            pipe.scheduler = scheduler_class.from_config(original.config)
+            assert sample(pipe).shape == (1, 16, 16, 1)
+    finally:
+        pipe.scheduler = original
 
 
 def test_pixel_space_without_vae(minilm):
