@@ -12,6 +12,7 @@ Scripts can call the `/generate` endpoint with `gradio_client`; see docs/app.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -66,15 +67,20 @@ def build_demo(service: AppService) -> gr.Blocks:
         service.prune_downloads()
         progress((0, request.count * request.num_inference_steps), desc="Denoising", unit="steps")
         shown = -1
-        for result in service.run(request):
-            progress((result.steps_done, result.steps_total), desc="Denoising", unit="steps")
-            if len(result.gallery) == shown and not result.finished:
-                # A denoising step: yielding lets gradio's Cancel close this generator within one step.
-                yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
-                continue
-            shown = len(result.gallery)
-            download = str(result.download) if result.download else None
-            yield result.gallery, download, result.status, result.seed
+        # closing(): when gradio closes this generator (Cancel, closed tab), the run's worker is stopped too.
+        with contextlib.closing(service.run(request)) as results:
+            try:
+                for result in results:
+                    progress((result.steps_done, result.steps_total), desc="Denoising", unit="steps")
+                    if len(result.gallery) == shown and not result.finished:
+                        # A denoising step: yielding lets gradio's Cancel close this generator within one step.
+                        yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                        continue
+                    shown = len(result.gallery)
+                    download = str(result.download) if result.download else None
+                    yield result.gallery, download, result.status, result.seed
+            except (ValueError, RuntimeError) as error:  # bad pipeline input, out of memory
+                raise gr.Error(f"Generation failed: {error}") from error
 
     with gr.Blocks(title="medgen: synthetic medical images", delete_cache=(3600, 7200)) as demo:
         gr.Markdown("# medgen: synthetic medical images")

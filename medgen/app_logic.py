@@ -14,6 +14,7 @@ the stream, which is what gradio does on cancel) makes the step callback set
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import queue
@@ -518,22 +519,24 @@ class AppService:
         """`stream` turned into what the UI shows; a new ZIP is written whenever an image is added."""
         label = describe_condition(request)
         download: Path | None = None
-        for update in self.stream(request, cancel=cancel):
-            gallery = [
-                (display_image(image), f"{label} · seed {seed}") for image, seed in zip(update.images, update.seeds)
-            ]
-            if update.kind == "image":
-                params = run_parameters(self.info, request, update.seeds)
-                download = export_zip(update.images, update.seeds, params, self.workdir)
-            yield RunResult(
-                gallery=gallery,
-                download=download,
-                status=self._status(update, request),
-                seed=request.seed,
-                steps_done=update.steps_done,
-                steps_total=update.steps_total,
-                finished=update.kind == "done",
-            )
+        # closing(): closing this iterator early closes the stream, which stops the worker.
+        with contextlib.closing(self.stream(request, cancel=cancel)) as updates:
+            for update in updates:
+                gallery = [
+                    (display_image(image), f"{label} · seed {seed}") for image, seed in zip(update.images, update.seeds)
+                ]
+                if update.kind == "image":
+                    params = run_parameters(self.info, request, update.seeds)
+                    download = export_zip(update.images, update.seeds, params, self.workdir)
+                yield RunResult(
+                    gallery=gallery,
+                    download=download,
+                    status=self._status(update, request),
+                    seed=request.seed,
+                    steps_done=update.steps_done,
+                    steps_total=update.steps_total,
+                    finished=update.kind == "done",
+                )
 
     @staticmethod
     def _status(update: GenerationUpdate, request: GenerationRequest) -> str:

@@ -108,7 +108,6 @@ def test_ui_description_follows_the_pipeline(label_pipe):
 
 
 def test_zero_gpu_decorator_is_a_no_op_without_spaces():
-    pytest.importorskip("gradio")
     try:
         import spaces  # noqa: F401
 
@@ -330,3 +329,19 @@ def test_text_pipeline_gets_a_prompt_and_generates(tmp_path):
     assert len(results[-1].gallery) == 2 and results[-1].gallery[0][1] == "small left pleural effusion · seed 0"
     with zipfile.ZipFile(results[-1].download) as archive:
         assert json.loads(archive.read("medgen-images/params.json"))["prompt"] == "small left pleural effusion"
+
+
+def test_closing_the_ui_run_stops_the_worker(service):
+    """What happens when gradio closes the app's generator: the run's stream, and so its worker, stop."""
+    request = service.request(condition="normal", count=2, num_inference_steps=50, seed=3)
+    run = service.run(request)
+    for result in run:
+        if result.steps_done >= 2:
+            break
+    run.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+        thread.name == "medgen-generation" and thread.is_alive() for thread in threading.enumerate()
+    ):
+        time.sleep(0.02)
+    assert not any(thread.name == "medgen-generation" and thread.is_alive() for thread in threading.enumerate())
