@@ -333,7 +333,7 @@ def _flat_hparams(config: TrainConfig) -> dict:
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="Train a pipeline in this process (use `accelerate launch medgen/train.py` for several GPUs)."
+        "train", help="train a pipeline in this process (`accelerate launch medgen/train.py` for several GPUs)"
     )
     add_arguments(parser)
     parser.set_defaults(run=run)
