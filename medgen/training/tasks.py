@@ -47,6 +47,23 @@ class DiffusionTask:
     def build_unet(self) -> torch.nn.Module:
         raise NotImplementedError
 
+    def unet_kwargs(self, attention_down: str, attention_up: str) -> dict[str, Any]:
+        """The UNet arguments every kind shares: shape, widths, and which levels get `attention_*` blocks."""
+        model = self.config.model
+        channels, side = self.sample_shape
+        return {
+            "sample_size": side,
+            "in_channels": channels,
+            "out_channels": channels,
+            "block_out_channels": tuple(model.block_out_channels),
+            "layers_per_block": model.layers_per_block,
+            "down_block_types": block_types(model.attention_levels, "DownBlock2D", attention_down),
+            "up_block_types": block_types(model.attention_levels[::-1], "UpBlock2D", attention_up),
+            "norm_num_groups": model.norm_num_groups,
+            "attention_head_dim": model.attention_head_dim,
+            "dropout": model.dropout,
+        }
+
     def to(self, device: torch.device) -> None:
         if self.vae is not None:
             self.vae.to(device)
@@ -72,20 +89,7 @@ class DiffusionTask:
 
 class UnconditionalTask(DiffusionTask):
     def build_unet(self) -> UNet2DModel:
-        model = self.config.model
-        channels, side = self.sample_shape
-        return UNet2DModel(
-            sample_size=side,
-            in_channels=channels,
-            out_channels=channels,
-            block_out_channels=tuple(model.block_out_channels),
-            layers_per_block=model.layers_per_block,
-            down_block_types=block_types(model.attention_levels, "DownBlock2D", "AttnDownBlock2D"),
-            up_block_types=block_types(model.attention_levels[::-1], "UpBlock2D", "AttnUpBlock2D"),
-            norm_num_groups=model.norm_num_groups,
-            attention_head_dim=model.attention_head_dim,
-            dropout=model.dropout,
-        )
+        return UNet2DModel(**self.unet_kwargs("AttnDownBlock2D", "AttnUpBlock2D"))
 
     def build_pipeline(self, unet, scheduler):
         from medgen.pipelines import UnconditionalPipeline
@@ -103,20 +107,9 @@ class LabelTask(DiffusionTask):
         super().__init__(config, label_names, multi_label)
 
     def build_unet(self) -> UNet2DConditionModel:
-        model = self.config.model
-        channels, side = self.sample_shape
         return UNet2DConditionModel(
-            sample_size=side,
-            in_channels=channels,
-            out_channels=channels,
-            block_out_channels=tuple(model.block_out_channels),
-            layers_per_block=model.layers_per_block,
-            down_block_types=block_types(model.attention_levels, "DownBlock2D", "AttnDownBlock2D"),
-            up_block_types=block_types(model.attention_levels[::-1], "UpBlock2D", "AttnUpBlock2D"),
+            **self.unet_kwargs("AttnDownBlock2D", "AttnUpBlock2D"),
             mid_block_type="UNetMidBlock2D",
-            norm_num_groups=model.norm_num_groups,
-            attention_head_dim=model.attention_head_dim,
-            dropout=model.dropout,
             # the condition vector (label values + null flag) is projected into the timestep embedding
             class_embed_type="projection",
             projection_class_embeddings_input_dim=len(self.label_names) + 1,

@@ -16,7 +16,7 @@ from diffusers import UNet2DConditionModel
 
 from medgen.config import TrainConfig
 from medgen.text_encoders import encode_prompts, load_text_encoder
-from medgen.training.tasks import DiffusionTask, block_types
+from medgen.training.tasks import DiffusionTask
 
 # Generic rows for sample grids of unlabelled report data (a user's sample_prompts replace them).
 DEFAULT_SAMPLE_PROMPTS = (
@@ -55,18 +55,9 @@ class TextTask(DiffusionTask):
                 "times; raise data.resolution or use fewer model.block_out_channels."
             )
         return UNet2DConditionModel(
-            sample_size=side,
-            in_channels=channels,
-            out_channels=channels,
-            block_out_channels=tuple(model.block_out_channels),
-            layers_per_block=model.layers_per_block,
             # the prompt enters through cross-attention on the levels marked in attention_levels
-            down_block_types=block_types(model.attention_levels, "DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=block_types(model.attention_levels[::-1], "UpBlock2D", "CrossAttnUpBlock2D"),
+            **self.unet_kwargs("CrossAttnDownBlock2D", "CrossAttnUpBlock2D"),
             mid_block_type="UNetMidBlock2DCrossAttn",
-            norm_num_groups=model.norm_num_groups,
-            attention_head_dim=model.attention_head_dim,
-            dropout=model.dropout,
             cross_attention_dim=int(self.text_encoder.config.hidden_size),
         )
 
