@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Mapping, Sequence, Union
 
 import torch
@@ -245,6 +246,9 @@ class LabelConditionedPipeline(DiffusionPipeline):
 
         # 3. Denoising loop
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        # only some schedulers draw noise in step() (DDPM, SDE solvers); UniPC, for one, takes no generator
+        accepts_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        extra_step_kwargs = {"generator": generator} if accepts_generator else {}
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             if self.interrupt:
                 break
@@ -258,10 +262,12 @@ class LabelConditionedPipeline(DiffusionPipeline):
                 model_output = output_uncond + guidance_scale * (output_cond - output_uncond)
 
             # 3b. x_t -> x_t-1
-            latents = self.scheduler.step(model_output, t, latents, generator=generator).prev_sample
+            latents = self.scheduler.step(model_output, t, latents, **extra_step_kwargs).prev_sample
 
             if callback_on_step_end is not None:
-                callback_kwargs = {name: locals()[name] for name in callback_on_step_end_tensor_inputs}
+                callback_kwargs = {}
+                for name in callback_on_step_end_tensor_inputs:
+                    callback_kwargs[name] = locals()[name]
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
                 latents = callback_outputs.pop("latents", latents)
 
