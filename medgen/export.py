@@ -49,7 +49,6 @@ EXPORT_FORMATS = ("png", "dcm", "npy")
 DICOM_MODALITIES = ("OT", "DX", "CR", "MR", "CT", "US", "MG", "XA", "PT", "NM")
 PRIVATE_CREATOR = "MEDGEN"
 PRIVATE_GROUP = 0x0011
-_RANGE_TOLERANCE = 1e-3
 
 
 def _medgen_version() -> str:
@@ -69,15 +68,9 @@ def quantize(image: np.ndarray, bit_depth: int = 8) -> np.ndarray:
 
 
 def _check_range(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if not np.issubdtype(image.dtype, np.floating):
-        raise ValueError(f"expected a float image in [0, 1]; got dtype {image.dtype}")
-    if not np.all(np.isfinite(image)):
-        raise ValueError("image contains NaN or infinite values")
-    low, high = float(image.min()), float(image.max())
-    if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
-        raise ValueError(f"expected image values in [0, 1]; got range [{low:.4g}, {high:.4g}]")
-    return image
+    from medgen.postprocess import check_unit_range
+
+    return check_unit_range(image)
 
 
 def _as_2d_or_rgb(image: np.ndarray) -> np.ndarray:

@@ -45,6 +45,12 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3)):
         raise ValueError(f"expected an image shaped (H, W), (H, W, 1) or (H, W, 3); got shape {image.shape}")
+    return np.clip(check_unit_range(image), 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def check_unit_range(image: np.ndarray) -> np.ndarray:
+    """Rejects non-float, non-finite, or out-of-[0, 1] images (beyond float rounding) with a clear error."""
+    image = np.asarray(image)
     if not np.issubdtype(image.dtype, np.floating):
         raise ValueError(f"expected a float image in [0, 1]; got dtype {image.dtype}")
     if not np.all(np.isfinite(image)):
@@ -52,7 +58,7 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     low, high = float(image.min()), float(image.max())
     if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
         raise ValueError(f"expected image values in [0, 1]; got range [{low:.4g}, {high:.4g}]")
-    return np.clip(image, 0.0, 1.0).astype(np.float32, copy=False)
+    return image
 
 
 def _image_function(func: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
