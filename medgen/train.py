@@ -118,9 +118,16 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None) -> Path
     )
     steps_per_epoch = math.ceil(len(dataloader) / config.gradient_accumulation_steps)
     num_epochs = math.ceil(config.max_train_steps / steps_per_epoch)
-    optimizer = build_optimizer(unet, config.optim)
+    # modules that train beside the UNet (a text encoder with unfrozen last layers): optimised, synced and
+    # checkpointed with it; EMA covers the UNet only
+    extra_modules = task.trainable_modules()
+    trained = [*unet.parameters(), *(p for module in extra_modules for p in module.parameters() if p.requires_grad)]
+    optimizer = build_optimizer(trained, config.optim)
     lr_scheduler = build_lr_scheduler(optimizer, config, steps_per_epoch, accelerator.num_processes)
-    unet, optimizer, dataloader, lr_scheduler = accelerator.prepare(unet, optimizer, dataloader, lr_scheduler)
+    unet, *extra_modules, optimizer, dataloader, lr_scheduler = accelerator.prepare(
+        unet, *extra_modules, optimizer, dataloader, lr_scheduler
+    )
+    task.use_prepared_modules(extra_modules)
     task.to(accelerator.device)
     if ema is not None:
         ema.to(accelerator.device)
@@ -165,11 +172,11 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None) -> Path
         if epoch == first_epoch and resume_batches:
             batches = accelerator.skip_first_batches(dataloader, resume_batches)
         for batch in batches:
-            with accelerator.accumulate(unet):
+            with accelerator.accumulate(unet, *extra_modules):
                 # Randomness drawn from (seed, micro-step, process) alone, so a resumed run replays it exactly.
-                generator = torch.Generator(device=accelerator.device).manual_seed(
-                    config.seed * 2**40 + micro_step * 1024 + accelerator.process_index
-                )
+                step_seed = config.seed * 2**40 + micro_step * 1024 + accelerator.process_index
+                generator = torch.Generator(device=accelerator.device).manual_seed(step_seed)
+                torch.manual_seed(step_seed)  # dropout (UNet, fine-tuned encoder layers) draws from the global RNG
                 micro_step += 1
                 clean = task.model_input(batch, generator=generator)
                 noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
@@ -187,7 +194,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None) -> Path
                 loss = diffusion_loss(prediction, clean, noise, timesteps, noise_scheduler, config.diffusion.snr_gamma)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(unet.parameters(), config.optim.max_grad_norm)
+                    grad_norm = accelerator.clip_grad_norm_(trained, config.optim.max_grad_norm)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)

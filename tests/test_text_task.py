@@ -72,12 +72,26 @@ def test_text_kind_without_autoencoder_is_explained():
         build_task(config, label_names=[], multi_label=False)
 
 
-def test_fine_tuning_without_optimizer_support_fails_loudly(task):
+def test_fine_tuning_needs_the_prepared_encoder(task):
     config = load_config(REPO_ROOT / "train_configs" / "tiny_text.yaml",
                          [f"model.pretrained_vae={task.config.model.pretrained_vae}", "text.train_last_layers=1"])
     fine_tuned = build_task(config, label_names=[], multi_label=False)
-    with pytest.raises(RuntimeError, match="trainable_parameters"):
+    assert fine_tuned.trainable_modules() == [fine_tuned.text_encoder]
+    assert task.trainable_modules() == []  # frozen by default: nothing beside the UNet trains
+    with pytest.raises(RuntimeError, match="use_prepared_modules"):
         fine_tuned.condition_kwargs({"text": ["effusion"]}, torch.tensor([False]))
-    assert len(fine_tuned.trainable_parameters()) > 0
+    fine_tuned.use_prepared_modules(fine_tuned.trainable_modules())
     kwargs = fine_tuned.condition_kwargs({"text": ["effusion"]}, torch.tensor([False]))
     assert kwargs["encoder_hidden_states"].requires_grad
+
+
+def test_pooled_prompt_summary_enters_the_timestep_embedding(task):
+    assert task.unet.config.addition_embed_type == "text"
+    states = task.condition_kwargs({"text": ["effusion", "cardiomegaly"]}, torch.tensor([False, False]))
+    pooled = task.unet.add_embedding(states["encoder_hidden_states"])
+    assert pooled.shape == (2, task.unet.time_embedding.linear_2.out_features)
+    assert not torch.allclose(pooled[0], pooled[1])
+
+    config = load_config(REPO_ROOT / "train_configs" / "tiny_text.yaml",
+                         [f"model.pretrained_vae={task.config.model.pretrained_vae}", "text.pooled_embedding=false"])
+    assert build_task(config, label_names=[], multi_label=False).unet.config.addition_embed_type is None

@@ -52,3 +52,44 @@ def test_tiny_text_config_runs_end_to_end(covid_notes_dir, tmp_path):
     assert images.shape == (1, 32, 32, 1) and 0.0 <= images.min() and images.max() <= 1.0
     np.testing.assert_array_equal(images, generate("infiltrate in the upper lobe of the left lung"))
     assert not np.allclose(images, generate("bilateral ground glass opacities"), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_fine_tuned_encoder_layers_train_checkpoint_and_resume(covid_notes_dir, tmp_path):
+    """`text.train_last_layers: 1`: the last encoder layer trains with the UNet, the rest stays as loaded, the
+    checkpoint holds the encoder, and a run resumed from it ends with the same encoder as an uninterrupted one."""
+    from medgen.text_encoders import encoder_layers, load_text_encoder
+    from medgen.training.vae import build_autoencoder
+
+    base = load_config(REPO_ROOT / "train_configs" / "tiny_text.yaml")
+    torch.manual_seed(0)
+    vae = build_autoencoder(base.vae, base.data.channels, base.data.resolution)
+    vae.save_pretrained(tmp_path / "autoencoder")
+
+    def run(output_dir: Path, resume: str | None = None) -> Path:
+        config = load_config(
+            REPO_ROOT / "train_configs" / "tiny_text.yaml",
+            [f"data.path={covid_notes_dir}", f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={output_dir}",
+             f"model.pretrained_vae={tmp_path / 'autoencoder'}", "text.train_last_layers=1", "max_train_steps=4",
+             "checkpointing_steps=2", "checkpoints_total_limit=2", "optim.learning_rate=1e-2"],
+        )
+        return main(config, resume_from_checkpoint=resume)
+
+    full = run(tmp_path / "full")
+    assert (full / "checkpoints" / "checkpoint-2" / "model_1.safetensors").is_file()  # the encoder is checkpointed
+
+    _, pristine = load_text_encoder("minilm-offline")
+    trained = load_pipeline(full).text_encoder
+    pristine_layers, trained_layers = encoder_layers(pristine), encoder_layers(trained)
+    assert not torch.equal(trained_layers[-1].output.dense.weight, pristine_layers[-1].output.dense.weight)
+    torch.testing.assert_close(trained_layers[0].output.dense.weight, pristine_layers[0].output.dense.weight)
+    torch.testing.assert_close(trained.embeddings.word_embeddings.weight, pristine.embeddings.word_embeddings.weight)
+
+    # interrupted after step 2, resumed: the same encoder at step 4
+    import shutil
+
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(full / "checkpoints" / "checkpoint-2", resumed_dir / "checkpoints" / "checkpoint-2")
+    run(resumed_dir, resume="latest")
+    resumed = load_pipeline(resumed_dir).text_encoder
+    torch.testing.assert_close(encoder_layers(resumed)[-1].output.dense.weight, trained_layers[-1].output.dense.weight)

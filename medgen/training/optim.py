@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from diffusers.optimization import get_scheduler
 
 from medgen.config import OptimConfig, TrainConfig
 
 
-def build_optimizer(model: torch.nn.Module, config: OptimConfig) -> torch.optim.AdamW:
+def build_optimizer(parameters: Iterable[torch.nn.Parameter], config: OptimConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(
-        model.parameters(),
+        [p for p in parameters if p.requires_grad],
         lr=config.learning_rate,
         betas=(config.adam_beta1, config.adam_beta2),
         weight_decay=config.weight_decay,

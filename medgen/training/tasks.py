@@ -79,6 +79,13 @@ class DiffusionTask:
     def condition_kwargs(self, batch: dict[str, Any], drop_mask: torch.Tensor) -> dict[str, Any]:
         return {}
 
+    def trainable_modules(self) -> list[torch.nn.Module]:
+        """Modules besides the UNet that train with it (their `requires_grad` parameters join the optimizer)."""
+        return []
+
+    def use_prepared_modules(self, prepared: list[torch.nn.Module]) -> None:
+        """Receives `trainable_modules()` as wrapped by `accelerator.prepare` (DDP, autocast), to call in training."""
+
     def build_pipeline(self, unet: torch.nn.Module, scheduler):
         raise NotImplementedError
 

@@ -38,7 +38,7 @@ class TextTask(DiffusionTask):
                 "leave it empty in a train.py run, which then trains the autoencoder first."
             )
         self.tokenizer, self.text_encoder = load_text_encoder(config.text.text_encoder, config.text.train_last_layers)
-        self._trainable_requested = False
+        self._training_encoder: torch.nn.Module | None = None  # set by the loop when the encoder is fine-tuned
         self._truncation_warned = False  # one warning per run, not one per batch
         # A frozen encoder maps a prompt to the same states every time: cache them (templated prompts repeat).
         self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
@@ -54,11 +54,18 @@ class TextTask(DiffusionTask):
                 f"which the UNet's {len(model.block_out_channels)} levels cannot halve {len(model.block_out_channels) - 1} "
                 "times; raise data.resolution or use fewer model.block_out_channels."
             )
+        hidden_size = int(self.text_encoder.config.hidden_size)
+        pooled = {}
+        if self.config.text.pooled_embedding:
+            # an attention-pooled prompt summary added to the timestep embedding (heads of 64 dims where they fit)
+            num_heads = hidden_size // 64 if hidden_size % 64 == 0 else 1
+            pooled = {"addition_embed_type": "text", "addition_embed_type_num_heads": num_heads}
         return UNet2DConditionModel(
             # the prompt enters through cross-attention on the levels marked in attention_levels
             **self.unet_kwargs("CrossAttnDownBlock2D", "CrossAttnUpBlock2D"),
             mid_block_type="UNetMidBlock2DCrossAttn",
-            cross_attention_dim=int(self.text_encoder.config.hidden_size),
+            cross_attention_dim=hidden_size,
+            **pooled,
         )
 
     def to(self, device: torch.device) -> None:
@@ -66,27 +73,31 @@ class TextTask(DiffusionTask):
         self.text_encoder.to(device)
         self._cache.clear()
 
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        """Parameters beyond the UNet that the optimizer must update (the encoder's last `text.train_last_layers`)."""
-        self._trainable_requested = True
-        return [p for p in self.text_encoder.parameters() if p.requires_grad]
+    def trainable_modules(self) -> list[torch.nn.Module]:
+        """The encoder, when `text.train_last_layers` unfroze some of its layers."""
+        return [self.text_encoder] if self.config.text.train_last_layers > 0 else []
 
-    def _encode_uncached(self, prompts: list[str]):
+    def use_prepared_modules(self, prepared: list[torch.nn.Module]) -> None:
+        if self.config.text.train_last_layers > 0:
+            (self._training_encoder,) = prepared
+
+    def _encode_uncached(self, prompts: list[str], text_encoder: torch.nn.Module | None = None):
         encoded = encode_prompts(
-            self.tokenizer, self.text_encoder, prompts, self.config.text.max_length, warn=not self._truncation_warned
+            self.tokenizer, text_encoder or self.text_encoder, prompts, self.config.text.max_length,
+            warn=not self._truncation_warned,
         )
         self._truncation_warned = self._truncation_warned or encoded.num_truncated > 0
         return encoded
 
     def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.config.text.train_last_layers > 0:
-            if not self._trainable_requested:
+            if self._training_encoder is None:
                 raise RuntimeError(
-                    "text.train_last_layers > 0 but the training loop never asked TextTask.trainable_parameters() "
-                    "for the encoder's parameters, so they would not be trained; set text.train_last_layers: 0."
+                    "text.train_last_layers > 0 but the training loop never passed the prepared encoder to "
+                    "TextTask.use_prepared_modules(), so its layers would not be trained."
                 )
             self.text_encoder.train()
-            encoded = self._encode_uncached(prompts)
+            encoded = self._encode_uncached(prompts, self._training_encoder)
             return encoded.hidden_states, encoded.attention_mask
         missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
         if missing:
