@@ -46,3 +46,21 @@ def tiny_unconditional_pipeline(seed: int = 0) -> UnconditionalPipeline:
     )
     scheduler = DPMSolverMultistepScheduler.from_config(DDPMScheduler(num_train_timesteps=100).config)
     return UnconditionalPipeline(unet=unet, scheduler=scheduler)
+
+
+def tiny_text_pipeline(seed: int = 0):
+    """A latent text-to-image pipeline around the real offline MiniLM encoder (8x8 latents, 16 px images)."""
+    from medgen.pipelines import TextToImagePipeline
+    from medgen.text_encoders import OFFLINE_TEXT_ENCODER, load_text_encoder
+
+    tokenizer, encoder = load_text_encoder(OFFLINE_TEXT_ENCODER)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        norm_num_groups=8, attention_head_dim=8, cross_attention_dim=encoder.config.hidden_size,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    )
+    return TextToImagePipeline(
+        vae=tiny_vae(seed), text_encoder=encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=DDPMScheduler(num_train_timesteps=100), max_length=16,
+    )

@@ -97,6 +97,38 @@ def test_cli_samples_a_tiny_pipeline(pneumoniamnist_npz, tmp_path):
     assert report["sampling"]["num_inference_steps"] == 2
 
 
+def test_text_pipelines_are_prompted_from_the_template(pneumoniamnist_npz, tmp_path, monkeypatch):
+    import functools
+
+    from helpers import tiny_text_pipeline
+
+    from medgen.cli import main
+    from medgen.pipelines import TextToImagePipeline
+
+    tiny_text_pipeline().save_pretrained(tmp_path / "pipe")
+    prompts = []
+    original = TextToImagePipeline.__call__
+
+    @functools.wraps(original)
+    def recording(self, *args, **kwargs):
+        prompts.extend(kwargs["prompt"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TextToImagePipeline, "__call__", recording)
+    args = [
+        "evaluate", "--pipeline", str(tmp_path / "pipe"), "--data", str(pneumoniamnist_npz), "--labels", "normal",
+        "pneumonia", "--num-samples", "4", "--num-inference-steps", "2", "--feature-extractor", "pixel",
+        "--no-classifier", "--max-real", "50", "--no-cache", "--device", "cpu",
+    ]
+    assert main([*args, "--prompt-template", "frontal radiograph: {labels}", "--output", str(tmp_path / "out")]) == 0
+    assert sorted(set(prompts)) == ["frontal radiograph: normal", "frontal radiograph: pneumonia"]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["sampling"]["prompt_template"] == "frontal radiograph: {labels}"
+    with pytest.raises(ValueError, match="no '{labels}' slot"):
+        evaluate(str(tmp_path / "pipe"), str(pneumoniamnist_npz), num_samples=2, labels=["normal"],
+                 prompt_template="chest x-ray", feature_extractor="pixel", classifier=False, use_cache=False)
+
+
 def test_cli_unknown_label_is_a_clear_error(pneumoniamnist_npz, tmp_path, capsys):
     from helpers import tiny_label_pipeline
 

@@ -137,27 +137,8 @@ def test_parse_labels_forms():
 
 @pytest.fixture(scope="module")
 def text_pipeline_dir(tmp_path_factory):
-    pipelines = pytest.importorskip("medgen.pipelines")
-    if not hasattr(pipelines, "TextToImagePipeline"):
-        pytest.skip("medgen.pipelines has no TextToImagePipeline")
-    import torch
-    from diffusers import DDPMScheduler, UNet2DConditionModel
-
-    from medgen.text_encoders import OFFLINE_TEXT_ENCODER, load_text_encoder
-
-    tokenizer, encoder = load_text_encoder(OFFLINE_TEXT_ENCODER)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-        norm_num_groups=8, attention_head_dim=8, cross_attention_dim=encoder.config.hidden_size,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    )  # fmt: skip
-    pipe = pipelines.TextToImagePipeline(
-        vae=helpers.tiny_vae(), text_encoder=encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=DDPMScheduler(num_train_timesteps=100), max_length=16,
-    )  # fmt: skip
     folder = tmp_path_factory.mktemp("text")
-    pipe.save_pretrained(folder)
+    helpers.tiny_text_pipeline().save_pretrained(folder)
     return folder
 
 

@@ -294,6 +294,8 @@ def sample_pipeline(
         else:
             if not labels:
                 raise ValueError("a text-to-image pipeline needs labels to build prompts from (labels=[...])")
+            if "{labels}" not in prompt_template:
+                raise ValueError(f"prompt_template {prompt_template!r} has no '{{labels}}' slot for the label")
             requested = list(labels)
     counts = [num_samples // len(requested) + (i < num_samples % len(requested)) for i in range(len(requested))]
     images, image_labels = [], []
@@ -364,6 +366,7 @@ def evaluate(
     device: str = "auto",
     data_options: dict[str, Any] | None = None,
     max_real: int | None = None,
+    prompt_template: str = "chest x-ray, {labels}",
     progress: bool = False,
     **metric_options: Any,
 ) -> dict[str, Any]:
@@ -380,6 +383,8 @@ def evaluate(
         train_split: the real training split, for memorization and the classifier (None: halves of `split`).
         data_options: extra `DataConfig` fields (e.g. `{"findings_column": "finding"}`).
         max_real: read at most this many real images per split (quick runs).
+        prompt_template: how text-to-image pipelines are prompted for each label (the training config's
+            `data.prompt_template`), e.g. "chest x-ray, pneumonia".
         metric_options: passed on to `evaluate_image_sets` (feature_extractor, cache_dir, classifier, ...).
 
     Returns:
@@ -414,7 +419,7 @@ def evaluate(
         with torch.inference_mode():
             images, image_labels = sample_pipeline(
                 pipe, num_samples, labels, num_inference_steps, guidance_scale, sample_batch_size, seed,
-                progress=progress,
+                prompt_template=prompt_template, progress=progress,
             )
         channels, height = images.shape[-1], images.shape[1]
         real = load_real_split(data, split, height, channels, max_real, **data_options)
@@ -424,6 +429,7 @@ def evaluate(
             "sampling": {
                 "num_samples": num_samples, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
                 "seed": seed, "seed_rule": "image i uses torch.Generator('cpu').manual_seed(seed + i)",
+                **({"prompt_template": prompt_template} if "prompt" in inspect.signature(pipe.__call__).parameters else {}),
                 "duration_s": round(time.perf_counter() - started, 3),
             },
         }

@@ -45,6 +45,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--num-inference-steps", type=_positive_int, default=25, help="denoising steps (default 25)")
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the pipeline's)")
     parser.add_argument("--labels", nargs="+", help="labels to sample (default: all of the pipeline's labels)")
+    parser.add_argument(
+        "--prompt-template", default="chest x-ray, {labels}",
+        help="text-to-image pipelines: prompt for each label, as in the training config (default 'chest x-ray, {labels}')",
+    )
     parser.add_argument("--output", required=True, help="report folder (report.json, report.html, figures/)")
     parser.add_argument(
         "--feature-extractor", choices=("inception", "pixel"), default="inception",
@@ -89,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         data_options=data_options,
         max_real=args.max_real,
+        prompt_template=args.prompt_template,
         progress=sys.stderr.isatty(),
         feature_extractor=args.feature_extractor,
         batch_size=args.batch_size,
