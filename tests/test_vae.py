@@ -71,6 +71,7 @@ def test_holdout_split_is_disjoint_and_seeded():
         ("vae.reconstruction_loss=l2", "reconstruction_loss"),
         ("vae.holdout_fraction=0", "holdout_fraction"),
         ("vae.latent_channels=0", "latent_channels"),
+        ("vae.perceptual_weight=-0.1", "perceptual_weight"),
         ("vae.kl_weigth=1e-6", "vae.kl_weigth"),
         ("text.max_length=1", "max_length"),
     ],
@@ -95,7 +96,7 @@ def trained(pneumoniamnist_npz, tmp_path_factory):
             f"data.path={pneumoniamnist_npz}", "data.resolution=16", "data.max_samples=96",
             f"data.cache_dir={output_dir / 'cache'}", f"output_dir={output_dir}", "vae.block_out_channels=[8, 16]",
             "vae.max_train_steps=25", "vae.train_batch_size=16", "vae.learning_rate=3e-3", "vae.holdout_fraction=0.1",
-            "report_to=none",
+            "vae.perceptual_weight=0.1", "report_to=none",
         ],
     )
     data = build_dataset(config.data)
@@ -163,3 +164,35 @@ def test_resolution_must_fit_the_downsampling(pneumoniamnist_npz, tmp_path):
     data = type("Data", (), {"dataset": None})()
     with pytest.raises(ValueError, match="divisible"):
         train_autoencoder(config, data, Accelerator(cpu=True))
+
+
+def test_perceptual_loss_ranks_distortions_and_trains_only_the_autoencoder(monkeypatch):
+    from medgen.training import perceptual as perceptual_module
+    from medgen.training.vae import autoencoder_loss
+
+    loss = perceptual_module.InceptionPerceptualLoss()
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 1, 32, 32, generator=generator) * 2 - 1
+    noise = torch.randn(images.shape, generator=generator)
+    assert loss(images, images).item() == pytest.approx(0.0, abs=1e-6)
+    slight, strong = loss((images + 0.05 * noise).clamp(-1, 1), images), loss((images + 0.5 * noise).clamp(-1, 1), images)
+    assert 0 < slight.item() < strong.item()
+
+    config = load_config(REPO_ROOT / "train_configs" / "tiny_text.yaml", ["vae.perceptual_weight=0.5"]).vae
+    torch.manual_seed(0)
+    vae = build_autoencoder(config, 1, 32)
+    frozen = [p.detach().clone() for p in loss.parameters()]
+    total, parts = autoencoder_loss(vae, images, config, loss)
+    total.backward()
+    assert parts["perceptual_loss"] > 0 and all(p.grad is None for p in loss.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in vae.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(frozen, loss.parameters()))
+    with pytest.raises(ValueError, match="perceptual"):
+        autoencoder_loss(vae, images, config)  # weight set but no network: an error, not a silently missing term
+
+    def not_installed():
+        raise FileNotFoundError("the FID Inception network is not installed")
+
+    monkeypatch.setattr("medgen.evaluation.features.inception_weights_path", not_installed)
+    with pytest.raises(FileNotFoundError, match="perceptual_weight"):
+        perceptual_module.InceptionPerceptualLoss()

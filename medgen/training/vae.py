@@ -71,8 +71,11 @@ def _ssim(prediction: torch.Tensor, target: torch.Tensor, reduction: str = "elem
     )
 
 
-def autoencoder_loss(vae: AutoencoderKL, pixels: torch.Tensor, config: VAEConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """Reconstruction (L1 or MSE on [-1, 1] pixels) + `kl_weight` * KL + optional `ssim_weight` * (1 - SSIM).
+def autoencoder_loss(
+    vae: AutoencoderKL, pixels: torch.Tensor, config: VAEConfig, perceptual: torch.nn.Module | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Reconstruction (L1 or MSE on [-1, 1] pixels) + `kl_weight` * KL + optional `ssim_weight` * (1 - SSIM)
+    + optional `perceptual_weight` * `perceptual(reconstruction, pixels)` (an `InceptionPerceptualLoss`).
 
     The KL term is summed over latent elements and averaged over images (as in the LDM autoencoders), so
     `kl_weight` around 1e-6 keeps it a gentle regulariser rather than a blur."""
@@ -89,6 +92,12 @@ def autoencoder_loss(vae: AutoencoderKL, pixels: torch.Tensor, config: VAEConfig
         ssim_loss = 1.0 - _ssim(to_unit_range(reconstruction), to_unit_range(pixels))
         loss = loss + config.ssim_weight * ssim_loss
         parts["ssim_loss"] = ssim_loss.item()
+    if config.perceptual_weight > 0:
+        if perceptual is None:
+            raise ValueError("vae.perceptual_weight > 0 but no perceptual network was given (InceptionPerceptualLoss)")
+        perceptual_loss = perceptual(reconstruction, pixels)
+        loss = loss + config.perceptual_weight * perceptual_loss
+        parts["perceptual_loss"] = perceptual_loss.item()
     return loss, parts
 
 
@@ -191,6 +200,11 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator) -> Path:
         num_workers=config.dataloader_num_workers,
     )
     vae, optimizer, dataloader = accelerator.prepare(vae, optimizer, dataloader)
+    perceptual = None
+    if vae_config.perceptual_weight > 0:
+        from medgen.training.perceptual import InceptionPerceptualLoss
+
+        perceptual = InceptionPerceptualLoss().to(accelerator.device)
 
     # 1. Train: reconstruction + KL (+ SSIM)
     progress = tqdm(total=vae_config.max_train_steps, desc="autoencoder", disable=not accelerator.is_local_main_process)
@@ -198,7 +212,7 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator) -> Path:
     vae.train()
     while step < vae_config.max_train_steps:
         for batch in dataloader:
-            loss, parts = autoencoder_loss(vae, batch["pixel_values"], vae_config)
+            loss, parts = autoencoder_loss(vae, batch["pixel_values"], vae_config, perceptual)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(vae.parameters(), config.optim.max_grad_norm)
             optimizer.step()
