@@ -7,13 +7,17 @@ noise), so differences between prompts are the prompt's doing. Two measurements:
    `medgen evaluate` caches it) scores every generated image; the table gives, per prompt, the mean probability
    and the share of images classified as each label. Prompts the model was trained on should land on their label;
    wording it never saw shows where the frozen encoder puts it.
-2. Prompt vs seed: mean absolute pixel difference between two prompts at the same seed, against the difference
+2. Copies (`--copies`): the distance from each generated image to its nearest training image, against the
+   distance between two different patients' training images; a small data set learned for many epochs shows up
+   here as images that sit on a training image and prompts that retrieve one.
+3. Prompt vs seed: mean absolute pixel difference between two prompts at the same seed, against the difference
    between two seeds at the same prompt. A ratio near 0 means the seed decides the image and the prompt barely
    matters; near 1, the prompt moves images as much as a new seed does.
 
 It also saves a grid (one row per prompt, one column per seed, first `--grid-columns` seeds, enlarged).
 
     python benchmarks/bench_prompts.py --pipeline outputs/pneumoniamnist_text --data ../shared/data/pneumoniamnist/pneumoniamnist.npz
+    python benchmarks/bench_prompts.py --pipeline outputs/covid_notes_text --copies --prompts "diffuse bilateral infiltrates" ...
 """
 
 from __future__ import annotations
@@ -82,11 +86,43 @@ def report_findings(data: str, by_prompt: dict[str, np.ndarray]) -> None:
         row(prompt, ImageSet(generated.transpose(0, 3, 1, 2)))
 
 
+def report_copies(pipeline: str, by_prompt: dict[str, np.ndarray]) -> None:
+    """Per prompt: how close generated images come to the images the pipeline was trained on (pixel space), against
+    how close each training image comes to its nearest *other* training image (different patients)."""
+    from medgen.config import load_config
+    from medgen.evaluation.memorization import nearest_neighbours, pixel_vectors
+
+    config_path = Path(pipeline) / "training_config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"--copies needs the training config saved with the pipeline: {config_path} is missing")
+    images = next(iter(by_prompt.values()))
+    train = load_real_split(load_config(config_path).data, "train", images.shape[1], images.shape[-1])
+    train_vectors = pixel_vectors(train.images)
+    # leave-one-out: the nearest other training image (the distance between two different patients' images)
+    pairwise = torch.cdist(torch.from_numpy(train_vectors).double(), torch.from_numpy(train_vectors).double())
+    pairwise.fill_diagonal_(float("inf"))
+    between_patients = pairwise.min(dim=1).values.numpy()
+    threshold = float(np.percentile(between_patients, 5))
+    print(
+        f"training images: {len(train)}; nearest other training image: median {np.median(between_patients):.2f}, "
+        f"5th percentile {threshold:.2f} (pixel distance)"
+    )
+    print(f"{'prompt':48s}  median nearest-training  below 5th pct  distinct training images matched")
+    for prompt, generated in by_prompt.items():
+        distances, indices = nearest_neighbours(pixel_vectors(generated.transpose(0, 3, 1, 2)), train_vectors)
+        print(
+            f"{prompt[:48]:48s}  {np.median(distances):22.2f}  {100 * (distances < threshold).mean():12.1f}%  "
+            f"{len(set(indices.tolist())):5d} of {len(generated)}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pipeline", required=True, help="a trained text-to-image pipeline folder")
     parser.add_argument("--data", help="real labelled data for the classifier (e.g. PneumoniaMNIST .npz); without it, "
                         "only the prompt-vs-seed comparison and the grid")
+    parser.add_argument("--copies", action="store_true", help="also compare generated images with the pipeline's own "
+                        "training images (read through its saved training_config.yaml)")
     parser.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS))
     parser.add_argument("--count", type=int, default=64, help="images per prompt (same seeds for every prompt)")
     parser.add_argument("--steps", type=int, default=25)
@@ -105,6 +141,8 @@ def main() -> None:
     print(f"pipeline {args.pipeline}: {args.count} images per prompt, {args.steps} steps, same seeds 0..{args.count - 1}")
     if args.data:
         report_findings(args.data, by_prompt)
+    if args.copies:
+        report_copies(args.pipeline, by_prompt)
     across_prompts, across_seeds = prompt_vs_seed(by_prompt)
     print(
         f"mean |pixel difference|: between prompts at the same seed {across_prompts:.4f}, between seeds at the same "
