@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("medgen.generate", "medgen.evaluation.cli", "medgen.space", "medgen.train")
+COMMAND_MODULES = ("medgen.generate", "medgen.evaluation.cli", "medgen.space", "medgen.training.command")
 
 
 def build_parser() -> argparse.ArgumentParser:

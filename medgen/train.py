@@ -33,34 +33,14 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
-from medgen.config import TrainConfig, config_to_dict, load_config, save_config
+from medgen.config import TrainConfig, config_to_dict, save_config
 from medgen.training import checkpoints
+from medgen.training.command import add_arguments, resolve_config
 from medgen.training.diffusion import build_noise_scheduler, build_sampler, diffusion_loss
 from medgen.training.optim import build_lr_scheduler, build_optimizer
 from medgen.training.samples import save_sample_grid
 
 logger = get_logger("medgen.train")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--config", required=True, help="YAML training config (see train_configs/).")
-    parser.add_argument("--output_dir", "--output-dir", help="Where the pipeline, checkpoints and logs go.")
-    parser.add_argument("--max_train_steps", "--max-train-steps", type=int, help="Optimiser updates in total.")
-    parser.add_argument(
-        "--resume_from_checkpoint", "--resume-from-checkpoint",
-        help="'latest' (newest complete checkpoint in output_dir, or a fresh start if none) or a checkpoint folder.",
-    )
-    parser.add_argument("overrides", nargs="*", help="key=value overrides of config fields, e.g. optim.learning_rate=1e-4")
-    return parser
-
-
-def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    overrides = list(args.overrides)
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
-    if args.max_train_steps is not None:
-        overrides.append(f"max_train_steps={args.max_train_steps}")
-    return load_config(args.config, overrides)
 
 
 def main(config: TrainConfig, resume_from_checkpoint: str | None = None) -> Path:
@@ -336,19 +316,6 @@ def _flat_hparams(config: TrainConfig) -> dict:
 
     walk("", config_to_dict(config))
     return flat
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "train", help="train a pipeline in this process (`accelerate launch medgen/train.py` for several GPUs)"
-    )
-    add_arguments(parser)
-    parser.set_defaults(run=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    main(resolve_config(args), resume_from_checkpoint=args.resume_from_checkpoint)
-    return 0
 
 
 if __name__ == "__main__":

@@ -157,3 +157,22 @@ def test_text_pipeline_takes_prompts_not_labels(text_pipeline_dir, tmp_path, cap
 
     assert _generate(text_pipeline_dir, tmp_path / "x", "--labels", "pneumonia") == 2
     assert "takes no --labels" in capsys.readouterr().err
+
+
+def test_help_answers_without_importing_the_heavy_libraries():
+    """`medgen --help` and `medgen train --help` build every subcommand's parser without torch or diffusers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contextlib, io\n"
+        "from medgen.cli import build_parser\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    try: build_parser().parse_args(['train', '--help'])\n"
+        "    except SystemExit: pass\n"
+        "assert '--resume_from_checkpoint' in out.getvalue(), out.getvalue()\n"
+        "heavy = sorted(m for m in ('torch', 'diffusers', 'accelerate', 'transformers') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
