@@ -149,10 +149,13 @@ def main() -> None:
         f"prompt {across_seeds:.4f}, ratio {across_prompts / across_seeds:.2f}"
     )
 
-    grid = image_grid([(prompt, images[: args.grid_columns]) for prompt, images in by_prompt.items()])
+    # rows titled by number (a grid title holds ~15 characters); the legend goes to the output
+    grid = image_grid([(f"row {i + 1}", images[: args.grid_columns]) for i, images in enumerate(by_prompt.values())])
     grid = grid.resize((grid.width * args.grid_scale, grid.height * args.grid_scale), Image.NEAREST)
     grid.save(args.grid)
-    print(f"grid: {args.grid}")
+    print(f"grid: {args.grid} (seeds 0..{min(args.grid_columns, args.count) - 1} left to right)")
+    for i, prompt in enumerate(by_prompt):
+        print(f"  row {i + 1}: {prompt}")
 
 
 if __name__ == "__main__":
