@@ -119,14 +119,14 @@ class TextConfig:
     access). `max_length`: prompt tokens (longer prompts are truncated with a warning). `train_last_layers`:
     encoder layers fine-tuned with the UNet (0 = frozen). `pooled_embedding`: besides cross-attention, feed an
     attention-pooled summary of the prompt into the UNet's timestep embedding (diffusers' `addition_embed_type:
-    text`), a global route that learns whole-image findings (pneumonia vs normal) in far fewer steps than
-    cross-attention alone. `sample_prompts`: rows of the sample grids (default: one templated prompt per label,
+    text`), a global route like the label pipeline's; on templated PneumoniaMNIST it made no measurable difference
+    (docs/text.md), so it is off by default. `sample_prompts`: rows of the sample grids (default: one templated prompt per label,
     or generic findings for unlabelled data)."""
 
     text_encoder: str = "dmis-lab/biobert-base-cased-v1.2"
     max_length: int = 128
     train_last_layers: int = 0
-    pooled_embedding: bool = True
+    pooled_embedding: bool = False
     sample_prompts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:

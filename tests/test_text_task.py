@@ -86,12 +86,12 @@ def test_fine_tuning_needs_the_prepared_encoder(task):
 
 
 def test_pooled_prompt_summary_enters_the_timestep_embedding(task):
-    assert task.unet.config.addition_embed_type == "text"
-    states = task.condition_kwargs({"text": ["effusion", "cardiomegaly"]}, torch.tensor([False, False]))
-    pooled = task.unet.add_embedding(states["encoder_hidden_states"])
-    assert pooled.shape == (2, task.unet.time_embedding.linear_2.out_features)
-    assert not torch.allclose(pooled[0], pooled[1])
-
+    assert task.unet.config.addition_embed_type is None  # cross-attention only by default
     config = load_config(REPO_ROOT / "train_configs" / "tiny_text.yaml",
-                         [f"model.pretrained_vae={task.config.model.pretrained_vae}", "text.pooled_embedding=false"])
-    assert build_task(config, label_names=[], multi_label=False).unet.config.addition_embed_type is None
+                         [f"model.pretrained_vae={task.config.model.pretrained_vae}", "text.pooled_embedding=true"])
+    pooled_task = build_task(config, label_names=[], multi_label=False)
+    assert pooled_task.unet.config.addition_embed_type == "text"
+    states = pooled_task.condition_kwargs({"text": ["effusion", "cardiomegaly"]}, torch.tensor([False, False]))
+    pooled = pooled_task.unet.add_embedding(states["encoder_hidden_states"])
+    assert pooled.shape == (2, pooled_task.unet.time_embedding.linear_2.out_features)
+    assert not torch.allclose(pooled[0], pooled[1])
