@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-import socket
 import threading
 import time
 import zipfile
@@ -13,28 +11,12 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from helpers import tiny_label_pipeline
+from app_server import load_app_module, serve_tiny_app
 from PIL import Image
 
-from medgen.app_logic import AppService
 
 gradio_client = pytest.importorskip("gradio_client")
-REPO_ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow  # end-to-end: a launched app
-
-
-def load_app_module():
-    """`app.py` lives at the repository root, outside the package: load it by path."""
-    spec = importlib.util.spec_from_file_location("medgen_app_under_test", REPO_ROOT / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def generation_threads() -> list[threading.Thread]:
@@ -48,13 +30,8 @@ def app_module():
 
 @pytest.fixture(scope="module")
 def served(app_module, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pipeline")
-    tiny_label_pipeline(labels=("normal", "pneumonia", "effusion")).save_pretrained(folder)
-    service = AppService.from_source(str(folder), device="cpu", workdir=tmp_path_factory.mktemp("downloads"))
-    demo = app_module.build_demo(service)
-    port = free_port()
-    app_module.launch(demo, service, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+    service, demo, url = serve_tiny_app(app_module, tmp_path_factory)
+    client = gradio_client.Client(url, verbose=False)
     yield service, client
     client.close()
     demo.close()

@@ -5,20 +5,16 @@ Uses the system Chromium (Debian package `chromium`) through playwright; no brow
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from helpers import tiny_label_pipeline
+from app_server import load_app_module, serve_tiny_app
 
-from medgen.app_logic import AppService
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow  # end-to-end: a launched app
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -29,12 +25,6 @@ CHROMIUM_ARGS = [
 if not Path(CHROMIUM).exists():
     pytest.skip("no Chromium installed (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def save_screenshot(page, tmp_path: Path, name: str) -> None:
@@ -51,16 +41,8 @@ def generation_running() -> bool:
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("medgen_app_in_browser", REPO_ROOT / "app.py")
-    app_module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(app_module)
-    folder = tmp_path_factory.mktemp("pipeline")
-    tiny_label_pipeline(labels=("normal", "pneumonia", "effusion")).save_pretrained(folder)
-    service = AppService.from_source(str(folder), device="cpu", workdir=tmp_path_factory.mktemp("downloads"))
-    demo = app_module.build_demo(service)
-    port = free_port()
-    app_module.launch(demo, service, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
+    _, demo, url = serve_tiny_app(load_app_module("medgen_app_in_browser"), tmp_path_factory)
+    yield url
     demo.close()
 
 

@@ -83,7 +83,7 @@ class TextTask(DiffusionTask):
 
     def _encode_uncached(self, prompts: list[str], text_encoder: torch.nn.Module | None = None):
         encoded = encode_prompts(
-            self.tokenizer, text_encoder or self.text_encoder, prompts, self.config.text.max_length,
+            self.tokenizer, self.text_encoder if text_encoder is None else text_encoder, prompts, self.config.text.max_length,
             warn=not self._truncation_warned,
         )
         self._truncation_warned = self._truncation_warned or encoded.num_truncated > 0
