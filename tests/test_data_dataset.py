@@ -225,16 +225,21 @@ def test_bad_files_skip_or_error(tmp_path):
     built = build_dataset(cfg)
     assert len(built) == 2
     skipped = {os.path.basename(path): reason for path, reason in built.skipped}
-    assert set(skipped) == {"corrupt.png", "missing.png"} and "FileNotFoundError" in skipped["missing.png"]
-    assert "skipped files: 2" in built.summary()
-    assert len(build_dataset(cfg).skipped) == 2  # still reported when the cache is reused
-    with pytest.raises(ValueError, match="corrupt.png"):
-        build_dataset(DataConfig.from_dict({**cfg.to_dict(), "bad_files": "error"}))
-    pd.DataFrame({"Path": [*names, "missing.png"], "finding": ["a", "b", "b"]}).to_csv(
+    assert set(skipped) == {"corrupt.png", "missing.png"}
+    # a file that is not there and a file that is there but cannot be decoded are told apart
+    assert skipped["missing.png"] == "missing file: not found (listed in metadata.csv row 5)"
+    assert skipped["corrupt.png"].startswith("unreadable file: ValueError: cannot decode image")
+    assert "skipped files: 2 (1 missing file, 1 unreadable file)" in built.summary()
+    assert build_dataset(cfg).skipped == built.skipped  # still reported when the cache is reused
+    strict = DataConfig.from_dict({**cfg.to_dict(), "bad_files": "error"})
+    # missing files are found before any decoding
+    with pytest.raises(FileNotFoundError, match=r"1 image file\(s\) not found: row 5 \(.*missing\.png\) of "):
+        build_dataset(strict)
+    pd.DataFrame({"Path": [*names, "corrupt.png"], "finding": ["a", "b", "b"]}).to_csv(
         folder / "metadata.csv", index=False
     )
-    with pytest.raises(FileNotFoundError, match="missing.png"):
-        build_dataset(DataConfig.from_dict({**cfg.to_dict(), "bad_files": "error"}))
+    with pytest.raises(ValueError, match=r"unreadable file: .*corrupt\.png \(listed in metadata.csv row 4\)"):
+        build_dataset(strict)
 
 
 def test_every_file_bad_is_an_error(tmp_path):

@@ -39,7 +39,8 @@ def test_uncertain_policies(policy, expected):
 
 def test_findings_parsing_and_vocabulary():
     rows = [parse_findings(v) for v in ("Effusion|Pneumonia", "No Finding", "", "cardiomegaly| Effusion ")]
-    assert rows[0] == ["Effusion", "Pneumonia"] and rows[1] == rows[2] == ["No Finding"]
+    assert rows[0] == ["Effusion", "Pneumonia"] and rows[1] == ["No Finding"]
+    assert rows[2] == [] and parse_findings("No finding") == ["No finding"]  # blank is not relabelled; spelling kept
     assert findings_vocabulary(rows, multi_label=True) == ["cardiomegaly", "Effusion", "Pneumonia"]
     assert "No Finding" in findings_vocabulary(rows, multi_label=False)
     np.testing.assert_array_equal(encode_findings(rows[3], ["Cardiomegaly", "Effusion", "Pneumonia"]), [1, 1, 0])

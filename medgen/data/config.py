@@ -15,6 +15,7 @@ SOURCES = ("medmnist", "csv", "dicom", "folder")
 UNCERTAIN_POLICIES = ("ones", "zeros", "ignore")
 RESIZE_MODES = ("crop", "pad")
 BAD_FILE_POLICIES = ("skip", "error")
+EMPTY_FINDINGS_POLICIES = ("error", "skip")  # or a label name
 NORMALIZATIONS = ("minmax", "percentile", "range")
 
 
@@ -28,15 +29,24 @@ class DataConfig:
             recursively, every frame one sample) or `"folder"` (every image under a folder,
             unlabelled: for unconditional models).
         path: the `.npz` file (medmnist), the image folder (csv, folder) or a DICOM file or
-            folder (dicom). Relative paths in the CSV are resolved against this folder.
-        split: MedMNIST split to read (`train`, `val`, `test`).
-        csv_path: CSV file for `source="csv"`; default `<path>/metadata.csv`.
-        path_column: CSV column holding the image path, relative to `path`.
+            folder (dicom). Relative paths in the CSV are resolved against this folder. For
+            `source="csv"` it may also be the CSV file itself (the folder is then its parent).
+        split: MedMNIST split to read (`train`, `val`, `test`); for CSV data, the value of
+            `split_column` to keep.
+        csv_path: CSV file for `source="csv"`; default `<path>/metadata.csv` (the `datasets`
+            imagefolder convention).
+        path_column: CSV column holding the image path, relative to `path`. Default: `file_name`
+            (imagefolder convention) when the CSV has it, else `Path` (CheXpert).
+        split_column: CSV column naming each row's split (`train`/`val`/`test`); only rows equal
+            to `split` are kept. Default: `split` when the CSV has it, else every row is read.
         label_columns: CheXpert-style label columns (1 positive, 0 negative, -1 uncertain,
             blank unknown = negative). Multi-label.
         findings_column: one column with delimited findings (NIH `Finding Labels`, e.g.
             `Effusion|Pneumonia`, or a single class name per row).
         findings_separator: separator inside `findings_column`.
+        empty_findings: what a blank `findings_column` cell means: `"error"` (stop, naming the
+            rows), `"skip"` (leave the rows out; they are listed in `.skipped`) or a label name
+            (e.g. `"No Finding"`) given to them.
         labels: label names to keep, in this order (matched case-insensitively). For
             MedMNIST these name the classes (default from a built-in table, e.g.
             PneumoniaMNIST: `normal`, `pneumonia`).
@@ -74,10 +84,12 @@ class DataConfig:
     path: str
     split: str = "train"
     csv_path: str | None = None
-    path_column: str = "Path"
+    path_column: str | None = None
+    split_column: str | None = None
     label_columns: list[str] | None = None
     findings_column: str | None = None
     findings_separator: str = "|"
+    empty_findings: str = "error"
     labels: list[str] | None = None
     multi_label: bool | None = None
     text_column: str | None = None
@@ -140,6 +152,15 @@ class DataConfig:
             raise ValueError("DataConfig.labels is an empty list: give label names or None")
         if not self.findings_separator:
             raise ValueError("DataConfig.findings_separator must not be empty")
+        if not isinstance(self.empty_findings, str) or not self.empty_findings.strip():
+            raise ValueError(
+                f"DataConfig.empty_findings must be 'error', 'skip' or a label name, got {self.empty_findings!r}"
+            )
+        if self.empty_findings != "error" and self.findings_column is None:
+            raise ValueError(
+                f"DataConfig.empty_findings={self.empty_findings!r} needs findings_column: it says what a blank "
+                "findings cell means (CheXpert label_columns read blank as 'not mentioned' = 0)"
+            )
         if "{labels}" not in self.prompt_template:
             raise ValueError(
                 f"DataConfig.prompt_template must contain '{{labels}}', got {self.prompt_template!r}"
@@ -151,6 +172,7 @@ class DataConfig:
                 "text_column": self.text_column,
                 "filters": self.filters or None,
                 "csv_path": self.csv_path,
+                "split_column": self.split_column,
             }
             given = sorted(name for name, value in csv_only.items() if value is not None)
             if given:

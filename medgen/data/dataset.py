@@ -1,7 +1,9 @@
 """`build_dataset(cfg)`: images decoded and preprocessed once, cached by `datasets`.
 
 Building has two steps. *Planning* reads only metadata (the CSV, the npz labels, the
-file list) and decides which samples exist, their label vectors and their text. *Decoding*
+file list) and decides which samples exist, their label vectors and their text; files the
+CSV lists but the disk lacks, and rows with a blank finding, are settled here, before any
+decoding (see `.skipped` and `medgen.data.summary`). *Decoding*
 reads and preprocesses every image inside `Dataset.from_generator`, whose Arrow cache
 is keyed on a fingerprint of the config and of every source file's size and mtime: a
 second build with the same config and files reuses the cache and decodes nothing, and
@@ -35,14 +37,28 @@ from medgen.data.labels import (
     present_labels,
 )
 from medgen.data.readers import iter_files, read_frames, read_medmnist
+from medgen.data.tables import (
+    PATH_COLUMNS,
+    SPLIT_COLUMN,
+    describe_rows,
+    locate_csv,
+    read_table,
+    resolve_column,
+    row_number,
+    select_split,
+)
 from medgen.data.text import clean_report, template_prompt
 from medgen.data.transforms import preprocess
 
 logger = logging.getLogger(__name__)
 
 # Bump when decoding/preprocessing changes, so that old caches are not reused.
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 SKIPPED_FILE = "medgen_skipped.json"
+# Why a file was left out: the first words of every `.skipped` reason.
+SKIP_MISSING = "missing file"
+SKIP_UNREADABLE = "unreadable file"
+SKIP_BLANK = "blank finding"
 
 
 @dataclass
@@ -52,6 +68,7 @@ class _Sample:
     key: str
     vector: np.ndarray
     text: str
+    origin: str = ""  # where it was listed, e.g. "metadata.csv row 12", for error messages
 
 
 @dataclass
@@ -62,6 +79,8 @@ class _Plan:
     files: list[str]  # files whose size/mtime key the cache
     dropped: dict[str, int] = field(default_factory=dict)
     images: np.ndarray | None = None  # MedMNIST pixels, already in memory
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # left out while planning (missing, blank)
+    read: dict[str, Any] = field(default_factory=dict)  # what was read: CSV file, columns used
 
 
 class MedicalImageDataset:
@@ -74,10 +93,13 @@ class MedicalImageDataset:
             multi-frame DICOM, or `file.npz:split:index`).
         label_names: names of the label vector's entries, in order.
         multi_label: True for multi-hot vectors, False for one-hot.
-        skipped: `(path, reason)` for every file that could not be read.
+        skipped: `(path, reason)` for every listed file left out; the reason starts with
+            "missing file", "unreadable file" or "blank finding" (`empty_findings="skip"`).
         dropped: rows left out on purpose (e.g. `uncertain_policy="ignore"`), by reason.
         config: the `DataConfig` it was built from.
         fingerprint: the cache key.
+        read_from: what was read beyond the config: for CSV data the CSV file and the path and
+            split columns actually used.
     """
 
     def __init__(
@@ -89,6 +111,7 @@ class MedicalImageDataset:
         config: DataConfig,
         fingerprint: str,
         dropped: dict[str, int] | None = None,
+        read_from: dict[str, Any] | None = None,
     ) -> None:
         self.dataset = dataset
         self.label_names = label_names
@@ -97,6 +120,7 @@ class MedicalImageDataset:
         self.config = config
         self.fingerprint = fingerprint
         self.dropped = dropped or {}
+        self.read_from = read_from or {}
 
     @property
     def num_labels(self) -> int:
@@ -113,26 +137,10 @@ class MedicalImageDataset:
         return dataset_label_counts(self.dataset, self.label_names)
 
     def summary(self) -> str:
-        """A few lines for logs and model cards: size, shape, labels, skipped files."""
-        cfg = self.config
-        lines = [
-            f"{len(self)} images of {cfg.channels}x{cfg.resolution}x{cfg.resolution} from {cfg.source} "
-            f"{cfg.path}" + (f" (split {cfg.split})" if cfg.source == "medmnist" else "")
-        ]
-        if self.label_names:
-            kind = "multi-label" if self.multi_label else "single-label"
-            counts = ", ".join(f"{name}: {count}" for name, count in self.label_counts().items())
-            lines.append(f"labels ({kind}): {counts}")
-        else:
-            lines.append("unlabelled")
-        for reason, count in self.dropped.items():
-            lines.append(f"dropped {count} rows: {reason}")
-        lines.append(f"skipped files: {len(self.skipped)}")
-        for path, reason in self.skipped[:5]:
-            lines.append(f"  {path}: {reason}")
-        if len(self.skipped) > 5:
-            lines.append(f"  ... and {len(self.skipped) - 5} more")
-        return "\n".join(lines)
+        """A few lines for logs and model cards: what was read, images per label, skipped files."""
+        from medgen.data.summary import format_data_summary, summarize_dataset
+
+        return format_data_summary(summarize_dataset(self))
 
     def __repr__(self) -> str:
         return f"MedicalImageDataset({self.summary().splitlines()[0]})"
@@ -162,10 +170,12 @@ def build_dataset(cfg: DataConfig) -> MedicalImageDataset:
     if cfg.max_samples is not None:
         plan.samples = plan.samples[: cfg.max_samples]
     if not plan.samples:
+        left_out = f"; {len(plan.skipped)} left out, e.g. {': '.join(plan.skipped[0])}" if plan.skipped else ""
         raise ValueError(
             f"no samples in source {cfg.source!r} at {cfg.path} with filters {cfg.filters or 'none'}"
             + (f" and labels {cfg.labels}" if cfg.labels else "")
             + (f"; dropped rows: {plan.dropped}" if plan.dropped else "")
+            + left_out
         )
     fingerprint = _fingerprint(cfg, plan)
     features = Features(
@@ -203,13 +213,13 @@ def build_dataset(cfg: DataConfig) -> MedicalImageDataset:
             raise cause from None
         raise
 
-    skipped = _sync_skipped(dataset, state)
+    skipped = plan.skipped + _sync_skipped(dataset, state)
     if plan.dropped:
         for reason, count in plan.dropped.items():
             logger.info("dropped %d rows of %s: %s", count, cfg.path, reason)
     if skipped:
         logger.warning(
-            "skipped %d unreadable file(s) of %s (bad_files='skip'), e.g. %s: %s",
+            "left out %d file(s) of %s, e.g. %s: %s",
             len(skipped),
             cfg.path,
             skipped[0][0],
@@ -223,6 +233,7 @@ def build_dataset(cfg: DataConfig) -> MedicalImageDataset:
         config=cfg,
         fingerprint=fingerprint,
         dropped=plan.dropped,
+        read_from=plan.read,
     )
 
 
@@ -270,12 +281,15 @@ def _decode(cfg: DataConfig, plan: _Plan, skipped: list[tuple[str, str]]) -> Ite
             frames, meta = read_frames(sample.key, keep_rgb=cfg.channels == 3, window=cfg.window)
             value_range = meta.get("value_range")
             processed = [preprocess(frame, value_range=value_range, **options) for frame in frames]
+        except FileNotFoundError as error:  # removed since planning
+            if cfg.bad_files == "error":
+                raise FileNotFoundError(f"{SKIP_MISSING}: {sample.key}{_listed(sample)}") from error
+            skipped.append((sample.key, f"{SKIP_MISSING}: not found{_listed(sample)}"))
+            continue
         except Exception as error:  # any unreadable file is either skipped or reported by name
             if cfg.bad_files == "error":
-                if isinstance(error, (FileNotFoundError, ValueError)) and sample.key in str(error):
-                    raise
-                raise ValueError(f"cannot read {sample.key}: {error}") from error
-            skipped.append((sample.key, f"{type(error).__name__}: {error}"))
+                raise ValueError(f"{SKIP_UNREADABLE}: {sample.key}{_listed(sample)}: {error}") from error
+            skipped.append((sample.key, f"{SKIP_UNREADABLE}: {type(error).__name__}: {error}"))
             continue
         for frame_index, pixels in enumerate(processed):
             source = f"{sample.key}#{frame_index}" if len(processed) > 1 else sample.key
@@ -283,6 +297,10 @@ def _decode(cfg: DataConfig, plan: _Plan, skipped: list[tuple[str, str]]) -> Ite
             yielded += 1
             if cfg.max_samples is not None and yielded >= cfg.max_samples:
                 return
+
+
+def _listed(sample: _Sample) -> str:
+    return f" (listed in {sample.origin})" if sample.origin else ""
 
 
 def _plan(cfg: DataConfig) -> _Plan:
@@ -308,20 +326,16 @@ def _plan_medmnist(cfg: DataConfig) -> _Plan:
 
 
 def _plan_csv(cfg: DataConfig) -> _Plan:
-    import pandas as pd
-
-    root = Path(cfg.path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {root}")
-    csv_path = Path(cfg.csv_path) if cfg.csv_path else root / "metadata.csv"
-    if not csv_path.exists():
-        raise FileNotFoundError(f"CSV file not found: {csv_path} (set csv_path)")
-    try:
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot parse CSV {csv_path}: {error}") from error
-
-    needed = {"path_column": [cfg.path_column], "label_columns": list(cfg.label_columns or [])}
+    root, csv_path = locate_csv(cfg.path, cfg.csv_path)
+    frame = read_table(csv_path)
+    path_column = resolve_column(frame, csv_path, "path_column", cfg.path_column, PATH_COLUMNS)
+    if path_column is None:
+        raise ValueError(
+            f"path_column: {csv_path} has none of the image path columns {list(PATH_COLUMNS)}; "
+            f"its columns are {list(frame.columns)} (set path_column)"
+        )
+    split_column = resolve_column(frame, csv_path, "split_column", cfg.split_column, (SPLIT_COLUMN,))
+    needed = {"label_columns": list(cfg.label_columns or [])}
     needed["findings_column"] = [cfg.findings_column] if cfg.findings_column else []
     needed["text_column"] = [cfg.text_column] if cfg.text_column else []
     needed["filters"] = list(cfg.filters)
@@ -332,22 +346,26 @@ def _plan_csv(cfg: DataConfig) -> _Plan:
                 f"{option}: column(s) {missing} not in {csv_path}; its columns are {list(frame.columns)}"
             )
 
+    if split_column is not None:
+        frame = select_split(frame, csv_path, split_column, cfg.split)
     for column, values in cfg.filters.items():
         allowed = {normalize_name(value) for value in values}
         frame = frame[frame[column].map(normalize_name).isin(allowed)]
+    numbers = [row_number(index) for index in frame.index]
     rows = frame.to_dict("records")
     dropped: dict[str, int] = {}
+    blank: set[int] = set()
 
     if cfg.label_columns:
         if cfg.multi_label is False:
             raise ValueError("label_columns (CheXpert style) are multi-label; leave multi_label unset or True")
         names = match_label_names(cfg.labels, cfg.label_columns) if cfg.labels else list(cfg.label_columns)
         vectors: list[np.ndarray | None] = []
-        for row in rows:
+        for number, row in zip(numbers, rows):
             try:
                 raw = np.array([parse_chexpert_value(row[name]) for name in names], dtype=np.float32)
             except ValueError as error:
-                raise ValueError(f"{csv_path}, row with {cfg.path_column}={row[cfg.path_column]!r}: {error}") from None
+                raise ValueError(f"{csv_path}, row {number} ({row[path_column]}): {error}") from None
             vectors.append(apply_uncertain_policy(raw, cfg.uncertain_policy))
         multi_label = True
         ignored = sum(vector is None for vector in vectors)
@@ -355,26 +373,36 @@ def _plan_csv(cfg: DataConfig) -> _Plan:
             dropped["uncertain_policy='ignore': an uncertain (-1) selected label"] = ignored
     elif cfg.findings_column:
         findings = [parse_findings(row[cfg.findings_column], cfg.findings_separator) for row in rows]
+        blank = {i for i, row_findings in enumerate(findings) if not row_findings}
+        fill = _empty_findings_label(cfg, csv_path, [(numbers[i], rows[i][path_column]) for i in sorted(blank)])
+        written = [row_findings for row_findings in findings if row_findings]
+        if fill is not None:
+            findings = [row_findings or [fill] for row_findings in findings]
+            blank = set()
         several = next((f for f in findings if len(f) > 1), None)
         if cfg.multi_label is False and several is not None:
             raise ValueError(
                 f"multi_label=False but {csv_path} has rows with several findings, e.g. {several}"
             )
         multi_label = cfg.multi_label if cfg.multi_label is not None else several is not None
-        every_name = findings_vocabulary(findings, multi_label=False)
+        # The CSV's own names come first, so that they set the spelling of a name also used as `fill`.
+        vocabulary_rows = written + ([[fill]] if fill is not None else [])
+        every_name = findings_vocabulary(vocabulary_rows, multi_label=False)
         if cfg.labels:
             names = match_label_names(cfg.labels, every_name)
         else:
-            names = findings_vocabulary(findings, multi_label=multi_label)
+            names = findings_vocabulary(vocabulary_rows, multi_label=multi_label)
         vectors = []
         wanted = {normalize_name(name): i for i, name in enumerate(names)}
         for row_findings in findings:
-            if multi_label:
+            if not row_findings:
+                vectors.append(None)
+            elif multi_label:
                 vectors.append(encode_findings(row_findings, names))
             else:
                 position = wanted.get(normalize_name(row_findings[0]))
                 vectors.append(None if position is None else one_hot(position, len(names)))
-        unlisted = sum(vector is None for vector in vectors)
+        unlisted = sum(vector is None for vector in vectors) - len(blank)
         if unlisted:
             dropped["single-label finding not in `labels`"] = unlisted
     else:
@@ -383,15 +411,44 @@ def _plan_csv(cfg: DataConfig) -> _Plan:
         names, multi_label = [], False
         vectors = [np.zeros(0, dtype=np.float32)] * len(rows)
 
-    samples, files = [], [str(csv_path.resolve())]
-    for row, vector in zip(rows, vectors):
+    samples, files, skipped, missing = [], [str(csv_path.resolve())], [], []
+    for i, (number, row, vector) in enumerate(zip(numbers, rows, vectors)):
+        path = Path(str(row[path_column]).strip())
+        path = path if path.is_absolute() else root / path
+        origin = f"{csv_path.name} row {number}"
+        if i in blank:
+            skipped.append((str(path), f"{SKIP_BLANK}: {cfg.findings_column!r} is empty in {origin}"))
+            continue
         if vector is None:
             continue
-        path = Path(str(row[cfg.path_column]).strip())
-        path = path if path.is_absolute() else root / path
+        files.append(str(path))  # a missing file keys the cache too, so that adding it later re-decodes
+        if not path.exists():
+            missing.append((number, str(path)))
+            skipped.append((str(path), f"{SKIP_MISSING}: not found (listed in {origin})"))
+            continue
         text = clean_report(row[cfg.text_column]) if cfg.text_column else ""
         if not text and names:
             text = template_prompt(present_labels(vector, names), cfg.prompt_template)
-        samples.append(_Sample(str(path), vector, text))
-        files.append(str(path))
-    return _Plan(samples, names, multi_label, files, dropped)
+        samples.append(_Sample(str(path), vector, text, origin))
+    if missing and cfg.bad_files == "error":
+        raise FileNotFoundError(
+            f"{len(missing)} image file(s) not found: {describe_rows(csv_path, missing, limit=5)} "
+            "(bad_files='skip' leaves them out)"
+        )
+    read = {"csv_path": str(csv_path), "path_column": path_column, "split_column": split_column}
+    return _Plan(samples, names, multi_label, files, dropped, skipped=skipped, read=read)
+
+
+def _empty_findings_label(cfg: DataConfig, csv_path: Path, blank_rows: list[tuple[int, str]]) -> str | None:
+    """The label given to blank findings cells, None to skip them; `empty_findings="error"` raises."""
+    if cfg.empty_findings == "skip":
+        return None
+    if cfg.empty_findings != "error":
+        return cfg.empty_findings
+    if blank_rows:
+        raise ValueError(
+            f"findings_column {cfg.findings_column!r} is blank in {describe_rows(csv_path, blank_rows)}; "
+            "say what a blank cell means with data.empty_findings: 'skip' (leave those images out) "
+            "or a label name such as 'No Finding'"
+        )
+    return None

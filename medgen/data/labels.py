@@ -40,11 +40,9 @@ def match_label_names(requested: Sequence[str], available: Sequence[str], *, wha
 
 def parse_chexpert_value(value: object) -> float:
     """CheXpert cell -> 1.0 positive, 0.0 negative, -1.0 uncertain; blank (not mentioned) -> 0.0."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_blank(value):
         return 0.0
     text = str(value).strip()
-    if text.lower() in _BLANKS:
-        return 0.0
     try:
         number = float(text)
     except ValueError as error:
@@ -77,15 +75,21 @@ def apply_uncertain_policy(values: np.ndarray, policy: str | float) -> np.ndarra
     return np.where(uncertain, np.float32(replacement), values).astype(np.float32)
 
 
+def is_blank(value: object) -> bool:
+    """True for an empty cell: None, NaN, "", or a spelled-out null ("nan", "none", "null")."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip().lower() in _BLANKS
+
+
 def parse_findings(text: object, separator: str = "|") -> list[str]:
     """NIH `Finding Labels` cell -> names: `"Effusion|Pneumonia"` -> `["Effusion", "Pneumonia"]`.
 
-    Blank cells give `["No Finding"]`, so that "nothing reported" is explicit.
+    Names keep the cell's spelling. A blank cell gives `[]`: what it means is the dataset's
+    `empty_findings` policy, never a silent "No Finding".
     """
-    if text is None or (isinstance(text, float) and math.isnan(text)) or str(text).strip().lower() in _BLANKS:
-        return ["No Finding"]
+    if is_blank(text):
+        return []
     names = [part.strip() for part in str(text).split(separator)]
-    return [name for name in names if name] or ["No Finding"]
+    return [name for name in names if name]
 
 
 def findings_vocabulary(rows: Iterable[list[str]], *, multi_label: bool) -> list[str]:

@@ -10,6 +10,7 @@ MONOCHROME1 inversion, each recorded in `meta`.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,10 @@ class DicomDecoderMissingError(ValueError):
 
     A `ValueError` so that `bad_files="skip"` skips such a file and the CLI prints one line.
     """
+
+
+class ImageTooLargeError(ValueError):
+    """Pillow's decompression-bomb limit refused an image; the message names the file."""
 
 
 def is_dicom(path: str | Path) -> bool:
@@ -104,11 +109,34 @@ def _collapse_gray_rgb(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def _open_pillow(path: Path) -> Any:
+    """`Image.open` whose decompression-bomb error and warning name the file.
+
+    Pillow's own messages give only the pixel count, useless in a folder of thousands.
+    """
+    from PIL import Image
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        try:
+            opened = Image.open(path)
+        except Image.DecompressionBombError as error:
+            raise ImageTooLargeError(
+                f"refusing to decode {path}: {error} Raise PIL.Image.MAX_IMAGE_PIXELS if you trust this file."
+            ) from error
+    for warning in caught:
+        if issubclass(warning.category, Image.DecompressionBombWarning):
+            warnings.warn(f"{path}: {warning.message}", Image.DecompressionBombWarning, stacklevel=3)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return opened
+
+
 def _read_pillow(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as opened:
+        with _open_pillow(path) as opened:
             opened.load()
             # JPEGs from phones and some viewers store rotation in EXIF only.
             image = ImageOps.exif_transpose(opened)
@@ -120,6 +148,8 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
             elif mode == "1":
                 image = image.convert("L")
             array = np.asarray(image)
+    except ImageTooLargeError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"cannot decode image {path}: {error}") from error
     if array.dtype.kind not in "uif" or array.ndim not in (2, 3):
@@ -370,25 +400,7 @@ def read_medmnist(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"MedMNIST file not found: {path}")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot open MedMNIST npz {path}: {error}") from error
-    with archive:
-        splits = sorted(key[: -len("_images")] for key in archive.files if key.endswith("_images"))
-        if split not in splits:
-            raise ValueError(f"split {split!r} not in {path}; available splits: {splits}")
-        if f"{split}_labels" not in archive.files:
-            raise ValueError(f"{path} has {split}_images but no {split}_labels")
-        try:
-            images = archive[f"{split}_images"]
-            raw = archive[f"{split}_labels"]
-        except ValueError as error:  # object arrays need pickle: refuse them
-            raise ValueError(f"{path} holds non-numeric arrays (refusing to unpickle): {error}") from error
-    if images.ndim not in (3, 4) or raw.shape[0] != images.shape[0]:
-        raise ValueError(
-            f"unexpected MedMNIST layout in {path}: {split}_images {images.shape}, {split}_labels {raw.shape}"
-        )
+    images, raw = _load_medmnist_arrays(path, split)
     raw = raw.reshape(raw.shape[0], -1)
     name = medmnist_name(path)
     multi_label = raw.shape[1] > 1 or name in MEDMNIST_MULTI_LABEL
@@ -413,6 +425,61 @@ def read_medmnist(
             raise ValueError(f"class index out of range 0..{num_labels - 1} in {path} ({split})")
         vectors = np.eye(num_labels, dtype=np.float32)[index]
     return images, vectors, labels, multi_label
+
+
+def _load_medmnist_arrays(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """`{split}_images` and `{split}_labels` of an npz, checked so that bad files fail naming file and key."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"cannot open MedMNIST npz {path}: {error}") from error
+    if isinstance(archive, np.ndarray):
+        # np.load reads a renamed `.npy` as one bare array; a MedMNIST file is a named archive.
+        raise ValueError(
+            f"{path} is a single NumPy array (.npy format, shape {archive.shape}), not an .npz archive; "
+            "save the arrays with np.savez(path, train_images=..., train_labels=..., ...)"
+        )
+    with archive:
+        if not archive.files:
+            raise ValueError(f"{path} is an empty .npz archive: it holds no arrays")
+        splits = sorted(key[: -len("_images")] for key in archive.files if key.endswith("_images"))
+        if not splits:
+            raise ValueError(
+                f"{path} has no '<split>_images' arrays (MedMNIST layout); its keys are {sorted(archive.files)}"
+            )
+        if split not in splits:
+            raise ValueError(f"split {split!r} not in {path}; available splits: {splits}")
+        if f"{split}_labels" not in archive.files:
+            raise ValueError(f"{path} has {split}_images but no {split}_labels")
+        arrays = {}
+        for key in (f"{split}_images", f"{split}_labels"):
+            try:
+                arrays[key] = archive[key]
+            except ValueError as error:  # object arrays need pickle: refuse them
+                raise ValueError(f"{path}: {key} is a non-numeric array (refusing to unpickle): {error}") from error
+    images, raw = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+    if images.dtype.kind not in "uif":
+        raise ValueError(f"{path}: {split}_images must hold numbers, got dtype {images.dtype}")
+    if images.ndim not in (3, 4) or raw.ndim == 0 or raw.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"unexpected MedMNIST layout in {path}: {split}_images {images.shape}, {split}_labels {raw.shape}"
+        )
+    if images.shape[0] == 0:
+        raise ValueError(f"{path}: {split}_images is empty (0 images)")
+    if images.dtype.kind == "f":
+        bad_images = np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(axis=1))
+        if bad_images.size:
+            raise ValueError(
+                f"{path}: {split}_images has NaN/inf pixel values in {bad_images.size} image(s), "
+                f"first at index {int(bad_images[0])}"
+            )
+    if raw.dtype.kind not in "biu":
+        example = raw.reshape(-1)[0] if raw.size else None
+        raise ValueError(
+            f"{path}: {split}_labels must be integer class indices (or 0/1 per label), got dtype {raw.dtype} "
+            f"(e.g. {example!r}); convert with labels.astype(np.int64) only if the values are whole numbers"
+        )
+    return images, raw
 
 
 def iter_files(root: str | Path, *, dicom_only: bool = False) -> Iterator[Path]:
