@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import gradio as gr
+from packaging.version import Version
 
 from medgen.app_logic import (
     DEFAULT_SAMPLER,
@@ -33,6 +34,10 @@ from medgen.app_logic import (
 )
 from medgen.postprocess import get_preset, list_presets
 
+MIN_GRADIO = "6.7"  # CVE-2026-28414 is fixed there; gradio 5 lacks what the layout uses (Gallery fit_columns)
+if Version(gr.__version__) < Version(MIN_GRADIO):
+    raise ImportError(f"the medgen app needs gradio>={MIN_GRADIO}; found {gr.__version__}: pip install 'gradio>={MIN_GRADIO}'")
+
 CSS = """
 #notice { border-left: 4px solid #d97706; background: rgba(217, 119, 6, 0.08); padding: 6px 12px; border-radius: 4px; }
 #notice p { margin: 0; }
@@ -42,6 +47,11 @@ CSS = """
 def build_demo(service: AppService) -> gr.Blocks:
     """The Blocks UI for `service`'s pipeline: condition or prompt inputs follow the pipeline kind."""
     info = service.info
+
+    def stop(message: str, log_traceback: bool) -> Iterator[tuple[Any, Any, Any, Any]]:
+        """Replaces the status line with `message` (so no stale status stays under the error), then fails the event."""
+        yield gr.skip(), gr.skip(), message, gr.skip()
+        raise gr.Error(message, print_exception=log_traceback)
 
     def generate(
         condition: str | list[str] | None = None,
@@ -63,7 +73,8 @@ def build_demo(service: AppService) -> gr.Blocks:
                 sampler=sampler, postprocess=postprocess,
             )
         except ValueError as error:
-            raise gr.Error(str(error)) from error
+            # A typing mistake, not a fault: a short message, no traceback in the server log.
+            yield from stop(f"Not started: {error}", log_traceback=False)
         service.prune_downloads()
         progress((0, request.count * request.num_inference_steps), desc="Denoising", unit="steps")
         shown = -1
@@ -80,7 +91,7 @@ def build_demo(service: AppService) -> gr.Blocks:
                     download = str(result.download) if result.download else None
                     yield result.gallery, download, result.status, result.seed
             except (ValueError, RuntimeError) as error:  # bad pipeline input, out of memory
-                raise gr.Error(f"Generation failed: {error}") from error
+                yield from stop(f"Generation failed: {error}", log_traceback=True)
 
     with gr.Blocks(title="medgen: synthetic medical images", delete_cache=(3600, 7200)) as demo:
         gr.Markdown("# medgen: synthetic medical images")
@@ -150,6 +161,10 @@ def build_demo(service: AppService) -> gr.Blocks:
             zero_gpu(generate),
             inputs=[condition, prompt, negative_prompt, count, num_inference_steps, guidance_scale, seed, sampler, postprocess],
             outputs=[gallery, download, status, seed_used],
+            # Inputs reach `generate` as sent and are checked by `service.request` alone: gradio's own
+            # checks would refuse "Pneumonia" (labels match case-insensitively) and answer "abc" with a
+            # traceback instead of a message naming the input.
+            preprocess=False,
             api_name="generate",
             concurrency_limit=service.concurrency_limit,
             concurrency_id="generate",
@@ -171,7 +186,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--pipeline", default=None,
-        help="Saved medgen pipeline folder or Hugging Face Hub repo id (default: $MEDGEN_PIPELINE, then the embedded default).",
+        help="Built-in pipeline name (default), saved medgen pipeline folder or Hugging Face Hub repo id (default: $MEDGEN_PIPELINE, then the embedded default).",
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="Default: CUDA (fp16) if available, else CPU.")
     parser.add_argument("--max-queue", type=int, default=32, help="Requests that may wait in the queue (default 32).")

@@ -3,8 +3,13 @@
 One call to :func:`export_images` writes one run: every image in every requested format
 plus ``params.json`` with the generation parameters. Files are never overwritten: if
 any file the run would write already exists, nothing is written and a ``ValueError``
-names the folder (every file is also opened in exclusive-create mode, so a concurrent
+names the folder (every file is also put in place with a no-replace rename, so a concurrent
 writer cannot be overwritten either). Use :func:`new_run_dir` for a fresh subfolder.
+
+Each file is written under a temporary name and renamed when complete
+(:func:`medgen.files.atomic_write`), so a full disk or an unusable folder never leaves a
+0-byte or truncated file; the failure is an :class:`medgen.files.OutputError` (an
+``OSError``) naming the file and the reason.
 
 DICOM files are Secondary Capture Image Storage instances that say, in every way DICOM
 offers, that they are synthetic: Synthetic Data = YES, Conversion Type = SYN, Image
@@ -26,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from medgen.files import OutputError, atomic_write, check_writable_dir
 
 __all__ = [
     "DICOM_MODALITIES",
@@ -95,7 +102,7 @@ def write_png(image: np.ndarray, path: str | Path, bit_depth: int = 8) -> Path:
     else:
         pil_image = Image.fromarray(pixels, mode="RGB" if pixels.ndim == 3 else "L")
     path = Path(path)
-    with open(path, "xb") as file:
+    with atomic_write(path, overwrite=False) as file:
         pil_image.save(file, format="PNG")
     return path
 
@@ -104,7 +111,7 @@ def write_npy(image: np.ndarray, path: str | Path) -> Path:
     """Write the float image as ``float32`` NPY (no pickle), the exact values before quantisation."""
     image = np.asarray(image, dtype=np.float32)
     path = Path(path)
-    with open(path, "xb") as file:
+    with atomic_write(path, overwrite=False) as file:
         np.save(file, image, allow_pickle=False)
     return path
 
@@ -282,7 +289,8 @@ def write_dicom(
     """Write one synthetic Secondary Capture file (DICOM File Format: preamble and file meta)."""
     ds = build_dicom(image, study, instance_number=instance_number, params=params, bit_depth=bit_depth)
     path = Path(path)
-    ds.save_as(path, enforce_file_format=True, overwrite=False)
+    with atomic_write(path, overwrite=False) as file:
+        ds.save_as(file, enforce_file_format=True)
     return path
 
 
@@ -294,8 +302,7 @@ def read_private_params(ds) -> dict[str, Any]:
 
 def new_run_dir(parent: str | Path, prefix: str = "run") -> Path:
     """Create and return a fresh ``<parent>/<prefix>-YYYYmmdd-HHMMSS[-n]`` folder."""
-    parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
+    parent = check_writable_dir(parent, create=True)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for attempt in range(1000):
         candidate = parent / (f"{prefix}-{stamp}" if attempt == 0 else f"{prefix}-{stamp}-{attempt}")
@@ -303,6 +310,8 @@ def new_run_dir(parent: str | Path, prefix: str = "run") -> Path:
             candidate.mkdir()
         except FileExistsError:
             continue
+        except OSError as error:
+            raise OutputError(candidate, error) from error
         return candidate
     raise ValueError(f"could not create a new run folder in {parent}")
 
@@ -335,10 +344,12 @@ def _json_default(value: Any) -> Any:
 class RunWriter:
     """Writes one run incrementally: images batch by batch, then ``params.json``.
 
-    All checks that can fail (formats, bit depth, clashing files for ``count`` images) run in
-    the constructor, before anything is written; each batch is checked before any of its
-    files is written. Use it as a context manager: ``params.json`` is written on exit, also
-    after an error or Ctrl-C, with ``"complete": false`` and the images written so far.
+    All checks that can fail (formats, bit depth, clashing files for ``count`` images, a folder
+    that cannot be created or written to) run in the constructor, before anything is written;
+    each batch is checked before any of its files is written. Use it as a context manager:
+    ``params.json`` is written on exit, also after an error or Ctrl-C, with ``"complete": false``
+    and the images written so far. A run that fails before its first image leaves nothing (not
+    even the folder, if the constructor created it).
 
     Example::
 
@@ -390,7 +401,8 @@ class RunWriter:
         if count is not None:
             planned += [self._path(index, fmt) for index in range(count) for fmt in self.formats]
         self._refuse_existing(planned)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._created_dir = not self.output_dir.exists()
+        check_writable_dir(self.output_dir, create=True)
 
     def _path(self, index: int, fmt: str) -> Path:
         return self.output_dir / f"{self.prefix}_{index:05d}.{fmt}"
@@ -433,7 +445,16 @@ class RunWriter:
         for offset, image in enumerate(images):
             index = start + offset
             per_image = json.loads(json.dumps(dict(image_params[offset]) if image_params else {}, default=_json_default))
-            files: list[str] = []
+            image_paths = self._write_image(image, index, per_image)
+            self.records.append({"index": index, "files": [path.name for path in image_paths], **per_image})
+            self.written.extend(image_paths)
+            paths.extend(image_paths)
+        return paths
+
+    def _write_image(self, image: np.ndarray, index: int, per_image: Mapping[str, Any]) -> list[Path]:
+        """All formats of one image, or none: files of an image that failed half-way are removed."""
+        paths: list[Path] = []
+        try:
             for fmt in self.formats:
                 path = self._path(index, fmt)
                 if fmt == "png":
@@ -444,9 +465,10 @@ class RunWriter:
                     dicom_params = json.loads(json.dumps({**self.params, **per_image}, default=_json_default))
                     write_dicom(image, path, self.study, index + 1, dicom_params, self.bit_depth)
                 paths.append(path)
-                files.append(path.name)
-            self.records.append({"index": index, "files": files, **per_image})
-        self.written.extend(paths)
+        except BaseException:
+            for path in paths:
+                path.unlink(missing_ok=True)
+            raise
         return paths
 
     def close(self, complete: bool = True) -> Path:
@@ -469,7 +491,7 @@ class RunWriter:
                 "patient_id": self.study.patient_id,
                 "patient_name": self.study.patient_name,
             }
-        with open(self.params_path, "x", encoding="utf-8") as file:
+        with atomic_write(self.params_path, "w", overwrite=False) as file:
             json.dump(document, file, indent=2, default=_json_default)
             file.write("\n")
         self._closed = True
@@ -480,7 +502,22 @@ class RunWriter:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        self.close(complete=exc_type is None and (self.count is None or len(self.records) == self.count))
+        if exc_type is None:
+            self.close(complete=self.count is None or len(self.records) == self.count)
+        elif self.records:
+            # Keep the record of the images already written; the original error matters more
+            # than a second one (e.g. the same full disk) while writing that record.
+            try:
+                self.close(complete=False)
+            except OSError:
+                pass
+        else:
+            self._closed = True
+            if self._created_dir:
+                try:
+                    self.output_dir.rmdir()  # only succeeds while it is still empty
+                except OSError:
+                    pass
 
 
 def export_images(
@@ -515,12 +552,6 @@ def export_images(
         raise ValueError("no images to export")
     if image_params is not None and len(image_params) != len(images):
         raise ValueError(f"got {len(image_params)} image_params for {len(images)} images")
-    writer = RunWriter(output_dir, formats, params, bit_depth, modality, prefix, count=len(images))
-    try:
+    with RunWriter(output_dir, formats, params, bit_depth, modality, prefix, count=len(images)) as writer:
         writer.write(images, image_params)
-    except BaseException:
-        if writer.records:  # a failure mid-batch: record what was written
-            writer.close(complete=False)
-        raise
-    writer.close()
     return writer.written

@@ -6,6 +6,7 @@ import io
 import json
 import threading
 import time
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -125,3 +126,37 @@ def test_cancel_frees_the_worker_within_a_step_and_keeps_finished_images(served)
     started = time.monotonic()
     gallery = client.predict(condition="normal", count=1, num_inference_steps=2, seed=0, api_name="/generate")[0]
     assert len(gallery) == 1 and time.monotonic() - started < 60
+
+
+def test_api_matches_the_condition_case_insensitively(served):
+    _, client = served
+    gallery, _, status, _ = client.predict(condition="Pneumonia", count=1, num_inference_steps=2, seed=2, api_name="/generate")
+    assert [item["caption"] for item in gallery] == ["pneumonia · seed 2"] and "Done: 1 images" in status
+
+
+@pytest.mark.parametrize(
+    ("inputs", "named"),
+    [({"seed": "abc"}, "seed"), ({"count": 99}, "count"), ({"count": "x"}, "count"), ({"condition": "banana"}, "banana")],
+)
+def test_input_errors_replace_the_status_with_a_short_message_and_log_no_traceback(served, capfd, inputs, named):
+    _, client = served
+    job = client.submit(**{"condition": "normal", "num_inference_steps": 2, **inputs}, api_name="/generate")
+    with pytest.raises(gradio_client.exceptions.AppError) as raised:
+        job.result()
+    message = str(raised.value)
+    assert message.startswith("Not started: ") and named in message
+    assert [output[2] for output in job.outputs()] == [message]  # the status line says it too
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_nan_seed_sent_as_raw_json_is_refused_naming_the_seed(served, capfd):
+    _, client = served
+    body = b'{"data": ["normal", "", "", 1, 2, 2.0, NaN, "DDIM", "none"]}'
+    call = client.src.rstrip("/") + "/gradio_api/call/generate"
+    request = urllib.request.Request(call, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        event_id = json.loads(response.read())["event_id"]
+    with urllib.request.urlopen(f"{call}/{event_id}", timeout=60) as response:
+        events = response.read().decode()
+    assert "event: error" in events and "seed must be a whole number" in events and "got nan" in events
+    assert "Traceback" not in capfd.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import threading
 import time
@@ -345,3 +346,22 @@ def test_closing_the_ui_run_stops_the_worker(service):
     ):
         time.sleep(0.02)
     assert not any(thread.name == "medgen-generation" and thread.is_alive() for thread in threading.enumerate())
+
+
+def test_a_full_disk_leaves_no_partial_zip_and_the_images_still_show(label_pipe, tmp_path, monkeypatch):
+    def write(self, filename, arcname=None, *args, **kwargs):
+        self.fp.write(b"PK\x03\x04")  # the archive had begun when the disk filled up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "write", write)
+    service = AppService(label_pipe, source="tiny-label", workdir=tmp_path / "downloads")
+    request = service.request(condition="normal", count=2, num_inference_steps=1, seed=0)
+
+    with pytest.raises(OSError, match=r"cannot write .*medgen-images\.zip: No space left on device"):
+        export_zip([np.zeros((16, 16, 1), np.float32)], [0], run_parameters(service.info, request, [0]), service.workdir)
+    assert list(service.workdir.iterdir()) == []  # no half-written ZIP, no leftover PNG/DICOM folder
+
+    results = list(service.run(request))
+    assert len(results[-1].gallery) == 2 and results[-1].download is None
+    assert results[-1].status.startswith("Done: 2 images") and "No space left on device" in results[-1].status
+    assert list(service.workdir.iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -243,3 +244,18 @@ def test_run_writer_writes_batches_and_records_interrupted_runs(tmp_path):
     with pytest.raises(ValueError, match="planned for 2 images"):
         with RunWriter(tmp_path / "over", count=2) as run:
             run.write(_images(3))
+
+
+def test_a_full_disk_half_way_through_an_image_leaves_no_file_of_it(tmp_path, monkeypatch):
+    """PNG written, then the disk fills during the DICOM file: the run leaves no file at all."""
+    from pydicom.dataset import Dataset
+
+    def save_as(self, fp, *args, **kwargs):
+        fp.write(b"\0" * 128 + b"DICM")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Dataset, "save_as", save_as)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match=f"cannot write {out / 'image_00000.dcm'}: No space left on device"):
+        export_images(_images(2), out, formats="png,dcm", params=RUN_PARAMS)
+    assert not out.exists()

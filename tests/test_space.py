@@ -128,3 +128,19 @@ def test_assembled_space_starts_and_answers_http(pipeline_dir, tmp_path):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def test_every_gradio_requirement_excludes_versions_before_6_7():
+    """gradio < 6.7 has CVE-2026-28414 and lacks what the app uses: no requirement file may allow it."""
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    lines = [*project["dependencies"], *(dep for deps in project["optional-dependencies"].values() for dep in deps)]
+    for requirements in [REPO_ROOT / "requirements.txt", *sorted((REPO_ROOT / "space").glob("requirements*.txt"))]:
+        lines += [line.split("#")[0].strip() for line in requirements.read_text().splitlines()]
+    gradio = [Requirement(line) for line in lines if line and not line.startswith("-") and Requirement(line).name == "gradio"]
+    assert len(gradio) >= 2  # pyproject and the Space
+    for requirement in gradio:
+        assert requirement.specifier, requirement  # unpinned would admit any old version
+        assert not any(requirement.specifier.contains(old) for old in ("5.50.0", "6.0.0", "6.6.9")), requirement

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from medgen.files import atomic_write
+
 
 def to_jsonable(value: Any) -> Any:
     """Drops private keys (leading `_`, e.g. raw distance arrays) and turns numpy scalars into floats; NaN -> None."""
@@ -31,7 +33,8 @@ def to_jsonable(value: Any) -> Any:
 
 def write_json(report: dict, path: str | Path) -> Path:
     path = Path(path)
-    path.write_text(json.dumps(to_jsonable(report), indent=2) + "\n")
+    with atomic_write(path, "w") as file:  # complete or absent, never truncated
+        file.write(json.dumps(to_jsonable(report), indent=2) + "\n")
     return path
 
 
@@ -126,5 +129,6 @@ Synthetic images are for research and teaching only, not for diagnosis.</p>
 </body></html>
 """
     path = Path(path)
-    path.write_text(document)
+    with atomic_write(path, "w") as file:
+        file.write(document)
     return path
