@@ -65,9 +65,9 @@ PipelineKind = Literal["label", "text", "unconditional"]
 
 def default_pipeline_dir() -> Path:
     """The pipeline shipped inside the medgen package (`medgen/default_pipeline`)."""
-    import medgen
+    from medgen.pipelines.hub import builtin_pipeline_path
 
-    return Path(medgen.__file__).resolve().parent / "default_pipeline"
+    return builtin_pipeline_path("default")
 
 
 def resolve_pipeline_source(cli_value: str | None = None, environ: Mapping[str, str] | None = None) -> str:
@@ -226,9 +226,9 @@ def make_request(
     seed = _as_int(RANDOM_SEED if seed is None else seed, "seed", RANDOM_SEED, MAX_SEED)
     if seed == RANDOM_SEED:
         seed = secrets.randbelow(2**31)
-    if sampler not in SAMPLERS:
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
         raise ValueError(f"Unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-    if postprocess not in list_presets():
+    if not isinstance(postprocess, str) or postprocess not in list_presets():
         raise ValueError(f"Unknown post-processing preset {postprocess!r}; choose one of: {', '.join(list_presets())}")
 
     resolved_condition: str | list[str] | None = None
@@ -236,6 +236,9 @@ def make_request(
         resolved_condition = _check_condition(info, condition)
     prompt_text = negative_text = None
     if info.kind == "text":
+        for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+            if text is not None and not isinstance(text, str):
+                raise ValueError(f"{name} must be text; got {text!r}")
         prompt_text = (prompt or "").strip()
         negative_text = (negative_prompt or "").strip() or None
     return GenerationRequest(
@@ -440,21 +443,30 @@ def run_parameters(info: PipelineInfo, request: GenerationRequest, seeds: Sequen
 def export_zip(
     images: Sequence[np.ndarray], seeds: Sequence[int], params: Mapping[str, Any], output_dir: str | os.PathLike
 ) -> Path:
-    """Writes the images as PNG and synthetic DICOM plus `params.json` (via `medgen.export`) and zips them."""
+    """Writes the images as PNG and synthetic DICOM plus `params.json` (via `medgen.export`) and zips them.
+
+    The ZIP is written under a temporary name and renamed when complete, so a full disk never
+    leaves a truncated download; the failure is a `medgen.files.OutputError` naming the file.
+    """
     from medgen.export import export_images, new_run_dir
+    from medgen.files import atomic_write
 
     if len(images) == 0:
         raise ValueError("There are no images to download yet: generate some first.")
     run_dir = new_run_dir(output_dir, prefix="download")
     files_dir = run_dir / "medgen-images"
-    export_images(
-        list(images), files_dir, formats=("png", "dcm"), params=params,
-        image_params=[{"seed": int(seed)} for seed in seeds], prefix="medgen",
-    )
     archive = run_dir / "medgen-images.zip"
-    with zipfile.ZipFile(archive, "x", compression=zipfile.ZIP_DEFLATED) as zip_file:
-        for path in sorted(files_dir.iterdir()):
-            zip_file.write(path, arcname=f"medgen-images/{path.name}")
+    try:
+        export_images(
+            list(images), files_dir, formats=("png", "dcm"), params=params,
+            image_params=[{"seed": int(seed)} for seed in seeds], prefix="medgen",
+        )
+        with atomic_write(archive, overwrite=False) as file, zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as zip_file:
+            for path in sorted(files_dir.iterdir()):
+                zip_file.write(path, arcname=f"medgen-images/{path.name}")
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # no half-made download stays behind
+        raise
     shutil.rmtree(files_dir)
     return archive
 
@@ -517,8 +529,11 @@ class AppService:
 
     def run(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[RunResult]:
         """`stream` turned into what the UI shows; a new ZIP is written whenever an image is added."""
+        from medgen.files import OutputError
+
         label = describe_condition(request)
         download: Path | None = None
+        download_error = ""
         # closing(): closing this iterator early closes the stream, which stops the worker.
         with contextlib.closing(self.stream(request, cancel=cancel)) as updates:
             for update in updates:
@@ -527,11 +542,16 @@ class AppService:
                 ]
                 if update.kind == "image":
                     params = run_parameters(self.info, request, update.seeds)
-                    download = export_zip(update.images, update.seeds, params, self.workdir)
+                    try:
+                        download = export_zip(update.images, update.seeds, params, self.workdir)
+                        download_error = ""
+                    except OutputError as error:
+                        # The images are still worth showing; only the download is lost (e.g. a full disk).
+                        download, download_error = None, f" No ZIP download: {error}."
                 yield RunResult(
                     gallery=gallery,
                     download=download,
-                    status=self._status(update, request),
+                    status=self._status(update, request) + download_error,
                     seed=request.seed,
                     steps_done=update.steps_done,
                     steps_total=update.steps_total,

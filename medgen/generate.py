@@ -43,10 +43,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Generate synthetic images with a saved medgen pipeline and write them, with params.json, "
             "into OUTPUT. Files are never overwritten: an OUTPUT that already holds any file of this run "
             "(e.g. a previous run's params.json) is refused before anything is generated. "
+            "OUTPUT is checked for being writable before sampling; every file is written under a temporary "
+            "name and renamed when complete, so a full disk never leaves a partial file. "
             "Image i uses seed SEED+i. Research and teaching only, not for diagnosis."
         ),
     )
-    parser.add_argument("--pipeline", required=True, help="pipeline folder (with model_index.json) or Hub repo id")
+    parser.add_argument("--pipeline", required=True, help="built-in pipeline name (default), pipeline folder (with model_index.json) or Hub repo id")
     parser.add_argument(
         "--labels",
         help=(
@@ -76,6 +78,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--batch-size", type=int, default=8, help="images per pipeline call (default 8)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="default auto")
+    parser.add_argument(
+        "--verbose", action="store_true", help="on a file system error, show the full traceback instead of one line"
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -210,8 +215,25 @@ def _call_pipeline(pipe: Any, kind: str, condition: dict[str, Any], seeds: list[
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the pipeline, sample ``--count`` images batch by batch, post-process, export."""
+    """Load the pipeline, sample ``--count`` images batch by batch, post-process, export.
+
+    A file system error (full disk, unusable ``--output``) ends the command with one line naming
+    the path, exit code 2, and no traceback unless ``--verbose``.
+    """
+    try:
+        return _generate(args)
+    except OSError as error:
+        if getattr(args, "verbose", False):
+            raise
+        print(f"medgen generate: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from medgen.files import check_writable_dir
+
     _check_arguments(args)
+    check_writable_dir(args.output)  # before the pipeline is loaded and anything is sampled
     import torch
     from tqdm.auto import tqdm
 

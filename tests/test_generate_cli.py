@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 
 import helpers  # tests/helpers.py: tiny seeded pipelines (pytest puts tests/ on sys.path)
 from medgen import cli
@@ -176,3 +178,73 @@ def test_help_answers_without_importing_the_heavy_libraries():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# File system faults: complete files or none, one line naming the path, exit 2
+# ----------------------------------------------------------------------------------------------
+
+
+def _fill_disk_at_png(monkeypatch, failing_call: int):
+    """From the `failing_call`-th PNG on, the disk is full: half a file is written, then ENOSPC."""
+    from PIL import Image
+
+    real_save = Image.Image.save
+    calls = {"n": 0}
+
+    def save(self, fp, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] < failing_call:
+            return real_save(self, fp, *args, **kwargs)
+        fp.write(b"\x89PNG\r\n\x1a\n")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", save)
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "error" in line]  # stderr also carries the progress bar
+    assert len(lines) == 1 and lines[0].startswith("medgen generate: error: "), err
+    return lines[0]
+
+
+def test_unusable_output_is_refused_before_loading_or_sampling(label_pipeline_dir, tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("a regular file")
+
+    def never(*args, **kwargs):
+        raise AssertionError("sampled although the output could not be written")
+
+    monkeypatch.setattr("medgen.generate._call_pipeline", never)
+    out = blocker / "run1"
+    assert _generate(label_pipeline_dir, out, "--labels", "pneumonia", "--count", 2) == 2
+    line = _one_error_line(capsys)
+    assert str(out) in line and "is a file, not a folder" in line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["results.txt"]
+
+
+def test_full_disk_mid_run_keeps_only_complete_files(label_pipeline_dir, tmp_path, capsys, monkeypatch):
+    _fill_disk_at_png(monkeypatch, failing_call=2)
+    out = tmp_path / "out"
+    assert _generate(label_pipeline_dir, out, "--labels", "pneumonia", "--count", 2, "--batch-size", 1) == 2
+    line = _one_error_line(capsys)
+    assert f"cannot write {out / 'image_00001.png'}: No space left on device" in line
+    assert sorted(path.name for path in out.iterdir()) == ["image_00000.png", "params.json"]  # no 0-byte or temp file
+    params = json.loads((out / "params.json").read_text())
+    assert params["complete"] is False and [image["files"] for image in params["images"]] == [["image_00000.png"]]
+    with Image.open(out / "image_00000.png") as image:
+        image.load()  # complete and readable
+
+
+def test_full_disk_before_the_first_image_leaves_nothing(label_pipeline_dir, tmp_path, capsys, monkeypatch):
+    _fill_disk_at_png(monkeypatch, failing_call=1)
+    out = tmp_path / "out"
+    assert _generate(label_pipeline_dir, out, "--labels", "pneumonia", "--count", 2) == 2
+    assert "image_00000.png: No space left on device" in _one_error_line(capsys)
+    assert not out.exists()  # no params.json, no empty folder
+
+    with pytest.raises(OSError, match="No space left on device"):  # --verbose: the full traceback
+        _generate(label_pipeline_dir, tmp_path / "verbose", "--labels", "pneumonia", "--verbose")
+    assert not (tmp_path / "verbose").exists()

@@ -33,7 +33,12 @@ PIPELINE_CLASSES: dict[str, type] = {
 
 
 def load_pipeline(name_or_path: str | os.PathLike, **kwargs: Any):
-    """Loads any medgen pipeline folder (or Hub repo id) with the right medgen class, without remote code."""
+    """
+    Loads a medgen pipeline with the right medgen class, without running code from the folder.
+
+    `name_or_path` is a built-in name (`"default"`: the pipeline embedded in the package), a local folder
+    holding `model_index.json`, or a Hugging Face Hub repo id. Other keyword arguments go to `from_pretrained`.
+    """
     download_kwargs = {key: kwargs.pop(key) for key in ("revision", "token", "cache_dir") if key in kwargs}
     folder = resolve_pipeline_folder(name_or_path, **download_kwargs)
     class_name = pipeline_class_name(read_model_index(folder))

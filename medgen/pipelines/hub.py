@@ -4,7 +4,9 @@ A saved medgen pipeline is a diffusers folder whose `model_index.json` names
 `["pipeline", "<Class>"]` and which carries the pipeline's own source as `pipeline.py`,
 so stock diffusers loads it with `trust_remote_code=True`. diffusers routes such a folder
 to that remote code even from a subclass's `from_pretrained`, so medgen's classes load
-their components themselves here: with medgen installed, no remote code runs.
+their components themselves here: only the components the pipeline class takes, each from an
+allow-listed diffusers/transformers class with `trust_remote_code=False`. With medgen installed,
+no code from a pipeline folder runs.
 """
 
 from __future__ import annotations
@@ -12,38 +14,95 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-# Only these libraries may provide components of a pipeline folder; anything else in a
-# model_index.json would mean importing arbitrary code named by a downloaded file.
-COMPONENT_LIBRARIES = ("diffusers", "transformers")
+logger = logging.getLogger(__name__)
+
 SHIPPED_MODULE_PREFIX = "medgen.pipelines.pipeline_"
+
+# Pipelines shipped inside the medgen package, by the name users pass instead of a path
+# (`medgen.load_pipeline("default")`, `medgen generate --pipeline default`). To ship another
+# named model, add its folder (relative to the medgen package) here.
+BUILTIN_PIPELINES: dict[str, str] = {
+    "default": "default_pipeline",
+}
+
+# The only classes each pipeline component may be, by library. Anything else named in a
+# model_index.json (an Auto* class whose config points at the folder's own Python, a module,
+# another library) is refused before it is imported: loading a folder must never run its code.
+# Schedulers hold no weights and read a JSON config only: any diffusers scheduler class is allowed.
+SCHEDULER_CLASSES = "any diffusers scheduler"
+TEXT_ENCODER_CLASSES = (
+    "BertModel", "RobertaModel", "XLMRobertaModel", "ElectraModel", "DebertaModel", "DebertaV2Model",
+    "DistilBertModel", "MPNetModel", "CamembertModel",
+)
+TOKENIZER_CLASSES = (
+    "BertTokenizer", "BertTokenizerFast", "RobertaTokenizer", "RobertaTokenizerFast", "XLMRobertaTokenizer",
+    "XLMRobertaTokenizerFast", "ElectraTokenizer", "ElectraTokenizerFast", "DebertaTokenizer",
+    "DebertaTokenizerFast", "DebertaV2Tokenizer", "DebertaV2TokenizerFast", "DistilBertTokenizer",
+    "DistilBertTokenizerFast", "MPNetTokenizer", "MPNetTokenizerFast", "CamembertTokenizer",
+    "CamembertTokenizerFast", "PreTrainedTokenizerFast",
+)
+ALLOWED_COMPONENTS: dict[str, tuple[str, tuple[str, ...] | str]] = {
+    "unet": ("diffusers", ("UNet2DModel", "UNet2DConditionModel")),
+    "vae": ("diffusers", ("AutoencoderKL",)),
+    "scheduler": ("diffusers", SCHEDULER_CLASSES),
+    "text_encoder": ("transformers", TEXT_ENCODER_CLASSES),
+    "tokenizer": ("transformers", TOKENIZER_CLASSES),
+}
+
+
+def builtin_pipeline_path(name: str) -> Path:
+    """The folder of the built-in pipeline `name` inside the medgen package (it may be absent from an install)."""
+    return Path(__file__).resolve().parent.parent / BUILTIN_PIPELINES[name.lower()]
+
+
+def _accepted_sources() -> str:
+    names = ", ".join(repr(name) for name in BUILTIN_PIPELINES)
+    return (
+        f"medgen loads a built-in pipeline name ({names}), a local folder holding model_index.json, "
+        "or a Hugging Face Hub repo id like 'org/name'"
+    )
 
 
 def resolve_pipeline_folder(name_or_path: str | os.PathLike, **download_kwargs: Any) -> Path:
-    """A local pipeline folder, downloading `name_or_path` from the Hugging Face Hub when it is a repo id."""
+    """
+    A local pipeline folder for `name_or_path`: a built-in name (`"default"`, case-insensitive), a local folder,
+    or a Hub repo id (downloaded). A built-in name given as a string wins over a folder of the same name;
+    write `./default` (or pass a `Path`) for the folder.
+    """
+    name = str(name_or_path)
+    if isinstance(name_or_path, str) and name.lower() in BUILTIN_PIPELINES:
+        folder = builtin_pipeline_path(name)
+        if not (folder / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"The built-in pipeline {name!r} is not part of this medgen install (no {folder}); "
+                "reinstall medgen from its repository, or pass a pipeline folder or Hub repo id."
+            )
+        return folder
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
-            raise ValueError(f"{path} is not a pipeline folder: it has no model_index.json.")
+            raise ValueError(f"{path} is not a pipeline folder: it has no model_index.json. {_accepted_sources()}.")
         return path
     if path.exists():
-        raise ValueError(f"{path} is a file; a pipeline is a folder with a model_index.json.")
-    looks_like_repo_id = str(name_or_path).count("/") == 1 and not str(name_or_path).startswith((".", "/", "~"))
+        raise ValueError(f"{path} is a file; a pipeline is a folder with a model_index.json. {_accepted_sources()}.")
+    looks_like_repo_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
     if not looks_like_repo_id:
-        raise FileNotFoundError(f"Pipeline folder not found: {path}")
+        raise FileNotFoundError(f"Pipeline {name!r} not found: no such folder or built-in name. {_accepted_sources()}.")
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(str(name_or_path), **download_kwargs))
+        return Path(snapshot_download(name, **download_kwargs))
     except Exception as error:  # offline, unknown repo, no access: all mean "cannot get it"
         raise FileNotFoundError(
-            f"{name_or_path} is not a local folder and could not be downloaded from the Hugging Face Hub "
-            f"({type(error).__name__}: {error})."
+            f"{name} is not a local folder and could not be downloaded from the Hugging Face Hub "
+            f"({type(error).__name__}: {error}). {_accepted_sources()}."
         ) from error
 
 
@@ -68,32 +127,64 @@ def _is_component_entry(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and len(value) == 2 and all(v is None or isinstance(v, str) for v in value)
 
 
-def load_components(folder: Path, model_index: dict[str, Any], torch_dtype=None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Loads each component named in `model_index` from its subfolder (safetensors only) and returns
-    `(components, config_kwargs)`."""
+def allowed_component_class(folder: Path, name: str, entry: list) -> type:
+    """The class to load component `name` with, if `entry` (`[library, class]`) is on the allow-list;
+    otherwise a `ValueError` naming the component and the class, before anything is imported."""
+    library, class_name = entry
+    allowed_library, allowed_classes = ALLOWED_COMPONENTS.get(name, (None, ()))
+    allowed_text = allowed_classes if isinstance(allowed_classes, str) else ", ".join(allowed_classes)
+    allowed = (
+        f"allowed for {name!r}: {allowed_library} {allowed_text}" if allowed_library
+        else f"medgen pipelines have no {name!r} component"
+    )
+    refusal = (
+        f"Component {name!r} of {folder} is {library}.{class_name}, which medgen refuses to load ({allowed}); "
+        "another class could run code shipped in the folder."
+    )
+    if library != allowed_library or not isinstance(class_name, str) or not class_name.isidentifier():
+        raise ValueError(refusal)
+    if not isinstance(allowed_classes, str) and class_name not in allowed_classes:
+        raise ValueError(refusal)
+    component_class = getattr(importlib.import_module(library), class_name, None)
+    if not isinstance(component_class, type):
+        raise ValueError(f"Component {name!r} of {folder}: {library} has no class {class_name!r}.")
+    if isinstance(allowed_classes, str):
+        from diffusers import SchedulerMixin
+
+        if not issubclass(component_class, SchedulerMixin) or component_class is SchedulerMixin:
+            raise ValueError(refusal)
+    return component_class
+
+
+def load_components(
+    folder: Path, model_index: dict[str, Any], expected: set[str], torch_dtype=None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """
+    Loads the components in `expected` (the pipeline's `__init__` arguments) that `model_index` names, each
+    from its subfolder with an allow-listed class, safetensors weights and no remote code; returns
+    `(components, config_kwargs)`. Entries the pipeline does not expect are neither imported nor loaded.
+    """
     import torch
 
+    ignored = sorted(name for name in model_index if not name.startswith("_") and name not in expected)
+    if ignored:
+        logger.warning("%s: ignoring model_index.json entries that the pipeline does not take: %s", folder, ignored)
     components: dict[str, Any] = {}
     config_kwargs: dict[str, Any] = {}
-    for name, value in model_index.items():
-        if name.startswith("_"):
-            continue
+    classes: dict[str, type] = {}
+    # Every entry is checked before any is loaded: a refused folder loads nothing at all.
+    for name in sorted(expected & set(model_index)):
+        value = model_index[name]
         if not _is_component_entry(value):
             config_kwargs[name] = value
-            continue
-        library, class_name = value
-        if library is None or class_name is None:
+        elif value[0] is None or value[1] is None:
             components[name] = None
-            continue
-        if library not in COMPONENT_LIBRARIES:
-            raise ValueError(
-                f"Component {name!r} of {folder} comes from {library!r}; medgen loads components from "
-                f"{', '.join(COMPONENT_LIBRARIES)} only."
-            )
-        component_class = getattr(importlib.import_module(library), class_name, None)
-        if component_class is None:
-            raise ValueError(f"Component {name!r} of {folder}: {library} has no class {class_name!r}.")
+        else:
+            classes[name] = allowed_component_class(folder, name, value)
+    for name, component_class in classes.items():
         load_kwargs: dict[str, Any] = {}
+        if component_class.__module__.startswith("transformers"):
+            load_kwargs["trust_remote_code"] = False
         if issubclass(component_class, torch.nn.Module):
             load_kwargs["use_safetensors"] = True
             if torch_dtype is not None:
@@ -116,7 +207,8 @@ class MedgenPipelineMixin:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, torch_dtype=None, **kwargs: Any):
         """
-        Loads a saved pipeline from a local folder or a Hub repo id, without running the folder's `pipeline.py`.
+        Loads a saved pipeline from a built-in name, a local folder or a Hub repo id, without running any code
+        from the folder (see `load_components`).
 
         Keyword arguments replace components or config values (e.g. `scheduler=DDIMScheduler(...)`); the
         Hub download options `revision`, `token` and `cache_dir` are passed to `huggingface_hub.snapshot_download`.
@@ -130,13 +222,19 @@ class MedgenPipelineMixin:
                 f"{folder} holds a {saved_class}, not a {cls.__name__}; load it with "
                 f"medgen.{saved_class}.from_pretrained or medgen.load_pipeline."
             )
-        components, config_kwargs = load_components(folder, model_index, torch_dtype=torch_dtype)
-        expected = set(inspect.signature(cls.shipped_class().__init__).parameters) - {"self"}
+        parameters = inspect.signature(cls.shipped_class().__init__).parameters
+        expected = set(parameters) - {"self"}
         unknown = set(kwargs) - expected
         if unknown:
             raise ValueError(f"Unknown arguments for {cls.__name__}: {sorted(unknown)}. Expected some of {sorted(expected)}.")
-        init_kwargs = {key: value for key, value in {**components, **config_kwargs}.items() if key in expected}
-        pipeline = cls(**{**init_kwargs, **kwargs})
+        # Components given as arguments replace the saved ones, which are then not loaded at all.
+        saved_entries = {key: value for key, value in model_index.items() if key not in kwargs}
+        components, config_kwargs = load_components(folder, saved_entries, expected, torch_dtype=torch_dtype)
+        init_kwargs = {**components, **config_kwargs, **kwargs}
+        missing = [name for name in expected if name not in init_kwargs and parameters[name].default is inspect.Parameter.empty]
+        if missing:
+            raise ValueError(f"{folder / 'model_index.json'} names no {', '.join(sorted(missing))} for {cls.__name__}.")
+        pipeline = cls(**init_kwargs)
         pipeline.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
         return pipeline
 
