@@ -44,8 +44,10 @@ def _template_files() -> tuple[Path, Path]:
 
 
 def _check_pipeline(pipeline: str) -> tuple[Path | None, str]:
-    """`(local folder, class name)` for a local pipeline, `(None, "")` for a Hub repo id."""
-    path = Path(pipeline).expanduser()
+    """`(local folder, class name)` for a built-in name or a local pipeline, `(None, "")` for a Hub repo id."""
+    from medgen.pipelines.hub import BUILTIN_PIPELINES, builtin_pipeline_path
+
+    path = builtin_pipeline_path(pipeline) if pipeline.lower() in BUILTIN_PIPELINES else Path(pipeline).expanduser()
     if path.is_dir():
         from medgen.pipelines import PIPELINE_CLASSES
         from medgen.pipelines.hub import pipeline_class_name, read_model_index, resolve_pipeline_folder
@@ -123,7 +125,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Assemble a Hugging Face Space folder serving PIPELINE with medgen's Gradio app. "
         "A local pipeline folder is copied in; a Hub repo id is downloaded by the Space at start-up.",
     )
-    build.add_argument("--pipeline", required=True, help="pipeline folder (with model_index.json) or Hub repo id")
+    build.add_argument(
+        "--pipeline", required=True, help="built-in pipeline name (default), pipeline folder (with model_index.json) or Hub repo id"
+    )
     build.add_argument("--output", required=True, help="new (or empty) folder to write the Space to")
     build.add_argument("--title", default=None, help="Space title shown on the Hub (default: from space/README.md)")
     build.set_defaults(run=run)

@@ -66,6 +66,14 @@ def test_build_with_a_local_pipeline_copies_it_in(pipeline_dir, tmp_path):
     assert not (out / "medgen" / "default_pipeline").exists()
 
 
+def test_build_with_a_builtin_name_copies_that_pipeline(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the name must not depend on the working directory
+    out = space.build_space("default", tmp_path / "space")
+    builtin = REPO_ROOT / "medgen" / "default_pipeline"
+    assert (out / "pipeline" / "model_index.json").read_text() == (builtin / "model_index.json").read_text()
+    assert json.loads((out / "space_config.json").read_text())["pipeline_class"] == "LabelConditionedPipeline"
+
+
 def test_build_with_a_hub_id_names_the_model(tmp_path):
     out = space.build_space("my-org/medgen-chestxray", tmp_path / "space", title="Chest X-ray demo")
     assert json.loads((out / "space_config.json").read_text())["pipeline"] == "my-org/medgen-chestxray"
