@@ -8,6 +8,7 @@ beside every checkpoint and into the saved pipeline (`training_config.yaml`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +24,25 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 LR_SCHEDULERS = ("constant", "cosine", "linear", "multistep")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+def check_numbers(
+    section: str, config: Any, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()
+) -> None:
+    """Rejects NaN, infinite, and out-of-range values, naming the field (`optim.learning_rate must be ...`).
+
+    YAML reads `.nan`, `.inf` and `1e400` as floats, so a finite check is needed besides the sign check."""
+    prefix = f"{section}." if section else ""
+    for name in (*positive, *non_negative):
+        value = getattr(config, name)
+        if value is None:
+            continue
+        if not math.isfinite(value):
+            raise ValueError(f"{prefix}{name} must be a finite number, got {value}")
+        if name in positive and value <= 0:
+            raise ValueError(f"{prefix}{name} must be > 0, got {value}")
+        if value < 0:
+            raise ValueError(f"{prefix}{name} must be >= 0, got {value}")
 
 
 @dataclass
@@ -98,8 +118,13 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.lr_scheduler not in LR_SCHEDULERS:
             raise ValueError(f"optim.lr_scheduler must be one of {LR_SCHEDULERS}, got {self.lr_scheduler!r}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"optim.learning_rate must be > 0, got {self.learning_rate}")
+        check_numbers(
+            "optim", self, positive=("learning_rate", "max_grad_norm", "gamma"),
+            non_negative=("weight_decay", "lr_warmup_steps"),
+        )
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"optim.{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 @dataclass
@@ -110,6 +135,11 @@ class EMAConfig:
     decay: float = 0.999
     warmup: bool = True
     power: float = 0.75
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.decay < 1.0:
+            raise ValueError(f"ema.decay must be in (0, 1), got {self.decay}")
+        check_numbers("ema", self, positive=("power",))
 
 
 @dataclass
@@ -174,9 +204,9 @@ class VAEConfig:
             )
         if self.reconstruction_loss not in ("l1", "mse"):
             raise ValueError(f"vae.reconstruction_loss must be 'l1' or 'mse', got {self.reconstruction_loss!r}")
-        for name in ("kl_weight", "ssim_weight", "perceptual_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"vae.{name} must be >= 0, got {getattr(self, name)}")
+        check_numbers(
+            "vae", self, positive=("learning_rate",), non_negative=("kl_weight", "ssim_weight", "perceptual_weight")
+        )
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"vae.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         for name in ("max_train_steps", "train_batch_size", "scaling_images"):
@@ -215,9 +245,20 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
-        for name in ("train_batch_size", "max_train_steps", "gradient_accumulation_steps", "checkpointing_steps"):
+        for name in (
+            "train_batch_size", "max_train_steps", "gradient_accumulation_steps", "checkpointing_steps",
+            "num_sample_images", "log_every_steps",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("sample_every_steps", "dataloader_num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
+        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
+            raise ValueError(
+                "checkpoints_total_limit must be >= 1 (or null to keep every checkpoint), "
+                f"got {self.checkpoints_total_limit}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,9 @@
 
 The pipeline is saved to `--output_dir` (model_index.json at its root), with checkpoints in
 `output_dir/checkpoints`, sample grids in `output_dir/samples` and TensorBoard logs in `output_dir/logs`.
+A folder that already holds a run is refused unless `--resume_from_checkpoint` continues it or
+`--overwrite_output_dir` removes it; a non-finite loss stops the run (exit 1) before it reaches a
+checkpoint or the pipeline. See docs/training.md.
 """
 
 from __future__ import annotations
@@ -29,22 +32,34 @@ if __package__ in (None, ""):
     sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
 from medgen.config import TrainConfig, config_to_dict, save_config
-from medgen.training import checkpoints
+from medgen.training import checkpoints, run_folder
 from medgen.training.command import add_arguments, resolve_config
 from medgen.training.diffusion import build_noise_scheduler, build_sampler, diffusion_loss
-from medgen.training.optim import build_lr_scheduler, build_optimizer
+from medgen.training.divergence import DivergenceGuard, TrainingStopped, current_learning_rate
+from medgen.training.optim import build_lr_scheduler, build_optimizer, restart_schedule
 from medgen.training.samples import save_sample_grid
 
 logger = get_logger("medgen.train")
 
 
-def main(config: TrainConfig, resume_from_checkpoint: str | None = None) -> Path:
+def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwrite_output_dir: bool = False) -> Path:
+    """Trains `config` and returns the folder of the saved pipeline (or autoencoder, `model.kind: vae`).
+
+    Raises `ValueError` for an output folder holding another run (see `run_folder`) and
+    `TrainingDiverged` at the first non-finite loss or gradient norm."""
     output_dir = Path(config.output_dir)
+    # refusals and a finished run are answered before any data is read
+    checkpoint, run_id = run_folder.resolve_run(output_dir, resume_from_checkpoint, overwrite_output_dir)
+    resumed_step = checkpoints.read_state(checkpoint)["step"] if checkpoint else 0
+    if resumed_step >= config.max_train_steps and (output_dir / "model_index.json").is_file():
+        PartialState().print(finished_message(resumed_step, config))
+        return output_dir
+    record_precision(config)
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
@@ -54,14 +69,21 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None) -> Path
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     set_seed(config.seed)
+    if overwrite_output_dir:
+        if accelerator.is_main_process:
+            for path in run_folder.remove_earlier_run(output_dir):
+                accelerator.print(f"Removed {path} (earlier run; --overwrite_output_dir)")
+        accelerator.wait_for_everyone()
 
     # 1. Data (decoded once and cached by `datasets`; the main process builds the cache first)
-    from medgen.data import build_dataset
+    from medgen.data import build_dataset, write_data_summary
 
     with accelerator.main_process_first():
         data = build_dataset(config.data)
     if accelerator.is_main_process:
-        logger.info(data.summary(), main_process_only=True)
+        # what this run reads: images per label, files left out and why (also kept in the output folder)
+        accelerator.print(data.summary())
+        accelerator.print(f"Data summary: {write_data_summary(data, output_dir)}")
 
     # 2. An optional autoencoder stage, then the denoiser
     if config.model.kind in ("vae", "text") and not config.model.pretrained_vae:
@@ -114,17 +136,29 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None) -> Path
 
     # 3. Resume: model, optimizer, LR schedule and RNG from accelerate; EMA and the step from our state
     global_step = 0
+    guard = DivergenceGuard(accelerator, "optim.learning_rate")
     if resume_from_checkpoint:
-        checkpoint = checkpoints.resolve_checkpoint(output_dir, resume_from_checkpoint)
         if checkpoint is None:
             accelerator.print(f"No checkpoint in {checkpoints.checkpoint_dir(output_dir)} yet: starting from step 0.")
         else:
-            accelerator.print(f"Resuming from {checkpoint}")
+            state = checkpoints.read_state(checkpoint)
             accelerator.load_state(str(checkpoint))
-            global_step = checkpoints.read_state(checkpoint)["step"]
+            global_step, guard.last_checkpoint = state["step"], checkpoint
             if ema is not None:
                 checkpoints.load_ema(ema, checkpoint)
                 ema.to(accelerator.device)
+            # the schedule of this config at the restored step (see docs/training.md, "Extending a run")
+            learning_rate = restart_schedule(lr_scheduler, optimizer, config.optim.learning_rate)
+            planned = state.get("max_train_steps", config.max_train_steps)
+            accelerator.print(
+                f"Resuming from {checkpoint} at step {global_step} of {config.max_train_steps}"
+                + (f" (planned {planned}: the learning-rate schedule is rebuilt over {config.max_train_steps} steps)"
+                   if planned != config.max_train_steps else "")
+                + f", learning rate {learning_rate:.3g}."
+            )
+    finished = global_step >= config.max_train_steps
+    if finished:  # but its pipeline was never saved (stopped after the last checkpoint): save it now
+        accelerator.print(finished_message(global_step, config) + " Saving its pipeline.")
 
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -141,79 +175,90 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None) -> Path
     resume_batches = (global_step % steps_per_epoch) * config.gradient_accumulation_steps
     micro_step = global_step * config.gradient_accumulation_steps
     loss_sum, loss_count, images_seen, window_start = 0.0, 0, 0, time.perf_counter()
-    grad_norm = torch.tensor(0.0)
+    grad_norm, step_lr = torch.tensor(0.0), current_learning_rate(optimizer)
     loop_start, start_step, last_loss = time.perf_counter(), global_step, float("nan")
-    for epoch in range(first_epoch, num_epochs):
-        if global_step >= config.max_train_steps:
-            break
-        unet.train()
-        dataloader.set_epoch(epoch)
-        batches = dataloader
-        if epoch == first_epoch and resume_batches:
-            batches = accelerator.skip_first_batches(dataloader, resume_batches)
-        for batch in batches:
-            with accelerator.accumulate(unet, *extra_modules):
-                # Randomness drawn from (seed, micro-step, process) alone, so a resumed run replays it exactly.
-                step_seed = config.seed * 2**40 + micro_step * 1024 + accelerator.process_index
-                generator = torch.Generator(device=accelerator.device).manual_seed(step_seed)
-                torch.manual_seed(step_seed)  # dropout (UNet, fine-tuned encoder layers) draws from the global RNG
-                micro_step += 1
-                clean = task.model_input(batch, generator=generator)
-                noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
-                timesteps = torch.randint(
-                    0, noise_scheduler.config.num_train_timesteps, (clean.shape[0],), device=clean.device,
-                    generator=generator,
-                )
-                noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-                drop_mask = (
-                    torch.rand(clean.shape[0], device=clean.device, generator=generator)
-                    < config.diffusion.condition_dropout
-                )
-                # 1. predict noise (or v, or x0), 2. weighted MSE against the matching target
-                prediction = unet(noisy, timesteps, **task.condition_kwargs(batch, drop_mask)).sample
-                loss = diffusion_loss(prediction, clean, noise, timesteps, noise_scheduler, config.diffusion.snr_gamma)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(trained, config.optim.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach().item()
-            loss_count += 1
-            images_seen += clean.shape[0] * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-
-            global_step += 1
-            progress.update(1)
-            if ema is not None:
-                ema.step(unet.parameters())
-            if global_step % config.log_every_steps == 0 or global_step == config.max_train_steps:
-                elapsed = time.perf_counter() - window_start
-                logs = {
-                    "loss": loss_sum / max(loss_count, 1),
-                    "lr": lr_scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
-                    "images_per_second": images_seen / max(elapsed, 1e-9),
-                }
-                progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
-                last_loss = logs["loss"]
-                accelerator.log(logs, step=global_step)
-                loss_sum, loss_count, images_seen, window_start = 0.0, 0, 0, time.perf_counter()
-            if global_step % config.checkpointing_steps == 0:
-                save_checkpoint(accelerator, config, global_step, ema)
-            if accelerator.is_main_process and config.sample_every_steps and global_step % config.sample_every_steps == 0:
-                sample(accelerator, task, unet, ema, noise_scheduler, config, global_step)
+    try:
+        for epoch in range(first_epoch, num_epochs):
             if global_step >= config.max_train_steps:
                 break
-        if global_step >= config.max_train_steps:
-            break
-    progress.close()
+            unet.train()
+            dataloader.set_epoch(epoch)
+            batches = dataloader
+            if epoch == first_epoch and resume_batches:
+                batches = accelerator.skip_first_batches(dataloader, resume_batches)
+            for batch in batches:
+                with accelerator.accumulate(unet, *extra_modules):
+                    # Randomness drawn from (seed, micro-step, process) alone, so a resumed run replays it exactly.
+                    step_seed = config.seed * 2**40 + micro_step * 1024 + accelerator.process_index
+                    generator = torch.Generator(device=accelerator.device).manual_seed(step_seed)
+                    torch.manual_seed(step_seed)  # dropout (UNet, fine-tuned encoder layers) draws from the global RNG
+                    micro_step += 1
+                    clean = task.model_input(batch, generator=generator)
+                    noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
+                    timesteps = torch.randint(
+                        0, noise_scheduler.config.num_train_timesteps, (clean.shape[0],), device=clean.device,
+                        generator=generator,
+                    )
+                    noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+                    drop_mask = (
+                        torch.rand(clean.shape[0], device=clean.device, generator=generator)
+                        < config.diffusion.condition_dropout
+                    )
+                    # 1. predict noise (or v, or x0), 2. weighted MSE against the matching target
+                    prediction = unet(noisy, timesteps, **task.condition_kwargs(batch, drop_mask)).sample
+                    loss = diffusion_loss(
+                        prediction, clean, noise, timesteps, noise_scheduler, config.diffusion.snr_gamma
+                    )
+                    loss_sum += guard.observe_loss(loss)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        grad_norm = accelerator.clip_grad_norm_(trained, config.optim.max_grad_norm)
+                        step_lr = current_learning_rate(optimizer)  # the rate this update uses (logged as `lr`)
+                        # before the update: a diverged step never reaches the weights, a checkpoint or the pipeline
+                        guard.check(global_step + 1, step_lr, grad_norm)
+                    optimizer.step()
+                    lr_scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                loss_count += 1
+                images_seen += clean.shape[0] * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+
+                global_step += 1
+                progress.update(1)
+                if ema is not None:
+                    ema.step(unet.parameters())
+                if global_step % config.log_every_steps == 0 or global_step == config.max_train_steps:
+                    elapsed = time.perf_counter() - window_start
+                    logs = {
+                        "loss": loss_sum / max(loss_count, 1),
+                        "lr": step_lr,
+                        "grad_norm": float(grad_norm),
+                        "images_per_second": images_seen / max(elapsed, 1e-9),
+                    }
+                    progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
+                    last_loss = logs["loss"]
+                    accelerator.log(logs, step=global_step)
+                    loss_sum, loss_count, images_seen, window_start = 0.0, 0, 0, time.perf_counter()
+                if global_step % config.checkpointing_steps == 0 or global_step == config.max_train_steps:
+                    guard.last_checkpoint = save_checkpoint(accelerator, config, global_step, ema, run_id)
+                sample_now = config.sample_every_steps and global_step % config.sample_every_steps == 0
+                if accelerator.is_main_process and sample_now:
+                    sample(accelerator, task, unet, ema, noise_scheduler, config, global_step)
+                if global_step >= config.max_train_steps:
+                    break
+            if global_step >= config.max_train_steps:
+                break
+    finally:
+        progress.close()  # also when the run stops: the error is the last line printed
     summary = {
+        "run_id": run_id,
         "steps": global_step,
         "steps_this_run": global_step - start_step,
         "loop_seconds": time.perf_counter() - loop_start,
         "final_loss": last_loss,
+        "final_learning_rate": step_lr,
+        "mixed_precision": config.mixed_precision,
     }
     summary["images_per_second"] = (
         summary["steps_this_run"] * config.train_batch_size * config.gradient_accumulation_steps
@@ -225,12 +270,15 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None) -> Path
     if accelerator.is_main_process:
         pipeline = build_final_pipeline(accelerator, task, unet, ema, noise_scheduler, config)
         pipeline.save_pretrained(output_dir, model_card=model_card_info(config, data, global_step))
-        (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if not finished:  # a finished run's summary is already there
+            (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         sample_path = sample(accelerator, task, unet, ema, noise_scheduler, config, global_step)
-        accelerator.print(
-            f"Trained {global_step} steps in {summary['loop_seconds'] / 60:.1f} min "
-            f"({summary['images_per_second']:.1f} images/s), final loss {summary['final_loss']:.4f}."
-        )
+        if not finished:
+            accelerator.print(
+                f"Trained {global_step} steps in {summary['loop_seconds'] / 60:.1f} min "
+                f"({summary['images_per_second']:.1f} images/s), final loss {summary['final_loss']:.4f}, "
+                f"final learning rate {summary['final_learning_rate']:.3g}."
+            )
         accelerator.print(f"Pipeline saved to {output_dir.resolve()}")
         accelerator.print(f"Samples: {sample_path}")
         accelerator.print(
@@ -240,21 +288,42 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None) -> Path
     return output_dir
 
 
-def save_checkpoint(accelerator: Accelerator, config: TrainConfig, step: int, ema) -> Path | None:
-    """All processes write their accelerate state into a temporary folder; the main process then renames it."""
+def finished_message(step: int, config: TrainConfig) -> str:
+    return (
+        f"Run already finished at step {step} (max_train_steps {config.max_train_steps}): nothing to train. "
+        f"Raise max_train_steps to train it further."
+    )
+
+
+def record_precision(config: TrainConfig) -> None:
+    """fp16 needs a GPU: on a CPU accelerate silently runs fp32. Say so once, and record what actually runs in the
+    config saved with checkpoints and the pipeline, so it never claims fp16 for an fp32 run."""
+    if config.mixed_precision == "fp16" and PartialState().device.type == "cpu":
+        logger.warning(
+            "mixed_precision: fp16 needs a GPU; this run trains in fp32 on the CPU and records mixed_precision: no "
+            "(bf16 runs on CPUs).",
+            main_process_only=True,
+        )
+        config.mixed_precision = "no"
+
+
+def save_checkpoint(accelerator: Accelerator, config: TrainConfig, step: int, ema, run_id: str | None = None) -> Path:
+    """All processes write their accelerate state into a temporary folder; the main process then renames it.
+    Returns the checkpoint's folder (on every process)."""
     temporary = checkpoints.temporary_path(config.output_dir, step)
     if accelerator.is_main_process:
         checkpoints.clear(temporary)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(temporary), safe_serialization=True)
-    final = None
     if accelerator.is_main_process:
         if ema is not None:
             checkpoints.save_ema(ema, temporary)
         save_config(config, temporary / "training_config.yaml")
-        final = checkpoints.finalize(temporary, step, config.checkpoints_total_limit)
+        checkpoints.finalize(
+            temporary, step, config.checkpoints_total_limit, run_id, max_train_steps=config.max_train_steps
+        )
     accelerator.wait_for_everyone()
-    return final
+    return checkpoints.checkpoint_dir(config.output_dir) / f"checkpoint-{step}"
 
 
 def build_final_pipeline(accelerator, task, unet, ema, noise_scheduler, config: TrainConfig):
@@ -321,7 +390,13 @@ def _flat_hparams(config: TrainConfig) -> dict:
 if __name__ == "__main__":
     arguments = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0])).parse_args()
     try:
-        main(resolve_config(arguments), resume_from_checkpoint=arguments.resume_from_checkpoint)
+        main(
+            resolve_config(arguments), resume_from_checkpoint=arguments.resume_from_checkpoint,
+            overwrite_output_dir=arguments.overwrite_output_dir,
+        )
     except (ValueError, FileNotFoundError) as error:
         print(f"medgen train: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except TrainingStopped as error:
+        print(f"medgen train: error: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -69,15 +69,19 @@ def load_ema(ema, checkpoint: Path) -> None:
     ema.load_state_dict({"shadow_params": shadow, "optimization_step": step})
 
 
-def finalize(temporary: Path, step: int, total_limit: int | None) -> Path:
-    """Writes the state file, renames the folder into place, and prunes old checkpoints."""
-    (temporary / STATE_FILE).write_text(json.dumps({"step": step}, indent=2))
+def finalize(
+    temporary: Path, step: int, total_limit: int | None, run_id: str | None = None, **state
+) -> Path:
+    """Writes the state file (step, the id of the run, any extra `state`), renames the folder into place, and
+    prunes old checkpoints of the same run."""
+    (temporary / STATE_FILE).write_text(json.dumps({"step": step, "run_id": run_id, **state}, indent=2))
     final = temporary.parent / f"checkpoint-{step}"
     if final.exists():
         shutil.rmtree(final)
     temporary.rename(final)
     if total_limit is not None:
-        for old in list_checkpoints(temporary.parent.parent)[:-total_limit]:
+        own = [path for path in list_checkpoints(temporary.parent.parent) if read_state(path).get("run_id") == run_id]
+        for old in own[:-total_limit]:
             shutil.rmtree(old)
     return final
 

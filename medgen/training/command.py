@@ -16,6 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--resume_from_checkpoint", "--resume-from-checkpoint",
         help="'latest' (newest complete checkpoint in output_dir, or a fresh start if none) or a checkpoint folder.",
     )
+    parser.add_argument(
+        "--overwrite_output_dir", "--overwrite-output-dir", action="store_true",
+        help="Remove the pipeline, checkpoints, samples and logs of an earlier run in output_dir before training "
+        "(without it, a folder holding an earlier run is refused).",
+    )
     parser.add_argument("overrides", nargs="*", help="key=value overrides of config fields, e.g. optim.learning_rate=1e-4")
     return parser
 
@@ -38,7 +43,18 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medgen.train import main
+    """0 on success; 1 when training stopped (divergence), with one line naming the step; config errors raise."""
+    import sys
 
-    main(resolve_config(args), resume_from_checkpoint=args.resume_from_checkpoint)
+    from medgen.train import main
+    from medgen.training.divergence import TrainingStopped
+
+    try:
+        main(
+            resolve_config(args), resume_from_checkpoint=args.resume_from_checkpoint,
+            overwrite_output_dir=args.overwrite_output_dir,
+        )
+    except TrainingStopped as error:
+        print(f"medgen train: error: {error}", file=sys.stderr)
+        return 1
     return 0

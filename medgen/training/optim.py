@@ -37,3 +37,22 @@ def build_lr_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int, num
         num_warmup_steps=warmup,
         num_training_steps=config.max_train_steps * num_processes,
     )
+
+
+def restart_schedule(lr_scheduler, optimizer, learning_rate: float) -> float:
+    """After a resume: the schedule of the *current* config, evaluated at the restored step; returns the new LR.
+
+    A checkpoint stores the scheduler's step and base learning rate, while the schedule's shape (warmup,
+    `max_train_steps`, milestones) comes from the config it is rebuilt with. Without this the first step after a
+    resume would still use the learning rate stored in the optimizer (near zero at the end of a cosine run that
+    is being extended) and an `optim.learning_rate` override would be ignored. With an unchanged config the
+    values are exactly those stored, so an interrupted run resumes bit for bit.
+    """
+    inner = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate wraps the torch scheduler
+    inner.base_lrs = [learning_rate] * len(inner.base_lrs)
+    rates = [base * factor(inner.last_epoch) for base, factor in zip(inner.base_lrs, inner.lr_lambdas)]
+    for group, rate in zip(optimizer.param_groups, rates):
+        group["initial_lr"] = learning_rate
+        group["lr"] = rate
+    inner._last_lr = list(rates)
+    return rates[0]

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 from medgen.config import TrainConfig, VAEConfig, config_to_dict, save_config
+from medgen.training.divergence import DivergenceGuard, current_learning_rate
 
 AUTOENCODER_SUBFOLDER = "autoencoder"
 METRICS_FILE = "reconstruction_metrics.json"
@@ -209,22 +210,30 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator) -> Path:
     # 1. Train: reconstruction + KL (+ SSIM)
     progress = tqdm(total=vae_config.max_train_steps, desc="autoencoder", disable=not accelerator.is_local_main_process)
     step, start = 0, time.perf_counter()
+    guard = DivergenceGuard(
+        accelerator, "vae.learning_rate", stage="autoencoder training", remedies=("a smaller optim.max_grad_norm",)
+    )
     vae.train()
-    while step < vae_config.max_train_steps:
-        for batch in dataloader:
-            loss, parts = autoencoder_loss(vae, batch["pixel_values"], vae_config, perceptual)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(vae.parameters(), config.optim.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            progress.update(1)
-            if step % config.log_every_steps == 0 or step == vae_config.max_train_steps:
-                progress.set_postfix({name: f"{value:.4f}" for name, value in parts.items()})
-                accelerator.log({f"autoencoder/{name}": value for name, value in parts.items()}, step=step)
-            if step >= vae_config.max_train_steps:
-                break
-    progress.close()
+    try:
+        while step < vae_config.max_train_steps:
+            for batch in dataloader:
+                loss, parts = autoencoder_loss(vae, batch["pixel_values"], vae_config, perceptual)
+                guard.observe_loss(loss)
+                accelerator.backward(loss)
+                grad_norm = accelerator.clip_grad_norm_(vae.parameters(), config.optim.max_grad_norm)
+                # before the update: a diverged autoencoder is never saved or handed to the diffusion stage
+                guard.check(step + 1, current_learning_rate(optimizer), grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                progress.update(1)
+                if step % config.log_every_steps == 0 or step == vae_config.max_train_steps:
+                    progress.set_postfix({name: f"{value:.4f}" for name, value in parts.items()})
+                    accelerator.log({f"autoencoder/{name}": value for name, value in parts.items()}, step=step)
+                if step >= vae_config.max_train_steps:
+                    break
+    finally:
+        progress.close()
     accelerator.wait_for_everyone()
 
     # 2. Scale latents to unit variance, measure held-out reconstructions, save (main process only)
