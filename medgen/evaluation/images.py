@@ -56,6 +56,8 @@ class ImageSet:
         label_names: names of the L label columns.
         multi_label: whether an image may carry several labels.
         source: a short description for the report (path, "pipeline", ...).
+        groups: optional `(N,)` group of each image (e.g. patient id): images of one group are never put
+            on both sides of a train / held-out split.
     """
 
     images: np.ndarray
@@ -63,9 +65,16 @@ class ImageSet:
     label_names: list[str] = field(default_factory=list)
     multi_label: bool = False
     source: str = ""
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.images = as_image_batch(self.images, name=self.source or "images")
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups).astype(str)
+            if self.groups.shape != (len(self.images),):
+                raise ValueError(
+                    f"{self.source or 'images'}: {len(self.images)} images but groups of shape {self.groups.shape}"
+                )
         if self.labels is not None:
             self.labels = np.asarray(self.labels, dtype=np.float32)
             if self.labels.ndim == 1:
@@ -97,7 +106,8 @@ class ImageSet:
 
     def subset(self, mask_or_index: np.ndarray) -> ImageSet:
         labels = None if self.labels is None else self.labels[mask_or_index]
-        return ImageSet(self.images[mask_or_index], labels, list(self.label_names), self.multi_label, self.source)
+        groups = None if self.groups is None else self.groups[mask_or_index]
+        return ImageSet(self.images[mask_or_index], labels, list(self.label_names), self.multi_label, self.source, groups)
 
     def grayscale(self) -> np.ndarray:
         """`(N, H, W)` float32: the channel mean, which the intensity statistics are defined on."""
@@ -245,6 +255,8 @@ def infer_data_source(path: Path) -> str:
     """Guesses the data layer's `DataConfig.source` from a path: `.npz` -> medmnist, folder with a CSV -> csv, ..."""
     if path.suffix.lower() == ".npz":
         return "medmnist"
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return "csv"
     if path.is_file() and (path.suffix.lower() == ".dcm" or path.suffix == ""):
         return "dicom"
     if path.is_dir():
@@ -253,20 +265,60 @@ def infer_data_source(path: Path) -> str:
         if any(p.suffix.lower() == ".dcm" for p in path.rglob("*.dcm")):
             return "dicom"
         return "folder"
-    raise FileNotFoundError(f"real data not found: {path} (expected a .npz file, an image folder or DICOM files)")
+    raise FileNotFoundError(f"real data not found: {path} (expected a .npz file, a CSV, an image folder or DICOM files)")
+
+
+def _image_groups(built: Any, sources: Sequence[str], group_column: str) -> np.ndarray:
+    """The `group_column` value (e.g. patient id) of each image, read from the CSV the data layer read."""
+    from medgen.data.tables import locate_csv, read_table
+
+    config = built.config
+    if config.source != "csv":
+        raise ValueError(f"group_column {group_column!r} needs CSV data (a folder with metadata.csv or a CSV), not source {config.source!r}")
+    root, csv_path = locate_csv(config.path, config.csv_path)
+    frame = read_table(csv_path)
+    path_column = (getattr(built, "read_from", None) or {}).get("path_column") or config.path_column
+    if group_column not in frame.columns:
+        raise ValueError(f"group_column {group_column!r} is not a column of {csv_path}; its columns are {list(frame.columns)}")
+    lookup = {}
+    for path, group in zip(frame[path_column], frame[group_column]):
+        path = Path(str(path).strip())
+        lookup[str(path if path.is_absolute() else root / path)] = str(group).strip()
+    groups = np.array([lookup.get(source.rsplit("#", 1)[0] if "#" in source else source, "") for source in sources])
+    blank = np.flatnonzero(groups == "")
+    if len(blank):
+        raise ValueError(
+            f"group_column {group_column!r} of {csv_path} is blank for {len(blank)} image(s), e.g. {sources[blank[0]]}"
+        )
+    return groups
 
 
 def load_real_split(
-    data: Any, split: str, resolution: int | None = None, channels: int = 1, max_samples: int | None = None, **options: Any
+    data: Any,
+    split: str,
+    resolution: int | None = None,
+    channels: int = 1,
+    max_samples: int | None = None,
+    group_column: str | None = None,
+    **options: Any,
 ) -> ImageSet:
     """Reads one split of real data through the data layer (`medgen.data.build_dataset`).
 
-    `data` is a `DataConfig` (its split and resolution are replaced) or a path whose source is inferred
-    (`infer_data_source`); `options` are further `DataConfig` fields (e.g. `findings_column`).
+    `data` is a `DataConfig` (its split and resolution are replaced; everything else, e.g. normalization,
+    filters and label mapping, is read as configured) or a path whose source is inferred
+    (`infer_data_source`); `options` are further `DataConfig` fields (e.g. `findings_column`, `filters`).
+    `group_column` names a CSV column (e.g. `patient_id`) whose value becomes each image's group.
     """
     from medgen.data import DataConfig, build_dataset
 
     if isinstance(data, DataConfig):
+        # A configured dataset is read as configured: reading it at another size would compare the
+        # generated images with data the model never saw in that form.
+        if resolution is not None and int(resolution) != data.resolution:
+            raise ValueError(
+                f"the images to score are {resolution} px but the data config reads images at {data.resolution} px "
+                f"({data.path}); generate at the training resolution"
+            )
         values = data.to_dict()
     else:
         path = Path(data)
@@ -291,12 +343,14 @@ def load_real_split(
     labels = np.asarray(dataset["labels"], dtype=np.float32) if label_names and "labels" in dataset.column_names else None
     if labels is not None and labels.ndim == 2 and labels.shape[1] == 0:
         labels = None
+    groups = _image_groups(built, list(dataset["source"]), group_column) if group_column else None
     return ImageSet(
         images,
         labels,
         label_names if labels is not None else [],
         bool(getattr(built, "multi_label", False)),
         f"{config.path} [{split}]",
+        groups,
     )
 
 

