@@ -95,6 +95,27 @@ def test_cli_samples_a_tiny_pipeline(pneumoniamnist_npz, tmp_path):
     assert report["n_generated"] == 8 and report["image_shape"] == [1, 16, 16]
     assert {name: entry["n_generated"] for name, entry in report["per_label"].items()} == {"normal": 4, "pneumonia": 4}
     assert report["sampling"]["num_inference_steps"] == 2
+    # what was read is saved beside the report: images per label of each real split
+    summary = json.loads((tmp_path / "out" / "data_summary_test.json").read_text())
+    assert summary["num_images"] == 100 and sum(summary["images_per_label"].values()) == 100
+    assert json.loads((tmp_path / "out" / "data_summary_train.json").read_text())["num_images"] == 4707
+
+
+def test_cli_reads_the_real_data_before_sampling(tmp_path, monkeypatch, capsys):
+    from helpers import tiny_label_pipeline
+
+    import medgen.evaluation.api as api
+    from medgen.cli import main
+
+    tiny_label_pipeline().save_pretrained(tmp_path / "pipe")
+    sampled = []
+    monkeypatch.setattr(api, "sample_pipeline", lambda *args, **kwargs: sampled.append(1))
+    code = main([
+        "evaluate", "--pipeline", str(tmp_path / "pipe"), "--data", str(tmp_path / "typo.npz"),
+        "--num-samples", "8", "--output", str(tmp_path / "out"), "--device", "cpu",
+    ])
+    assert code == 2 and sampled == []
+    assert "typo.npz" in capsys.readouterr().err
 
 
 def test_text_pipelines_are_prompted_from_the_template(pneumoniamnist_npz, tmp_path, monkeypatch):

@@ -8,8 +8,6 @@ folder, so that a model can always be traced back to the images it saw.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -86,16 +84,12 @@ def write_data_summary(data: Any, folder: str | Path, filename: str = DATA_SUMMA
 
     Written to a temporary file and renamed, so a crash never leaves half a summary.
     """
+    from medgen.files import atomic_write
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / filename
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{filename}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(summarize_dataset(data), stream, indent=2)
-            stream.write("\n")
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(target, "w") as stream:
+        json.dump(summarize_dataset(data), stream, indent=2)
+        stream.write("\n")
     return target

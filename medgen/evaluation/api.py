@@ -296,6 +296,16 @@ def _resolve_device(device: str) -> str:
     return device
 
 
+def pipeline_image_geometry(pipe: Any) -> tuple[int, int]:
+    """`(channels, side)` of the images `pipe` makes, read from its config without sampling."""
+    unet_config = pipe.unet.config
+    side = unet_config.sample_size if isinstance(unet_config.sample_size, int) else unet_config.sample_size[0]
+    vae = getattr(pipe, "vae", None)
+    if vae is None:
+        return int(unet_config.out_channels), int(side)
+    return int(vae.config.out_channels), int(side) * 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 def sample_pipeline(
     pipe: Any,
     num_samples: int,
@@ -449,7 +459,7 @@ def evaluate(
         channels, height, width = _peek_size(Path(generated))
         if height != width:
             raise ValueError(f"generated images in {generated} are {height}x{width}; the data layer reads square images only")
-        real = load_real_split(data, split, height, channels, max_real, group_column, **data_options)
+        real = load_real_split(data, split, height, channels, max_real, group_column, summary_dir=output, **data_options)
         generated_set = load_generated_folder(generated, real.label_names)
         extra: dict[str, Any] = {"generated_folder": str(generated)}
     else:
@@ -461,6 +471,9 @@ def evaluate(
             pipe = load_pipeline(pipeline)
         else:
             pipe = pipeline
+        # the real data is read before sampling, so that a wrong path or column fails in seconds, not after it
+        channels, height = pipeline_image_geometry(pipe)
+        real = load_real_split(data, split, height, channels, max_real, group_column, summary_dir=output, **data_options)
         pipe.to(_resolve_device(device))
         pipe.set_progress_bar_config(disable=True)
         with torch.inference_mode():
@@ -468,8 +481,11 @@ def evaluate(
                 pipe, num_samples, labels, num_inference_steps, guidance_scale, sample_batch_size, seed,
                 prompt_template=prompt_template, progress=progress,
             )
-        channels, height = images.shape[-1], images.shape[1]
-        real = load_real_split(data, split, height, channels, max_real, group_column, **data_options)
+        if images.shape[1] != height or images.shape[-1] != channels:
+            raise RuntimeError(
+                f"the pipeline made {images.shape[1]} px images with {images.shape[-1]} channel(s); "
+                f"its config announced {height} px and {channels}"
+            )
         generated_set = _labelled_set(images, image_labels, real, f"pipeline {pipeline if isinstance(pipeline, (str, Path)) else type(pipeline).__name__}")
         extra = {
             "pipeline": str(pipeline) if isinstance(pipeline, (str, Path)) else type(pipeline).__name__,
@@ -482,7 +498,9 @@ def evaluate(
         }
     train = None
     if train_split is not None and train_split != split:
-        train = load_real_split(data, train_split, real.size[0], real.images.shape[1], None, group_column, **data_options)
+        train = load_real_split(
+            data, train_split, real.size[0], real.images.shape[1], None, group_column, summary_dir=output, **data_options
+        )
         if train.fingerprint() == real.fingerprint():
             train = None
     extra["split"] = split

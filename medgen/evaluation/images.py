@@ -300,6 +300,7 @@ def load_real_split(
     channels: int = 1,
     max_samples: int | None = None,
     group_column: str | None = None,
+    summary_dir: str | Path | None = None,
     **options: Any,
 ) -> ImageSet:
     """Reads one split of real data through the data layer (`medgen.data.build_dataset`).
@@ -308,8 +309,10 @@ def load_real_split(
     filters and label mapping, is read as configured) or a path whose source is inferred
     (`infer_data_source`); `options` are further `DataConfig` fields (e.g. `findings_column`, `filters`).
     `group_column` names a CSV column (e.g. `patient_id`) whose value becomes each image's group.
+    What was read (images per label, files left out and why) is printed and, with `summary_dir`, saved
+    there as `data_summary_<split>.json`.
     """
-    from medgen.data import DataConfig, build_dataset
+    from medgen.data import DataConfig, build_dataset, format_data_summary, summarize_dataset, write_data_summary
 
     if isinstance(data, DataConfig):
         # A configured dataset is read as configured: reading it at another size would compare the
@@ -337,6 +340,9 @@ def load_real_split(
     dataset = built.dataset.with_format("numpy")
     if len(dataset) == 0:
         raise ValueError(f"real data {config.path} split {split!r} is empty")
+    print(f"Real data, split {split!r}: " + format_data_summary(summarize_dataset(built)), flush=True)
+    if summary_dir is not None:
+        write_data_summary(built, summary_dir, filename=f"data_summary_{split}.json")
     pixels = np.asarray(dataset["pixel_values"], dtype=np.float32)
     images = (np.clip(pixels, -1.0, 1.0) + 1.0) / 2.0
     label_names = list(getattr(built, "label_names", []) or [])
