@@ -1,4 +1,5 @@
-"""The `medgen` command line: `medgen generate`, `medgen evaluate`, `medgen space build`, `medgen train`.
+"""The `medgen` command line: `medgen generate`, `medgen evaluate`, `medgen downstream`, `medgen space build`,
+`medgen train`.
 
 Each command lives in its own module exposing `add_parser(subparsers)` and `run(args)`;
 heavy libraries are imported inside `run`, so `medgen --help` answers at once.
@@ -10,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("medgen.generate", "medgen.evaluation.cli", "medgen.space", "medgen.training.command")
+COMMAND_MODULES = ("medgen.generate", "medgen.evaluation.cli", "medgen.space", "medgen.training.command", "medgen.downstream.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args) or 0
-    except (ValueError, FileNotFoundError) as error:
-        # User errors (bad paths, unknown labels, out-of-range values) get one clear line, no traceback.
+    except (ValueError, OSError) as error:
+        # User errors (bad paths, unknown labels, out-of-range values, a full disk or an unwritable output
+        # folder) get one clear line naming the input, no traceback; `--verbose` shows it where a command has it.
+        if getattr(args, "verbose", False):
+            raise
         print(f"medgen {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -218,18 +218,8 @@ def run(args: argparse.Namespace) -> int:
     """Load the pipeline, sample ``--count`` images batch by batch, post-process, export.
 
     A file system error (full disk, unusable ``--output``) ends the command with one line naming
-    the path, exit code 2, and no traceback unless ``--verbose``.
+    the path, exit code 2, and no traceback unless ``--verbose`` (see `medgen.cli.main`).
     """
-    try:
-        return _generate(args)
-    except OSError as error:
-        if getattr(args, "verbose", False):
-            raise
-        print(f"medgen generate: error: {error}", file=sys.stderr)
-        return 2
-
-
-def _generate(args: argparse.Namespace) -> int:
     from medgen.files import check_writable_dir
 
     _check_arguments(args)
