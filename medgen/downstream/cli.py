@@ -1,0 +1,153 @@
+"""`medgen downstream`: train one classifier recipe on real, real+synthetic, real+duplicated and synthetic data.
+
+Examples::
+
+    medgen downstream --pipeline runs/pneumonia/pipeline --data ../shared/data/pneumoniamnist/pneumoniamnist.npz \\
+        --output downstream/pneumonia --real-fraction 0.05,0.2,1.0 --seeds 5
+    medgen downstream --synthetic out/ --data cxr/ --label-column finding --group-column patient_id \\
+        --rare-label pneumonia --output downstream/rare
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+MAX_SEEDS = 100
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in (0, 1], got {text!r}") from None
+    if not values or any(not (math.isfinite(v) and 0 < v <= 1) for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in (0, 1], got {text!r}")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"a real fraction is given twice in {text!r}")
+    return values
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _count(text: str, low: int = 1, high: int | None = None) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high if high is not None else 'inf'}], got {value}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "downstream",
+        help="do synthetic images help a classifier? real vs real+synthetic vs a count-matched real+duplicated control",
+        description=(
+            "For each real fraction and seed, train the same classifier on four training sets: the real subset, "
+            "real+synthetic, real+duplicated (as many extra re-sampled real images as synthetic ones: the control) "
+            "and synthetic only; test each on the held-out real test split. Writes OUTPUT/report.json, "
+            "OUTPUT/report.html and OUTPUT/auroc.svg. Research and teaching only, not for diagnosis."
+        ),
+    )
+    synthetic = parser.add_mutually_exclusive_group(required=True)
+    synthetic.add_argument("--pipeline", help="label-conditioned pipeline folder or Hub repo id to sample synthetic images from")
+    synthetic.add_argument("--synthetic", help="folder of `medgen generate` outputs, one sub-folder per label")
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data", help="real data: MedMNIST .npz, image folder with metadata.csv, or a CSV file")
+    data.add_argument("--config", help="training config (YAML) whose data section describes the real data")
+    parser.add_argument("--split", default="train", help="real training split (default train)")
+    parser.add_argument("--test-split", default="test", help="held-out real test split, never trained on (default test)")
+    parser.add_argument("--label-column", help="CSV column with each image's label (CSV data)")
+    parser.add_argument("--group-column", help="CSV column grouping images (e.g. patient_id): a subset takes whole groups")
+    parser.add_argument("--output", required=True, help="report folder (report.json, report.html, auroc.svg)")
+    parser.add_argument("--real-fraction", type=_fractions, default=[0.05, 0.2, 1.0], help="fractions of the real training split (default 0.05,0.2,1.0)")
+    parser.add_argument("--synthetic-ratio", type=_ratio, default=1.0, help="extra images per real image in real+synthetic and real+duplicated (default 1.0)")
+    parser.add_argument("--seeds", type=lambda t: _count(t, 1, MAX_SEEDS), default=5, help="seeds per real fraction (default 5)")
+    parser.add_argument("--seed", type=lambda t: _count(t, 0, 2**31 - 1), default=0, help="run seed: every subset, image and classifier seed derives from it (default 0)")
+    parser.add_argument("--rare-label", help="add synthetic (and duplicated) images of this label only")
+    parser.add_argument("--quick", action="store_true", help="tiny classifier, few steps: a smoke test, not a result")
+    parser.add_argument("--max-real", type=_count, help="read at most this many real images per split (quick runs)")
+    parser.add_argument("--num-inference-steps", type=lambda t: _count(t, 1, 1000), default=25, help="denoising steps (default 25)")
+    parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the pipeline's)")
+    parser.add_argument("--batch-size", type=_count, default=32, help="images per pipeline call (default 32)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="device for sampling and the classifiers (default auto)")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from medgen.downstream.classifier import QUICK, STANDARD
+    from medgen.downstream.data import attach_groups, check_disjoint, data_config_values, load_split
+    from medgen.downstream.experiment import run_downstream
+    from medgen.downstream.report import summary_table, write_report
+    from medgen.downstream.synthetic import check_pipeline_labels, peek_folder_geometry, pipeline_geometry
+
+    if args.guidance_scale is not None and not (math.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
+        raise ValueError(f"--guidance-scale must be a finite number >= 0; got {args.guidance_scale}")
+    values = data_config_values(args.data, args.config, args.label_column)
+    if args.group_column is not None and values.get("source") != "csv":
+        raise ValueError(f"--group-column {args.group_column!r} needs CSV data (a folder with metadata.csv or a CSV file)")
+    from medgen.generate import _resolve_device
+
+    device = _resolve_device(args.device)
+    pipe = None
+    if args.pipeline is not None:
+        from medgen.pipelines import load_pipeline
+
+        pipe = load_pipeline(args.pipeline)
+        pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        channels, side = pipeline_geometry(pipe)
+    else:
+        channels, side = peek_folder_geometry(args.synthetic)
+    train = load_split(values, args.split, side, channels, args.max_real)
+    test = load_split(values, args.test_split, side, channels, args.max_real)
+    if args.group_column is not None:
+        attach_groups(train, values, args.group_column)
+        attach_groups(test, values, args.group_column)
+    check_disjoint(train, test, args.split, args.test_split)
+    if pipe is not None:
+        check_pipeline_labels(pipe, train.label_names, args.pipeline)
+    report = run_downstream(
+        train,
+        test,
+        pipeline=pipe,
+        synthetic_folder=args.synthetic,
+        real_fractions=args.real_fraction,
+        synthetic_ratio=args.synthetic_ratio,
+        seeds=args.seeds,
+        seed=args.seed,
+        rare_label=args.rare_label,
+        recipe=QUICK if args.quick else STANDARD,
+        num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale,
+        sample_batch_size=args.batch_size,
+        device=device,
+        progress=True,
+    )
+    report = {
+        "command": "medgen downstream",
+        "pipeline": args.pipeline,
+        "data": args.data or f"{args.config} (data section)",
+        "split": args.split,
+        "test_split": args.test_split,
+        "group_column": args.group_column,
+        "quick": args.quick,
+        **report,
+    }
+    write_report(report, args.output)
+    print(summary_table(report))
+    print(f"report: {args.output}/report.html", file=sys.stderr)
+    return 0

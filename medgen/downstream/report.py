@@ -1,0 +1,176 @@
+"""`report.json` (every number) and `report.html` (tables, an AUROC-vs-fraction plot, how to read them).
+
+The plot is a hand-written SVG (no plotting library needed), also saved as `auroc.svg`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from medgen.downstream.arms import ARMS
+from medgen.evaluation.report import to_jsonable
+
+COLOURS = {"real": "#1f77b4", "real+synthetic": "#d62728", "real+duplicated": "#2ca02c", "synthetic": "#9467bd"}
+
+
+def _mean_ci(summary: dict | None, digits: int = 3) -> str:
+    if not summary or summary.get("mean") is None:
+        return "n/a"
+    text = f"{summary['mean']:.{digits}f}"
+    if summary.get("ci95"):
+        low, high = summary["ci95"]
+        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+    return text
+
+
+def auroc_plot_svg(report: dict, width: int = 560, height: int = 340) -> str:
+    """AUROC (mean, 95% CI bars) against real fraction (log axis when the fractions span a factor > 4), one line per arm."""
+    left, right, top, bottom = 56, 150, 20, 44
+    fractions = [result["real_fraction"] for result in report["results"]]
+    values = [
+        value
+        for result in report["results"]
+        for arm in ARMS
+        for value in [result["arms"][arm]["auroc"]["mean"], *(result["arms"][arm]["auroc"]["ci95"] or [])]
+        if value is not None
+    ]
+    low, high = (min(values), max(values)) if values else (0.5, 1.0)
+    low, high = max(0.0, math.floor(low * 20) / 20), min(1.0, math.ceil(high * 20) / 20)
+    if high - low < 0.05:
+        low, high = max(0.0, low - 0.05), min(1.0, high + 0.05)
+    use_log = min(fractions) > 0 and max(fractions) / min(fractions) > 4
+    scale = math.log10 if use_log else (lambda value: value)
+    x_low, x_high = scale(min(fractions)), scale(max(fractions))
+    span = (x_high - x_low) or 1.0
+    plot_width, plot_height = width - left - right, height - top - bottom
+
+    def x(fraction: float) -> float:
+        inner = plot_width - 40  # keep the first and last points off the axes
+        return left + 20 + (scale(fraction) - x_low) / span * inner if len(set(fractions)) > 1 else left + plot_width / 2
+
+    def y(value: float) -> float:
+        return top + (high - value) / (high - low) * plot_height
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_height}" stroke="black"/>',
+        f'<line x1="{left}" y1="{top + plot_height}" x2="{left + plot_width}" y2="{top + plot_height}" stroke="black"/>',
+        f'<text x="{left + plot_width / 2}" y="{height - 8}" text-anchor="middle">real fraction{" (log scale)" if use_log else ""}</text>',
+        f'<text x="14" y="{top + plot_height / 2}" text-anchor="middle" transform="rotate(-90 14 {top + plot_height / 2})">test AUROC</text>',
+    ]
+    for step in range(5):
+        value = low + (high - low) * step / 4
+        parts.append(f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:.2f}</text>')
+        parts.append(f'<line x1="{left}" y1="{y(value):.1f}" x2="{left + plot_width}" y2="{y(value):.1f}" stroke="#ddd"/>')
+    for fraction in sorted(set(fractions)):
+        parts.append(f'<text x="{x(fraction):.1f}" y="{top + plot_height + 16}" text-anchor="middle">{fraction:g}</text>')
+    for offset, arm in enumerate(ARMS):
+        colour = COLOURS[arm]
+        dodge = (offset - 1.5) * 3  # keep the CI bars of the four arms apart
+        points = []
+        for result in sorted(report["results"], key=lambda r: r["real_fraction"]):
+            summary = result["arms"][arm]["auroc"]
+            if summary["mean"] is None:
+                continue
+            px = x(result["real_fraction"]) + dodge
+            points.append(f"{px:.1f},{y(summary['mean']):.1f}")
+            if summary["ci95"]:
+                ci_low, ci_high = (min(max(v, low), high) for v in summary["ci95"])
+                parts.append(f'<line x1="{px:.1f}" y1="{y(ci_low):.1f}" x2="{px:.1f}" y2="{y(ci_high):.1f}" stroke="{colour}"/>')
+            parts.append(f'<circle cx="{px:.1f}" cy="{y(summary["mean"]):.1f}" r="3" fill="{colour}"/>')
+        if len(points) > 1:
+            parts.append(f'<polyline points="{" ".join(points)}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        legend_y = top + 14 + offset * 18
+        parts.append(f'<line x1="{width - right + 12}" y1="{legend_y - 4}" x2="{width - right + 32}" y2="{legend_y - 4}" stroke="{colour}" stroke-width="2"/>')
+        parts.append(f'<text x="{width - right + 38}" y="{legend_y}">{html.escape(arm)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def summary_table(report: dict) -> str:
+    """Markdown table: one row per (fraction, arm), AUROC and balanced accuracy with 95% CIs, and the control difference."""
+    lines = [
+        "| real fraction | arm | n train | AUROC mean [95% CI] | balanced accuracy mean [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for result in report["results"]:
+        for arm in ARMS:
+            values = result["arms"][arm]
+            lines.append(
+                f"| {result['real_fraction']:g} | {arm} | {values['n_train']['mean']:.0f} | {_mean_ci(values['auroc'])} | "
+                f"{_mean_ci(values['balanced_accuracy'])} |"
+            )
+        difference = result["synthetic_minus_duplicated"]
+        lines.append(
+            f"| {result['real_fraction']:g} | **synthetic - duplicated** | | {_mean_ci(difference['auroc'])} | "
+            f"{_mean_ci(difference['balanced_accuracy'])} |"
+        )
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], output: str | Path) -> Path:
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    report = to_jsonable(report)
+    (output / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    svg = auroc_plot_svg(report)
+    (output / "auroc.svg").write_text(svg + "\n")
+    labels = report["label_names"]
+    sections = []
+    for result in report["results"]:
+        rows = []
+        for arm in ARMS:
+            values = result["arms"][arm]
+            rows.append(
+                [f"<b>{html.escape(arm)}</b>", f"{values['n_train']['mean']:.0f}", _mean_ci(values["auroc"]), _mean_ci(values["balanced_accuracy"])]
+                + [_mean_ci(values["sensitivity"][name]) for name in labels]
+                + [", ".join("n/a" if v is None else f"{v:.3f}" for v in values["auroc"]["values"])]
+            )
+        difference = result["synthetic_minus_duplicated"]
+        rows.append(
+            ["<b>real+synthetic minus real+duplicated</b>", "", _mean_ci(difference["auroc"]), _mean_ci(difference["balanced_accuracy"])]
+            + [_mean_ci(difference["sensitivity"][name]) for name in labels]
+            + [", ".join("n/a" if v is None else f"{v:.3f}" for v in difference["auroc"]["values"])]
+        )
+        table = _table(
+            rows,
+            ["arm", "n train", "AUROC [95% CI]", "balanced accuracy [95% CI]"]
+            + [f"sensitivity {name}" for name in labels]
+            + ["AUROC per seed"],
+        )
+        sections.append(
+            f"<h2>real fraction {result['real_fraction']:g} ({min(result['n_real'])}-{max(result['n_real'])} real images)</h2>"
+            f"{table}<p><b>Verdict (AUROC):</b> {html.escape(difference['verdict_auroc'])}.</p>"
+        )
+    recipe = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in report["recipe"].items())
+    source = report.get("pipeline") or report["synthetic"].get("folder")
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>medgen downstream</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head><body>
+<h1>Do the synthetic images help a classifier?</h1>
+<p>Synthetic images from <code>{html.escape(str(source))}</code>; real data <code>{html.escape(str(report.get('data', '')))}</code>:
+{report['n_real_train']} training images, {report['n_real_test']} held-out test images (never trained on).
+{report['seeds']} seed(s) per real fraction; extra images: {report['synthetic_ratio']:g} x the real subset,
+{('of label ' + html.escape(report['rare_label']) + ' only') if report['rare_label'] else 'label-balanced'}.</p>
+<p>How to read: <b>real+duplicated</b> is the control. It adds exactly as many images, with the same labels, as
+<b>real+synthetic</b> does, but they are re-sampled real images. Synthetic images are useful beyond "more images"
+only where the difference <i>real+synthetic minus real+duplicated</i> has a 95% interval above 0. Intervals are
+mean +/- t(0.975, n-1) x standard error over seeds; differences are paired (same real subset and classifier seed).</p>
+{svg}
+{''.join(sections)}
+<h2>Classifier recipe (the same for every arm)</h2><ul>{recipe}</ul>
+<p>Research and teaching only, not for diagnosis.</p></body></html>
+"""
+    (output / "report.html").write_text(page)
+    return output

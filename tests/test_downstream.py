@@ -1,0 +1,199 @@
+"""`medgen downstream`: the four arms, the count-matched control, the statistics and the report."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import numpy as np
+import pytest
+
+import helpers  # tests/helpers.py: tiny seeded pipelines (pytest puts tests/ on sys.path)
+from medgen import cli
+from medgen.downstream.arms import ARMS, build_arms
+from medgen.downstream.classifier import Recipe
+from medgen.downstream.data import LabelledImages, draw_subset
+from medgen.downstream.experiment import run_downstream
+from medgen.downstream.stats import paired_difference, summarize
+
+TINY_RECIPE = Recipe(widths=(4,), steps=3, batch_size=8)
+
+
+def _images(counts: dict[int, int], value: float = 0.5, side: int = 8) -> LabelledImages:
+    targets = np.concatenate([np.full(count, label) for label, count in counts.items()]).astype(np.int64)
+    images = np.full((len(targets), 1, side, side), value, dtype=np.float32)
+    images[:, 0, 0, 0] = np.arange(len(targets)) / len(targets)  # each image distinguishable
+    return LabelledImages(images, targets, ["normal", "pneumonia"], [f"real{i}" for i in range(len(targets))])
+
+
+def _pool(counts=(50, 50), side: int = 8) -> list[np.ndarray]:
+    return [np.full((count, 1, side, side), 0.9, dtype=np.float32) for count in counts]
+
+
+def _label_counts(images: LabelledImages) -> np.ndarray:
+    return np.bincount(images.targets, minlength=2)
+
+
+def _is_real(images: LabelledImages, real: LabelledImages) -> np.ndarray:
+    return np.array([any(np.array_equal(image, candidate) for candidate in real.images) for image in images.images])
+
+
+def test_four_arms_and_the_duplicated_control_is_count_and_label_matched():
+    real = _images({0: 6, 1: 14})
+    arms = build_arms(real, _pool(), ratio=1.5, rng=np.random.default_rng(0))
+    assert tuple(arms) == ARMS
+    assert len(arms["real"]) == 20
+    assert len(arms["real+synthetic"]) == len(arms["real+duplicated"]) == 20 + 30
+    # same labels added in both arms: label-balanced extras, 15 + 15
+    assert (_label_counts(arms["real+synthetic"]) == _label_counts(arms["real+duplicated"])).all()
+    assert (_label_counts(arms["real+synthetic"]) - _label_counts(real) == [15, 15]).all()
+    # the control's extra images are re-sampled real images, the other arm's are synthetic
+    assert _is_real(arms["real+duplicated"], real).all()
+    assert not _is_real(arms["real+synthetic"], real)[20:].any()
+    # synthetic only: as many as the real subset, with its label counts, no real image
+    assert (_label_counts(arms["synthetic"]) == _label_counts(real)).all()
+    assert not _is_real(arms["synthetic"], real).any()
+
+
+def test_rare_label_adds_images_of_that_label_only():
+    real = _images({0: 6, 1: 14})
+    arms = build_arms(real, _pool(), ratio=1.0, rng=np.random.default_rng(0), rare_index=0)
+    for arm in ("real+synthetic", "real+duplicated"):
+        assert (_label_counts(arms[arm]) - _label_counts(real) == [20, 0]).all(), arm
+
+
+def test_too_small_a_synthetic_pool_is_a_clear_error():
+    with pytest.raises(ValueError, match="synthetic images of label 'pneumonia' are needed but only 3"):
+        build_arms(_images({0: 5, 1: 5}), _pool((50, 3)), ratio=1.0, rng=np.random.default_rng(0))
+
+
+def test_group_draw_keeps_each_group_on_one_side():
+    images = _images({0: 20, 1: 20})
+    images.groups = [f"patient{i // 4}" for i in range(40)]  # 4 images per patient
+    chosen = draw_subset(images, 0.3, np.random.default_rng(3))
+    inside = {images.groups[i] for i in chosen}
+    assert len(chosen) >= 12
+    assert all(sum(g == group for g in images.groups) == sum(images.groups[i] == group for i in chosen) for group in inside)
+
+
+def test_confidence_interval_uses_the_t_distribution_and_contains_the_mean():
+    summary = summarize([0.70, 0.72, 0.75, 0.71, 0.74])
+    mean, (low, high) = summary["mean"], summary["ci95"]
+    assert low < mean < high
+    # t(0.975, 4) = 2.776: a normal-approximation interval (1.96) would be 30% narrower
+    assert (high - low) / 2 == pytest.approx(2.776 * np.std([0.70, 0.72, 0.75, 0.71, 0.74], ddof=1) / np.sqrt(5), rel=1e-3)
+    assert summarize([0.7])["ci95"] is None
+    difference = paired_difference([0.8, 0.9, None], [0.7, 0.7, 0.6])
+    assert difference["values"] == pytest.approx([0.1, 0.2, None]) and difference["n_missing"] == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A PneumoniaMNIST-shaped npz (labels normal / pneumonia) with a learnable difference, and a tiny pipeline."""
+    folder = tmp_path_factory.mktemp("downstream")
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, count in (("train", 40), ("val", 8), ("test", 24)):
+        labels = np.arange(count) % 2
+        images = rng.integers(0, 80, (count, 28, 28)).astype(np.uint8)
+        images[labels == 1, 8:20, 8:20] += 150
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels[:, None]
+    np.savez(folder / "pneumoniamnist.npz", **arrays)
+    helpers.tiny_label_pipeline(labels=("normal", "pneumonia")).save_pretrained(folder / "pipe")
+    return folder
+
+
+def _downstream(tiny_data, output, *extra):
+    argv = [
+        "downstream", "--pipeline", str(tiny_data / "pipe"), "--data", str(tiny_data / "pneumoniamnist.npz"),
+        "--output", str(output), "--real-fraction", "1.0", "--seeds", "2", "--synthetic-ratio", "0.5",
+        "--num-inference-steps", "2", "--quick", "--max-real", "16",
+    ]
+    return cli.main([*argv, *map(str, extra)])
+
+
+def _without_timing(report: dict) -> dict:
+    return {key: value for key, value in report.items() if key != "duration_s"}
+
+
+def test_cli_report_is_complete_and_a_fixed_seed_reproduces_it(tiny_data, tmp_path, capsys):
+    assert _downstream(tiny_data, tmp_path / "a", "--seed", "7") == 0
+    assert "synthetic - duplicated" in capsys.readouterr().out
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["n_real_train"] == 16 and report["n_real_test"] == 16
+    assert [result["real_fraction"] for result in report["results"]] == [1.0]
+    for result in report["results"]:
+        assert set(result["arms"]) == set(ARMS)
+        for arm in ARMS:
+            for metric in ("auroc", "balanced_accuracy"):
+                summary = result["arms"][arm][metric]
+                assert len(summary["values"]) == 2
+                if summary["ci95"] is not None:
+                    assert summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1]
+            assert set(result["arms"][arm]["sensitivity"]) == {"normal", "pneumonia"}
+        assert "auroc" in result["synthetic_minus_duplicated"]
+    for run in report["runs"]:
+        if run["arm"] in ("real+synthetic", "real+duplicated"):
+            assert run["n_train"] == run["n_real"] + round(0.5 * run["n_real"])
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert "<svg" in html and "real+duplicated" in html and "Classifier recipe" in html
+
+    assert _downstream(tiny_data, tmp_path / "b", "--seed", "7") == 0
+    again = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert _without_timing(again) == _without_timing(report)
+
+
+def test_synthetic_folder_from_medgen_generate_with_a_rare_label(tiny_data, tmp_path):
+    from medgen.downstream.data import data_config_values, load_split
+
+    for label, count in (("normal", 8), ("pneumonia", 8)):
+        argv = ["generate", "--pipeline", str(tiny_data / "pipe"), "--labels", label, "--count", str(count),
+                "--num-inference-steps", "2", "--seed", "0", "--output", str(tmp_path / "generated" / label)]
+        assert cli.main(argv) == 0
+    values = data_config_values(str(tiny_data / "pneumoniamnist.npz"), None, None)
+    train, test = load_split(values, "train", 16, 1, max_samples=16), load_split(values, "test", 16, 1)
+    report = run_downstream(
+        train, test, synthetic_folder=str(tmp_path / "generated"), real_fractions=[1.0], synthetic_ratio=0.5,
+        seeds=1, rare_label="Pneumonia", recipe=TINY_RECIPE, progress=False,
+    )
+    runs = {run["arm"]: run for run in report["runs"]}
+    assert runs["real"]["train_label_counts"] == {"normal": 8, "pneumonia": 8}
+    assert runs["real+synthetic"]["train_label_counts"] == {"normal": 8, "pneumonia": 16}
+    assert runs["real+duplicated"]["train_label_counts"] == {"normal": 8, "pneumonia": 16}
+    assert runs["synthetic"]["train_label_counts"] == {"normal": 8, "pneumonia": 8}
+    assert report["rare_label"] == "pneumonia" and report["synthetic"]["source"] == "folder"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--rare-label", "edema"], "--rare-label 'edema' is not a label of the real data"),
+        (["--real-fraction", "0"], "argument --real-fraction: expected comma-separated numbers in (0, 1]"),
+        (["--seeds", "0"], "argument --seeds"),
+        (["--test-split", "train"], "--split 'train' and --test-split 'train' share 16 image(s)"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tiny_data, tmp_path, capsys, extra, message):
+    # argparse rejects malformed values itself (SystemExit 2); the command rejects the rest (return code 2)
+    with pytest.raises(SystemExit) if extra[0] in ("--real-fraction", "--seeds") else contextlib.nullcontext():
+        assert _downstream(tiny_data, tmp_path / "out", *extra) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("medgen downstream: error:") and message in error
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_real_pneumoniamnist_subsets_never_touch_the_test_split(pneumoniamnist_npz, tmp_path):
+    from medgen.downstream.data import check_disjoint, data_config_values, load_split
+
+    values = data_config_values(str(pneumoniamnist_npz), None, None)
+    train = load_split(values, "train", 16, 1, max_samples=200)
+    test = load_split(values, "test", 16, 1, max_samples=100)
+    check_disjoint(train, test, "train", "test")
+    pool = [np.random.default_rng(label).random((200, 1, 16, 16), dtype=np.float32) for label in range(2)]
+    subset = train.subset(draw_subset(train, 0.2, np.random.default_rng(0)))
+    arms = build_arms(subset, pool, ratio=1.0, rng=np.random.default_rng(0))
+    # stratified: each label keeps its share of the real training split
+    assert (np.bincount(subset.targets, minlength=2) == np.round(0.2 * np.bincount(train.targets, minlength=2))).all()
+    test_sources = set(test.sources)
+    assert all(source not in test_sources for arm in ("real", "real+duplicated") for source in arms[arm].sources)
+    assert all(source.startswith("pneumoniamnist.npz:train:") for source in arms["real+duplicated"].sources)
