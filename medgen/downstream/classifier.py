@@ -9,8 +9,7 @@ is an anatomically different image.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import contextlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from medgen.downstream.data import LabelledImages
+from medgen.evaluation.classifier import one_thread
 
 
 @dataclass(frozen=True)
@@ -78,19 +78,9 @@ def _augment(batch: torch.Tensor, recipe: Recipe, generator: torch.Generator) ->
     return batch
 
 
-@contextmanager
-def single_thread_on_cpu(device: str) -> Iterator[None]:
-    """Convolutions this small gain nothing from intra-op threads on the CPU and slow down up to 10x when the
-    cores are shared (measured on 2 busy cores), so CPU training runs on one thread."""
-    if device != "cpu":
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+def single_thread_on_cpu(device: str) -> contextlib.AbstractContextManager:
+    """CPU training of a network this small runs on one thread (see `medgen.evaluation.classifier.one_thread`)."""
+    return one_thread() if device == "cpu" else contextlib.nullcontext()
 
 
 def train(images: LabelledImages, recipe: Recipe, seed: int, device: str = "cpu") -> DownstreamCNN:

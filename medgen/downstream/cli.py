@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from medgen.arguments import int_in_range, positive_int
+
 MAX_SEEDS = 100
 
 
@@ -35,16 +37,6 @@ def _ratio(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def _count(text: str, low: int = 1, high: int | None = None) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < low or (high is not None and value > high):
-        raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high if high is not None else 'inf'}], got {value}")
     return value
 
 
@@ -72,14 +64,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--output", required=True, help="report folder (report.json, report.html, auroc.svg)")
     parser.add_argument("--real-fraction", type=_fractions, default=[0.05, 0.2, 1.0], help="fractions of the real training split (default 0.05,0.2,1.0)")
     parser.add_argument("--synthetic-ratio", type=_ratio, default=1.0, help="extra images per real image in real+synthetic and real+duplicated (default 1.0)")
-    parser.add_argument("--seeds", type=lambda t: _count(t, 1, MAX_SEEDS), default=5, help="seeds per real fraction (default 5)")
-    parser.add_argument("--seed", type=lambda t: _count(t, 0, 2**31 - 1), default=0, help="run seed: every subset, image and classifier seed derives from it (default 0)")
+    parser.add_argument("--seeds", type=int_in_range(1, MAX_SEEDS), default=5, help="seeds per real fraction (default 5)")
+    parser.add_argument("--seed", type=int_in_range(0, 2**31 - 1), default=0, help="run seed: every subset, image and classifier seed derives from it (default 0)")
     parser.add_argument("--rare-label", help="add synthetic (and duplicated) images of this label only")
     parser.add_argument("--quick", action="store_true", help="tiny classifier, few steps: a smoke test, not a result")
-    parser.add_argument("--max-real", type=_count, help="read at most this many real images per split (quick runs)")
-    parser.add_argument("--num-inference-steps", type=lambda t: _count(t, 1, 1000), default=25, help="denoising steps (default 25)")
+    parser.add_argument("--max-real", type=positive_int, help="read at most this many real images per split (quick runs)")
+    parser.add_argument("--num-inference-steps", type=int_in_range(1, 1000), default=25, help="denoising steps (default 25)")
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the pipeline's)")
-    parser.add_argument("--batch-size", type=_count, default=32, help="images per pipeline call (default 32)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per pipeline call (default 32)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="device for sampling and the classifiers (default auto)")
     parser.set_defaults(run=run)
     return parser

@@ -57,7 +57,7 @@ class SmallCNN(nn.Module):
 
 
 @contextmanager
-def _one_thread() -> Iterator[None]:
+def one_thread() -> Iterator[None]:
     """Runs the block on one intra-op thread.
 
     A step of this network is a few milliseconds of work: with two threads the time goes into thread
@@ -100,7 +100,7 @@ def train_classifier(
 ) -> SmallCNN:
     """Trains `SmallCNN` on a labelled image set (cross-entropy for single-label, BCE for multi-label)."""
     _check_trainable(images, images.source or "training images")
-    with _one_thread():
+    with one_thread():
         return _train(images, recipe, progress, desc)
 
 
@@ -137,7 +137,7 @@ def predict_probabilities(model: SmallCNN, images: ImageSet, multi_label: bool, 
     """`(N, L)` probabilities: softmax for single-label models, sigmoid for multi-label ones."""
     inputs = _prepare(images.images, max_side)
     outputs = []
-    with torch.inference_mode(), _one_thread():
+    with torch.inference_mode(), one_thread():
         for start in range(0, len(inputs), 256):
             logits = model.eval()(inputs[start : start + 256])
             outputs.append(torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=1))

@@ -14,15 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+from medgen.arguments import positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -68,8 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="CSV column grouping images, e.g. patient_id: the training / held-out split used by memorization "
         "and TSTR never puts one group on both sides",
     )
-    parser.add_argument("--num-samples", type=_positive_int, default=1000, help="images to sample in all, split evenly over labels (default 1000)")
-    parser.add_argument("--num-inference-steps", type=_positive_int, default=25, help="denoising steps (default 25)")
+    parser.add_argument("--num-samples", type=positive_int, default=1000, help="images to sample in all, split evenly over labels (default 1000)")
+    parser.add_argument("--num-inference-steps", type=positive_int, default=25, help="denoising steps (default 25)")
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the pipeline's)")
     parser.add_argument("--labels", nargs="+", help="labels to sample (default: all of the pipeline's labels)")
     parser.add_argument(
@@ -81,8 +73,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--feature-extractor", choices=("inception", "pixel"), default="inception",
         help="inception: standard FID features (default); pixel: fast, non-standard quick check",
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=32, help="feature extraction batch size (default 32)")
-    parser.add_argument("--sample-batch-size", type=_positive_int, default=16, help="images per pipeline call (default 16)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="feature extraction batch size (default 32)")
+    parser.add_argument("--sample-batch-size", type=positive_int, default=16, help="images per pipeline call (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="seed of image 0 (image i uses seed+i) and of the metrics (default 0)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="sampling device (default auto)")
     parser.add_argument("--cache-dir", help="cache for real features and classifier weights (default ~/.cache/medgen/evaluation)")
@@ -97,7 +89,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="feature-space memorization searches a seeded subset of N training images (0: all; pixel space "
         "always searches all; default 1000)",
     )
-    parser.add_argument("--max-real", type=_positive_int, help="read at most this many real images per split (quick runs)")
+    parser.add_argument("--max-real", type=positive_int, help="read at most this many real images per split (quick runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
     return parser
