@@ -8,16 +8,24 @@ models, tags), `requirements.txt`, the entry point `app.py`, the app itself (`me
 a copy of the repository's `app.py`), a copy of the `medgen` package (so the Space needs no
 medgen release), `space_config.json` naming the pipeline, and `pipeline/` for a local pipeline.
 Upload it with `hf upload <user>/<space> OUT . --repo-type space`.
+
+Privacy gate (`medgen.pipelines.publishing.check_before_publishing`, shared with `push_to_hub`): a local
+pipeline must hold a stored evaluation of its weights (`medgen evaluate --pipeline DIR` writes
+`evaluation.json`) without a memorization alarm. A Hub repo id cannot be checked here without downloading
+its weights, so it needs `--allow-unevaluated` (a pipeline published with `push_to_hub` passed the gate then).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 SPACE_CONFIG = "space_config.json"
 LOCAL_PIPELINE_DIR = "pipeline"
@@ -87,18 +95,47 @@ def render_readme(template: str, hub_id: str | None, title: str | None) -> str:
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n" + body
 
 
-def build_space(pipeline: str, output: str | Path, title: str | None = None) -> Path:
+def check_space_pipeline(pipeline: str, local_folder: Path | None, allow_unevaluated: bool) -> str:
+    """The privacy gate for `pipeline` (see the module docstring); returns its one-line note, or raises
+    `PublishingRefused`."""
+    from medgen.pipelines.publishing import PublishingRefused, check_before_publishing
+
+    action = "build a Space"
+    if local_folder is not None:
+        return check_before_publishing(
+            local_folder, allow_unevaluated, action=action, override="--allow-unevaluated",
+            name=f"--pipeline {pipeline}", evaluate_target=pipeline,
+        )
+    problem = (
+        f"--pipeline {pipeline} is a Hub repo id: its stored evaluation cannot be checked without downloading "
+        "the model"
+    )
+    if allow_unevaluated:
+        note = f"{action} without checking a stored evaluation (--allow-unevaluated): {problem}"
+        logger.warning(note)
+        return note
+    raise PublishingRefused(
+        f"refusing to {action}: {problem}. Pass --allow-unevaluated if the repo was evaluated (push_to_hub "
+        f"refuses unevaluated pipelines), or download it (`hf download {pipeline} --local-dir DIR`), run "
+        "`medgen evaluate --pipeline DIR --data REAL_DATA --output EVAL_DIR` and build from DIR."
+    )
+
+
+def build_space(pipeline: str, output: str | Path, title: str | None = None, allow_unevaluated: bool = False) -> Path:
     """
     Writes a deployable Space folder to `output` (which must not exist or be empty) and returns it.
 
     A local `pipeline` folder is copied into `output/pipeline`; a Hub repo id is written to
     `space_config.json` and listed under `models` in the README, and the Space downloads it at start-up.
+    Before anything is written, the privacy gate (`check_space_pipeline`) refuses a pipeline without a
+    clean stored evaluation unless `allow_unevaluated`.
     """
     app_file, template_dir = _template_files()
     local_folder, class_name = _check_pipeline(pipeline)
     output = Path(output).expanduser()
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ValueError(f"--output {output} already exists and is not an empty folder; choose a new folder.")
+    check_space_pipeline(pipeline, local_folder, allow_unevaluated)
     output.mkdir(parents=True, exist_ok=True)
 
     hub_id = None if local_folder else pipeline
@@ -130,12 +167,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     build.add_argument("--output", required=True, help="new (or empty) folder to write the Space to")
     build.add_argument("--title", default=None, help="Space title shown on the Hub (default: from space/README.md)")
+    build.add_argument(
+        "--allow-unevaluated", action="store_true",
+        help="build even when the pipeline has no stored evaluation (medgen evaluate --pipeline DIR), its evaluation "
+        "raised the memorization alarm, or it is a Hub repo id that cannot be checked here",
+    )
     build.set_defaults(run=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    output = build_space(args.pipeline, args.output, title=args.title)
+    output = build_space(args.pipeline, args.output, title=args.title, allow_unevaluated=args.allow_unevaluated)
     print(f"Space written to {output}. Try it: cd {output} && python app.py")
     print(f"Upload it: hf upload <user>/<space> {output} . --repo-type space")
     return 0

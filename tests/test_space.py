@@ -40,6 +40,8 @@ def run_cli(*argv: str) -> int:
     return args.run(args)
 
 
+# These tests build from unevaluated pipelines on purpose, with allow_unevaluated: the privacy gate
+# itself is tested in test_publishing_gate.py.
 @pytest.fixture(scope="module")
 def pipeline_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("pipeline")
@@ -56,7 +58,7 @@ def test_template_front_matter_matches_the_pinned_gradio():
 
 def test_build_with_a_local_pipeline_copies_it_in(pipeline_dir, tmp_path):
     out = tmp_path / "space"
-    assert run_cli("space", "build", "--pipeline", str(pipeline_dir), "--output", str(out)) == 0
+    assert run_cli("space", "build", "--pipeline", str(pipeline_dir), "--output", str(out), "--allow-unevaluated") == 0
     for name in ("README.md", "requirements.txt", "app.py", "medgen_app.py", "space_config.json", "medgen/__init__.py"):
         assert (out / name).is_file(), name
     assert (out / "pipeline" / "model_index.json").read_text() == (pipeline_dir / "model_index.json").read_text()
@@ -68,14 +70,14 @@ def test_build_with_a_local_pipeline_copies_it_in(pipeline_dir, tmp_path):
 
 def test_build_with_a_builtin_name_copies_that_pipeline(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the name must not depend on the working directory
-    out = space.build_space("default", tmp_path / "space")
+    out = space.build_space("default", tmp_path / "space", allow_unevaluated=True)
     builtin = REPO_ROOT / "medgen" / "default_pipeline"
     assert (out / "pipeline" / "model_index.json").read_text() == (builtin / "model_index.json").read_text()
     assert json.loads((out / "space_config.json").read_text())["pipeline_class"] == "LabelConditionedPipeline"
 
 
 def test_build_with_a_hub_id_names_the_model(tmp_path):
-    out = space.build_space("my-org/medgen-chestxray", tmp_path / "space", title="Chest X-ray demo")
+    out = space.build_space("my-org/medgen-chestxray", tmp_path / "space", title="Chest X-ray demo", allow_unevaluated=True)
     assert json.loads((out / "space_config.json").read_text())["pipeline"] == "my-org/medgen-chestxray"
     meta = front_matter(out / "README.md")
     assert meta["models"] == ["my-org/medgen-chestxray"] and meta["title"] == "Chest X-ray demo"
@@ -104,7 +106,7 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_assembled_space_starts_and_answers_http(pipeline_dir, tmp_path):
-    out = space.build_space(str(pipeline_dir), tmp_path / "space")
+    out = space.build_space(str(pipeline_dir), tmp_path / "space", allow_unevaluated=True)
     port = free_port()
     env = {
         **os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",

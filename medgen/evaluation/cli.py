@@ -8,11 +8,16 @@ Examples::
     medgen evaluate --pipeline runs/cxr/pipeline --config configs/cxr.yaml --output eval/cxr
     medgen evaluate --pipeline runs/kermany/pipeline --data ../shared/data/kermany-cxr-224 --label-column label \
         --group-column patient_id --output eval/kermany
+
+With --pipeline naming a local folder (or a built-in name whose folder is writable), a summary of the report
+is stored as evaluation.json in the pipeline folder and shown in its model card: `push_to_hub` and
+`medgen space build` read it (see medgen.pipelines.publishing). --no-store skips that.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from medgen.arguments import positive_int
 
@@ -91,6 +96,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--max-real", type=positive_int, help="read at most this many real images per split (quick runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--no-store", action="store_true",
+        help="do not store the summary (evaluation.json) and the model card's Evaluation section in the pipeline "
+        "folder (stored by default when --pipeline is a local folder; push_to_hub and medgen space build need it)",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -169,4 +179,28 @@ def run(args: argparse.Namespace) -> int:
         else f"memorization alarm: {'YES' if alarm else 'no'}"
     )
     print(f"report: {args.output}/report.html")
+    if args.pipeline is not None and not args.no_store:
+        print(_store_in_pipeline_folder(args.pipeline, report))
     return 0
+
+
+def _store_in_pipeline_folder(pipeline: str, report: dict) -> str:
+    """Stores the report's summary in the evaluated pipeline's folder when it is local and writable;
+    returns a line saying where it went, or why not."""
+    from medgen.files import OutputError, check_writable_dir
+    from medgen.pipelines.hub import BUILTIN_PIPELINES, builtin_pipeline_path
+    from medgen.pipelines.publishing import store_evaluation
+
+    # The same precedence as loading: a built-in name wins over a folder of that name.
+    folder = builtin_pipeline_path(pipeline) if pipeline.lower() in BUILTIN_PIPELINES else Path(pipeline).expanduser()
+    if not folder.is_dir():
+        return (
+            f"note: evaluation not stored: {pipeline} is a Hub repo, not a local folder; to store one, download it "
+            f"(hf download {pipeline} --local-dir DIR) and evaluate DIR"
+        )
+    try:
+        check_writable_dir(folder)
+        path = store_evaluation(folder, report)
+    except OutputError as error:
+        return f"note: evaluation not stored in the pipeline folder ({error}); the report above is complete"
+    return f"evaluation stored: {path} (and the Evaluation section of {folder / 'README.md'})"

@@ -236,6 +236,8 @@ class MedgenPipelineMixin:
             raise ValueError(f"{folder / 'model_index.json'} names no {', '.join(sorted(missing))} for {cls.__name__}.")
         pipeline = cls(**init_kwargs)
         pipeline.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
+        # Remembered so that saving (and pushing) an unchanged pipeline carries the folder's stored evaluation.
+        pipeline._medgen_source_folder = folder
         return pipeline
 
     def save_pretrained(
@@ -244,6 +246,10 @@ class MedgenPipelineMixin:
         """
         Saves safetensors weights, `model_index.json` (`_class_name = ["pipeline", "<Class>"]`), the pipeline's
         source as `pipeline.py`, and a model card `README.md` built from `model_card` (see `write_model_card`).
+
+        A pipeline loaded from a folder holding `evaluation.json` (stored by `medgen evaluate`) carries it into
+        `save_directory` when the saved weights are the ones evaluated; an `evaluation.json` already in
+        `save_directory` is kept. The model card shows it in its "Evaluation" section.
         """
         if kwargs.pop("push_to_hub", False):
             raise ValueError("Use pipe.push_to_hub(repo_id) to publish a medgen pipeline.")
@@ -258,6 +264,9 @@ class MedgenPipelineMixin:
         index_path.write_text(json.dumps(model_index, indent=2, sort_keys=True) + "\n")
         shutil.copyfile(inspect.getsourcefile(shipped), save_directory / "pipeline.py")
         from medgen.pipelines.model_card import write_model_card
+        from medgen.pipelines.publishing import carry_evaluation
+
+        carry_evaluation(getattr(self, "_medgen_source_folder", None), save_directory)
 
         write_model_card(save_directory, self, model_card or {})
         return save_directory
@@ -269,12 +278,32 @@ class MedgenPipelineMixin:
         private: bool = True,
         token: str | None = None,
         commit_message: str = "Upload medgen pipeline",
+        allow_unevaluated: bool = False,
     ) -> str:
-        """Saves the pipeline to a temporary folder and uploads it to `repo_id`; returns the commit URL."""
+        """
+        Saves the pipeline to a temporary folder and uploads it to `repo_id`; returns the commit URL.
+
+        Privacy gate: the folder to upload must hold a stored evaluation of these weights (`evaluation.json`,
+        written by `medgen evaluate --pipeline FOLDER` and carried by `save_pretrained` from the folder the
+        pipeline was loaded from) that raised no memorization alarm; otherwise `PublishingRefused` (a
+        `ValueError`) says which check failed, before anything is uploaded. `allow_unevaluated=True`
+        publishes anyway (logged as a warning).
+        """
         from huggingface_hub import HfApi
 
+        from medgen.pipelines.publishing import check_before_publishing
+
+        source = getattr(self, "_medgen_source_folder", None)
         with tempfile.TemporaryDirectory() as folder:
             self.save_pretrained(folder, model_card=model_card)
+            check_before_publishing(
+                folder, allow_unevaluated, action=f"push the pipeline to {repo_id!r}",
+                name=f"the pipeline (loaded from {source})" if source is not None else (
+                    "the pipeline (not loaded from a saved folder: save it with pipe.save_pretrained(FOLDER), "
+                    "evaluate FOLDER, then push medgen.load_pipeline(FOLDER))"
+                ),
+                evaluate_target=str(source) if source is not None else "FOLDER",
+            )
             api = HfApi(token=token)
             try:
                 api.create_repo(repo_id, private=private, exist_ok=True)

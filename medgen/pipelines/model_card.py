@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+# The "Evaluation" section lies between these markers, so that storing a new evaluation replaces it in place
+# and keeps the rest of the card (training details known only when the pipeline was saved).
+EVALUATION_START = "<!-- medgen-evaluation:start -->"
+EVALUATION_END = "<!-- medgen-evaluation:end -->"
+LIMITATIONS_HEADING = "## Intended use and limitations"
+
 CARD_TEMPLATE = """
 # {title}
 
@@ -51,6 +57,8 @@ images = pipe({call_example}).images
 | Weights | {weights} |
 
 {extra}
+
+{evaluation}
 
 ## Intended use and limitations
 
@@ -116,8 +124,77 @@ def write_model_card(folder: str | Path, pipeline: Any, info: dict[str, Any]) ->
         prediction_type=info.get("prediction_type", getattr(pipeline.scheduler.config, "prediction_type", "epsilon")),
         weights="exponential moving average (EMA)" if info.get("ema") else "final training weights",
         extra=info.get("extra", ""),
+        evaluation=evaluation_section(folder),
     )
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n{content}")
     path = Path(folder) / "README.md"
     card.save(path)
+    return path
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    return "not measured" if value is None else f"{value:.{digits}f}"
+
+
+def evaluation_section(folder: str | Path) -> str:
+    """The card's "Evaluation" section (between markers), rendered from `folder/evaluation.json` when it holds
+    an evaluation of the folder's weights."""
+    from medgen.pipelines.publishing import EVALUATION_FILE, describe_memorization, stored_evaluation
+
+    summary, problem = stored_evaluation(folder, "this pipeline")
+    lines = ["## Evaluation", ""]
+    if summary is None:
+        reason = "" if not (Path(folder) / EVALUATION_FILE).is_file() else f" ({problem})"
+        lines.append(
+            f"No stored evaluation of these weights{reason}. `medgen evaluate --pipeline <this folder> --data <real data>` "
+            f"stores one in `{EVALUATION_FILE}`; `push_to_hub` and `medgen space build` require it."
+        )
+    else:
+        data = summary.get("data") or {}
+        memorization = summary["memorization"]
+        rows = [
+            ("Date", summary.get("date", "not recorded")),
+            ("medgen version", summary.get("medgen_version", "not recorded")),
+            ("Real reference data", f"{data.get('source') or 'not recorded'} ({data.get('n_real')} images)"),
+            ("Real training split (memorization search)",
+             f"`{data['train_split']}` ({data.get('n_train')} images)" if data.get("train_split") else "halves of the reference data"),
+            ("Generated images", summary.get("n_generated")),
+            (f"FID ({summary.get('feature_extractor')} features)",
+             f"{_number(summary.get('fid'))} (real-vs-real baseline {_number(summary.get('fid_real_baseline'))})"),
+            ("Precision / recall", f"{_number(summary.get('precision'))} / {_number(summary.get('recall'))}"),
+        ]
+        for name, recall in (summary.get("recall_per_label") or {}).items():
+            rows.append((f"Recall: {name}", _number(recall)))
+        if "label_accuracy" in summary:
+            rows.append(("Label accuracy (real-trained classifier)", _number(summary["label_accuracy"])))
+        tstr = summary.get("tstr") or {}
+        if "synthetic_trained_auc" in tstr:
+            rows.append(("TSTR AUROC: synthetic-trained / real-trained",
+                         f"{_number(tstr['synthetic_trained_auc'])} / {_number(tstr.get('real_trained_auc'))}"))
+        verdict = "**ALARM**" if memorization.get("alarm") else "no alarm"
+        rows.append(("Memorization", f"{verdict}: {describe_memorization(memorization)}"))
+        lines += ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows), "",
+                  f"Measured with `medgen evaluate`; the summary is `{EVALUATION_FILE}` in this folder."]
+    return "\n".join([EVALUATION_START, *lines, EVALUATION_END])
+
+
+def update_evaluation_section(folder: str | Path) -> Path | None:
+    """Replaces (or adds) the "Evaluation" section of `folder/README.md` from `folder/evaluation.json`,
+    leaving the rest of the card as it was; returns the card's path, None when the folder has no card."""
+    from medgen.files import atomic_write
+
+    path = Path(folder) / "README.md"
+    if not path.is_file():
+        return None
+    card = path.read_text()
+    section = evaluation_section(folder)
+    start, end = card.find(EVALUATION_START), card.find(EVALUATION_END)
+    if start != -1 and end > start:
+        card = card[:start] + section + card[end + len(EVALUATION_END):]
+    elif LIMITATIONS_HEADING in card:
+        card = card.replace(LIMITATIONS_HEADING, f"{section}\n\n{LIMITATIONS_HEADING}", 1)
+    else:
+        card = card.rstrip("\n") + f"\n\n{section}\n"
+    with atomic_write(path, "w") as file:
+        file.write(card)
     return path

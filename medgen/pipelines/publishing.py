@@ -1,0 +1,232 @@
+"""The stored evaluation of a saved pipeline, and the privacy gate that reads it before publishing.
+
+`medgen evaluate --pipeline DIR` stores a compact summary of its report as `DIR/evaluation.json`
+(`store_evaluation`). The summary names the weights it was made with (a SHA-256 per `*.safetensors`
+file), so an evaluation never vouches for other weights: a pipeline trained further, or a folder whose
+weights were replaced, counts as unevaluated.
+
+`check_before_publishing` is the one gate used by `push_to_hub` and `medgen space build`: a pipeline
+folder without a stored evaluation of its weights, or whose evaluation raised the memorization alarm
+(generated images closer to training images than held-out real images are), is refused unless the
+caller passes the explicit override (`allow_unevaluated=True`, `--allow-unevaluated`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+EVALUATION_FILE = "evaluation.json"
+SUMMARY_FORMAT = 1
+MEMORIZATION_FIELDS = ("alarm", "n_train_searched", "near_copies", "near_copy_fraction", "real_test_near_copy_fraction", "p_value")
+
+
+class PublishingRefused(ValueError):
+    """A pipeline may not be published: no stored evaluation of its weights, or a memorization alarm."""
+
+
+def weights_sha256(folder: str | Path) -> dict[str, str]:
+    """SHA-256 of every `*.safetensors` file under `folder`, by relative path: what an evaluation vouches for."""
+    folder = Path(folder)
+    digests = {}
+    for path in sorted(folder.rglob("*.safetensors")):
+        digest = hashlib.sha256()
+        with path.open("rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        digests[path.relative_to(folder).as_posix()] = digest.hexdigest()
+    return digests
+
+
+def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, Any]:
+    """The compact summary of a `medgen evaluate` report stored in a pipeline folder: when, with what data,
+    how many images, FID against its real-vs-real baseline, recall (per label), label accuracy / TSTR when
+    measured, and the memorization verdict with what it searched."""
+    from medgen import __version__
+
+    def number(value: Any) -> float | None:
+        return None if value is None else float(value)
+
+    memorization = report["memorization"]
+    summary: dict[str, Any] = {
+        "format": SUMMARY_FORMAT,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "medgen_version": __version__,
+        "weights_sha256": weights_sha256(folder),
+        "data": {
+            "source": report.get("real_source"),
+            "split": report.get("split"),
+            "train_split": report.get("train_split"),
+            "n_real": report.get("n_real"),
+            "n_train": report.get("n_train"),
+        },
+        "n_generated": report.get("n_generated"),
+        "feature_extractor": (report.get("feature_extractor") or {}).get("name"),
+        "fid": number(report.get("fid")),
+        "fid_real_baseline": number((report.get("fid_real_baseline") or {}).get("fid")),
+        "precision": number(report.get("precision")),
+        "recall": number(report.get("recall")),
+        "memorization": {
+            "alarm": bool(memorization["alarm"]),
+            **{
+                space: {key: memorization[space][key] for key in MEMORIZATION_FIELDS if key in memorization[space]}
+                for space in ("pixel", "feature") if space in memorization
+            },
+        },
+    }
+    if "sampling" in report:
+        summary["sampling"] = {key: report["sampling"].get(key) for key in ("num_inference_steps", "guidance_scale", "seed")}
+    recall_per_label = {name: entry["recall"] for name, entry in (report.get("per_label") or {}).items() if "recall" in entry}
+    if recall_per_label:
+        summary["recall_per_label"] = recall_per_label
+    if "label_accuracy" in report:
+        summary["label_accuracy"] = report["label_accuracy"].get("accuracy")
+    if "tstr" in report:
+        keys = ("synthetic_trained_auc", "real_trained_auc", "real_trained_same_size_auc", "skipped")
+        summary["tstr"] = {key: report["tstr"][key] for key in keys if key in report["tstr"]}
+    return summary
+
+
+def _json_scalar(value: Any) -> Any:
+    # Metrics arrive as NumPy scalars from some code paths; JSON wants plain numbers.
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def store_evaluation(folder: str | Path, report: dict[str, Any]) -> Path:
+    """Writes `folder/evaluation.json` (atomically) from a `medgen evaluate` report and adds its
+    "Evaluation" section to the folder's model card; returns the JSON path."""
+    from medgen.files import atomic_write
+    from medgen.pipelines.model_card import update_evaluation_section
+
+    folder = Path(folder)
+    path = folder / EVALUATION_FILE
+    with atomic_write(path, "w") as file:
+        json.dump(evaluation_summary(report, folder), file, indent=2, default=_json_scalar)
+        file.write("\n")
+    update_evaluation_section(folder)
+    return path
+
+
+def read_evaluation(folder: str | Path) -> dict[str, Any] | None:
+    """`folder/evaluation.json` as a dict, None when absent; `ValueError` naming the file when unreadable."""
+    path = Path(folder) / EVALUATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(summary, dict) or not isinstance(summary.get("memorization"), dict):
+        raise ValueError(f"{path} is not a medgen evaluation summary (no 'memorization' section)")
+    return summary
+
+
+def stored_evaluation(folder: str | Path, name: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
+    """`(summary, None)` when `folder` holds an evaluation of its current weights, else `(None, why not)`;
+    the reason calls the pipeline `name` (default: the folder's path)."""
+    folder = Path(folder)
+    name = name or str(folder)
+    try:
+        summary = read_evaluation(folder)
+    except ValueError as error:
+        return None, str(error)
+    if summary is None:
+        return None, f"{name} has no stored evaluation ({EVALUATION_FILE})"
+    if summary.get("weights_sha256") != weights_sha256(folder):
+        return None, (
+            f"the stored evaluation ({EVALUATION_FILE}) of {name} was made for other weights "
+            "(the pipeline changed since it was evaluated)"
+        )
+    return summary, None
+
+
+def carry_evaluation(source: str | Path | None, destination: str | Path) -> bool:
+    """Copies `source/evaluation.json` into a freshly saved `destination` when it vouches for the weights
+    saved there (an unchanged pipeline re-saved elsewhere); returns whether it did."""
+    if source is None or not (Path(source) / EVALUATION_FILE).is_file():
+        return False
+    source, destination = Path(source), Path(destination)
+    if source.resolve() == destination.resolve():
+        return False
+    try:
+        summary = read_evaluation(source)
+    except ValueError as error:
+        logger.warning("not carrying the stored evaluation into %s: %s", destination, error)
+        return False
+    if summary.get("weights_sha256") != weights_sha256(destination):
+        logger.warning(
+            "not carrying %s into %s: it was made for other weights (the pipeline changed since it was evaluated)",
+            source / EVALUATION_FILE, destination,
+        )
+        return False
+    from medgen.files import atomic_write
+
+    with atomic_write(destination / EVALUATION_FILE, "w") as file:
+        json.dump(summary, file, indent=2)
+        file.write("\n")
+    return True
+
+
+def describe_memorization(memorization: dict[str, Any]) -> str:
+    """One line: the memorization verdict per searched space, e.g. "pixel space: 3/200 near copies ..."."""
+    parts = []
+    for space in ("pixel", "feature"):
+        entry = memorization.get(space)
+        if not entry:
+            continue
+        searched = f" among {entry['n_train_searched']} training images" if "n_train_searched" in entry else ""
+        fraction = entry.get("near_copy_fraction")
+        reference = entry.get("real_test_near_copy_fraction")
+        detail = (
+            f"{fraction:.1%} of generated images are near copies{searched} (held-out real images: {reference:.1%})"
+            if fraction is not None and reference is not None else f"searched{searched}"
+        )
+        verdict = "ALARM" if entry.get("alarm") else "no alarm"
+        parts.append(f"{space} space: {verdict}, {detail}" + (f", p = {entry['p_value']:.3g}" if "p_value" in entry else ""))
+    return "; ".join(parts) or "no memorization search recorded"
+
+
+def check_before_publishing(
+    folder: str | Path,
+    allow_unevaluated: bool = False,
+    *,
+    action: str = "publish",
+    override: str = "allow_unevaluated=True",
+    name: str | None = None,
+    evaluate_target: str | None = None,
+) -> str:
+    """
+    The privacy gate before `push_to_hub` and `medgen space build`. Passes (returning a one-line note of
+    what it found) when `folder` holds an evaluation of its current weights without a memorization alarm,
+    or when `allow_unevaluated` is set; otherwise raises `PublishingRefused` saying which check failed,
+    how to store an evaluation, and the `override` that publishes anyway.
+
+    `name` is how messages call the pipeline (default: the folder's path); `evaluate_target` is the pipeline
+    to name in the suggested `medgen evaluate` command (default `folder`).
+    """
+    summary, problem = stored_evaluation(folder, name)
+    if summary is not None and summary["memorization"].get("alarm"):
+        problem = (
+            f"the stored evaluation of {name or folder} ({summary.get('date', 'undated')}) raised the memorization alarm: "
+            f"{describe_memorization(summary['memorization'])}. Generated images that copy training images can "
+            "leak patient data"
+        )
+    if problem is None:
+        return f"stored evaluation of {summary.get('date', 'undated')}: no memorization alarm ({describe_memorization(summary['memorization'])})"
+    if allow_unevaluated:
+        note = f"{action} without a clean stored evaluation ({override}): {problem}"
+        logger.warning(note)
+        return note
+    command = f"medgen evaluate --pipeline {evaluate_target or folder} --data REAL_DATA --output EVAL_DIR"
+    raise PublishingRefused(
+        f"refusing to {action}: {problem}. Store an evaluation with `{command}` (it writes {EVALUATION_FILE} into "
+        f"the pipeline folder), or pass {override} to {action} anyway."
+    )
