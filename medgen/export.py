@@ -351,6 +351,11 @@ class RunWriter:
     and the images written so far. A run that fails before its first image leaves nothing (not
     even the folder, if the constructor created it).
 
+    Several processes can write one run into one folder (``medgen generate`` under ``accelerate
+    launch``): each writes its share with ``write(..., indices=...)``, every one sharing the first
+    writer's ``params`` and ``study`` (so their DICOM files belong to one series); only the main
+    process's writer is closed, after :meth:`merge_records` has given it the others' records.
+
     Example::
 
         with RunWriter("out", formats="png,dcm", params={"labels": ["pneumonia"]}, count=8) as run:
@@ -367,6 +372,7 @@ class RunWriter:
         modality: str = "OT",
         prefix: str = "image",
         count: int | None = None,
+        study: SyntheticStudy | None = None,
     ) -> None:
         self.formats = parse_formats(formats)
         if bit_depth not in (8, 16):
@@ -389,7 +395,9 @@ class RunWriter:
             labels = list(labels)
         study_label = ",".join(map(str, labels)) if isinstance(labels, (list, tuple)) else labels
         study_label = study_label or self.params.get("prompt")
-        self.study = SyntheticStudy(label=str(study_label) if study_label else None, modality=modality, created=created)
+        self.study = study or SyntheticStudy(
+            label=str(study_label) if study_label else None, modality=modality, created=created
+        )
         self.records: list[dict[str, Any]] = []
         self.written: list[Path] = []
         self.params_path = self.output_dir / "params.json"
@@ -416,12 +424,16 @@ class RunWriter:
             )
 
     def write(
-        self, images: np.ndarray | Sequence[np.ndarray], image_params: Sequence[Mapping[str, Any]] | None = None
+        self,
+        images: np.ndarray | Sequence[np.ndarray],
+        image_params: Sequence[Mapping[str, Any]] | None = None,
+        indices: Sequence[int] | None = None,
     ) -> list[Path]:
         """Write a batch ``(B, H, W[, C])`` or list of float images in ``[0, 1]``; returns their paths.
 
         ``image_params`` (one dict per image, e.g. ``{"seed": 42}``) go into ``params.json``
-        and the image's DICOM file.
+        and the image's DICOM file. ``indices`` are the images' numbers in the run (file names,
+        DICOM Instance Number); by default they follow the images written so far.
         """
         if self._closed:
             raise ValueError(f"run in {self.output_dir} is already closed")
@@ -429,8 +441,16 @@ class RunWriter:
         if image_params is not None and len(image_params) != len(images):
             raise ValueError(f"got {len(image_params)} image_params for {len(images)} images")
         start = len(self.records)
-        if self.count is not None and start + len(images) > self.count:
-            raise ValueError(f"run was planned for {self.count} images; got {start + len(images)}")
+        if indices is None:
+            indices = range(start, start + len(images))
+        indices = [int(index) for index in indices]
+        if len(indices) != len(images):
+            raise ValueError(f"got {len(indices)} indices for {len(images)} images")
+        written = {record["index"] for record in self.records}
+        if min(indices, default=0) < 0 or len(set(indices)) != len(indices) or written & set(indices):
+            raise ValueError(f"image indices {indices} repeat an index or are negative")
+        if self.count is not None and (start + len(images) > self.count or max(indices, default=0) >= self.count):
+            raise ValueError(f"run was planned for {self.count} images; got {start + len(images)} (indices {indices})")
         for offset, image in enumerate(images):
             # Check the whole batch before writing any of it.
             try:
@@ -438,12 +458,12 @@ class RunWriter:
                 if image.ndim == 3 and self.bit_depth == 16 and {"png", "dcm"} & set(self.formats):
                     raise ValueError("16-bit PNG/DICOM export supports grayscale images only; use bit_depth=8 for RGB")
             except ValueError as error:
-                raise ValueError(f"image {start + offset}: {error}") from None
-        self._refuse_existing(self._path(start + offset, fmt) for offset in range(len(images)) for fmt in self.formats)
+                raise ValueError(f"image {indices[offset]}: {error}") from None
+        self._refuse_existing(self._path(index, fmt) for index in indices for fmt in self.formats)
 
         paths: list[Path] = []
         for offset, image in enumerate(images):
-            index = start + offset
+            index = indices[offset]
             per_image = json.loads(json.dumps(dict(image_params[offset]) if image_params else {}, default=_json_default))
             image_paths = self._write_image(image, index, per_image)
             self.records.append({"index": index, "files": [path.name for path in image_paths], **per_image})
@@ -470,6 +490,17 @@ class RunWriter:
                 path.unlink(missing_ok=True)
             raise
         return paths
+
+    def merge_records(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Add the records of images other processes of this run wrote into the folder (each a
+        ``{"index", "files", ...}`` dict from their writer's ``records``), so that ``params.json``
+        lists every image, in index order."""
+        if self._closed:
+            raise ValueError(f"run in {self.output_dir} is already closed")
+        known = {record["index"] for record in self.records}
+        self.records.extend(dict(record) for record in records if record["index"] not in known)
+        self.records.sort(key=lambda record: record["index"])
+        self.written = [self.output_dir / name for record in self.records for name in record["files"]]
 
     def close(self, complete: bool = True) -> Path:
         """Write ``params.json`` (all run parameters and one record per written image)."""

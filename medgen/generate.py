@@ -5,10 +5,21 @@ Examples::
     medgen generate --pipeline runs/pneumonia/pipeline --labels pneumonia --count 16 \\
         --num-inference-steps 25 --guidance-scale 2 --seed 42 --output out/pneumonia --format png,dcm
     medgen generate --pipeline runs/chexpert/pipeline --labels "effusion=1,edema=0.5" --count 4 --output out/mix
+    accelerate launch --num_processes 8 -m medgen generate --pipeline runs/pneumonia/pipeline \
+        --labels pneumonia --count 10000 --seed 0 --output out/pneumonia-10k      # 8 GPUs
+    torchrun --nproc_per_node 2 -m medgen generate --pipeline default --labels pneumonia --count 64 \
+        --seed 0 --output out/cpu                                                  # 2 CPU processes
 
 Image ``i`` of a run is drawn with its own ``torch.Generator`` seeded ``seed + i`` (on the CPU,
 so seeds mean the same on every device): any single image can be regenerated alone with
 ``--seed <seed + i> --count 1``, whatever the batch size (up to floating-point rounding).
+
+Under a launcher, the run's batches (images ``[0, B)``, ``[B, 2B)``, ... for ``--batch-size B``) are
+shared between the processes with ``accelerate``'s ``split_between_processes``: a batch holds the same
+images whatever the number of processes, so on one kind of device the files are identical, with the
+same names, whether one process or many made them. Checks of the output folder, ``metadata.csv``,
+``params.json`` and the Hub upload happen on the main process; a failure on any process stops all of
+them at the next step instead of leaving the others waiting.
 """
 
 from __future__ import annotations
@@ -76,8 +87,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--dicom-modality", default="OT", choices=DICOM_MODALITIES, help="DICOM Modality tag (default OT, 'other')"
     )
-    parser.add_argument("--batch-size", type=int, default=8, help="images per pipeline call (default 8)")
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="images per pipeline call, in each process (default 8)"
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="default auto")
+    parser.add_argument(
+        "--push-to-hub", metavar="REPO_ID",
+        help="upload the finished folder as a (private) Hugging Face Hub dataset repo, e.g. user/synthetic-cxr",
+    )
+    parser.add_argument(
+        "--allow-unevaluated", action="store_true",
+        help="with --push-to-hub: upload images of a pipeline without a clean stored evaluation "
+        "(medgen evaluate --pipeline DIR), or whose evaluation raised the memorization alarm",
+    )
     parser.add_argument(
         "--verbose", action="store_true", help="on a file system error, show the full traceback instead of one line"
     )
@@ -136,6 +158,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
     get_preset(args.postprocess)
     if args.labels is not None and args.prompt is not None:
         raise ValueError("give either --labels (label-conditioned pipelines) or --prompt (text pipelines), not both")
+    if args.push_to_hub is not None:
+        from medgen.generated_dataset import check_repo_id
+
+        check_repo_id(args.push_to_hub)
 
 
 def _resolve_device(name: str) -> str:
@@ -214,32 +240,104 @@ def _call_pipeline(pipe: Any, kind: str, condition: dict[str, Any], seeds: list[
     return pipe(**kwargs).images
 
 
+class _StoppedByAnotherProcess(Exception):
+    """Another process of the run failed (and reports why); this one stops too."""
+
+
+def _agree(error: Exception | None) -> None:
+    """Every process learns whether any process failed the step just run: the one that failed raises its
+    error, the others stop quietly, so no process is left waiting at the next collective step."""
+    from accelerate.utils import gather_object
+
+    failed = gather_object([error is not None])
+    if error is not None:
+        raise error
+    if any(failed):
+        raise _StoppedByAnotherProcess
+
+
+def _step(function, run_here: bool = True) -> Any:
+    """Run ``function`` (where ``run_here``), then `_agree` on the outcome; returns its result."""
+    result, error = None, None
+    if run_here:
+        try:
+            result = function()
+        except Exception as exception:  # noqa: BLE001 - shared with the other processes, then raised again
+            error = exception
+    _agree(error)
+    return result
+
+
+def _broadcast(value: Any) -> Any:
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0]
+
+
+def _start_processes(device: str):
+    """The `accelerate` process state; on a CPU the processes a launcher started only join with ``cpu=True``."""
+    import os
+
+    from accelerate import PartialState
+
+    state = PartialState(cpu=device == "cpu")
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != state.num_processes:
+        raise ValueError(
+            f"the launcher started {launched} processes but they cannot work together on --device {device}; "
+            "use CUDA GPUs or --device cpu"
+        )
+    return state
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the pipeline, sample ``--count`` images batch by batch, post-process, export.
+
+    Launched as several processes (``accelerate launch`` / ``torchrun``), each samples its share of
+    the batches; the main process checks the output folder, writes ``metadata.csv`` and
+    ``params.json`` once all have finished, and uploads the folder with ``--push-to-hub``.
 
     A file system error (full disk, unusable ``--output``) ends the command with one line naming
     the path, exit code 2, and no traceback unless ``--verbose`` (see `medgen.cli.main`).
     """
+    _check_arguments(args)
+    device = _resolve_device(args.device)
+    state = _start_processes(device)
+    try:
+        return _run(args, state, device)
+    except _StoppedByAnotherProcess:
+        return 2  # the failing process printed the reason
+
+
+def _run(args: argparse.Namespace, state: Any, device: str) -> int:
+    import contextlib
+
     from medgen.files import check_writable_dir
 
-    _check_arguments(args)
-    check_writable_dir(args.output)  # before the pipeline is loaded and anything is sampled
+    main = state.is_main_process
+    # Before the pipeline is loaded and anything is sampled.
+    _step(lambda: check_writable_dir(args.output), run_here=main)
     import torch
     from tqdm.auto import tqdm
 
     from medgen import __version__
     from medgen.export import RunWriter
+    from medgen.generated_dataset import METADATA_FILE, condition_columns, metadata_rows, write_metadata
     from medgen.pipelines import load_pipeline
     from medgen.postprocess import apply_preset, get_preset
 
-    device = _resolve_device(args.device)
-    pipe = load_pipeline(args.pipeline)
-    kind = _pipeline_kind(pipe)
-    condition = _condition(args, pipe, kind)
-    scheduler = _set_scheduler(pipe, args.scheduler)
-    pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    def load():
+        pipe = load_pipeline(args.pipeline)
+        kind = _pipeline_kind(pipe)
+        condition = _condition(args, pipe, kind)
+        scheduler = _set_scheduler(pipe, args.scheduler)
+        columns = condition_columns(kind, condition, list(getattr(pipe, "labels", None) or []), _multi_label(pipe))
+        pipe.to(state.device if device == "cuda" else device)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe, kind, condition, scheduler, columns
+
+    pipe, kind, condition, scheduler, columns = _step(load)
+    seed = _broadcast(args.seed if args.seed is not None else secrets.randbelow(2**31))
 
     params: dict[str, Any] = {
         "command": "medgen generate",
@@ -254,25 +352,111 @@ def run(args: argparse.Namespace) -> int:
         "scheduler": scheduler,
         "postprocess": get_preset(args.postprocess).record(),
         "batch_size": args.batch_size,
+        "num_processes": state.num_processes,
         "device": device,
         "medgen_version": __version__,
         "torch_version": torch.__version__,
     }
+
+    def open_run(shared=None):
+        if shared is None:  # the main process: every check that refuses the run, before anything is written
+            if (Path(args.output) / METADATA_FILE).exists():
+                raise ValueError(
+                    f"output folder {args.output} already holds {METADATA_FILE}; medgen never overwrites files: "
+                    "choose a new folder"
+                )
+            if args.push_to_hub is not None:
+                _check_publishing(args)
+        elif not Path(args.output).is_dir():
+            raise ValueError(
+                f"--output {args.output} made by the main process is not visible from process {state.process_index}: "
+                "processes on several machines need an output folder on a shared file system"
+            )
+        writer = RunWriter(
+            args.output, formats=args.format, params=shared[0] if shared else params, bit_depth=args.bit_depth,
+            modality=args.dicom_modality, count=args.count, study=shared[1] if shared else None,
+        )
+        if shared is None and args.push_to_hub is not None:
+            from medgen.generated_dataset import create_dataset_repo
+
+            try:
+                create_dataset_repo(args.push_to_hub)
+            except BaseException:
+                writer.__exit__(*sys.exc_info())  # removes the folder it created, still empty
+                raise
+        return writer
+
+    writer = _step(open_run, run_here=main)
+    # The other processes write into the folder the main process checked, with its parameters and DICOM study.
+    shared = _broadcast((writer.params, writer.study) if main else None)
+    try:
+        writer = _step(lambda: writer if main else open_run(shared))
+    except _StoppedByAnotherProcess:
+        if main:
+            writer.__exit__(*sys.exc_info())  # removes the folder it created, still empty
+        raise
+
     started = time.perf_counter()
-    with RunWriter(
-        args.output,
-        formats=args.format,
-        params=params,
-        bit_depth=args.bit_depth,
-        modality=args.dicom_modality,
-        count=args.count,
-    ) as writer:
-        starts = range(0, args.count, args.batch_size)
-        for start in tqdm(starts, desc="medgen generate", unit="batch", disable=len(starts) < 2, file=sys.stderr):
-            seeds = [seed + index for index in range(start, min(start + args.batch_size, args.count))]
-            images = _call_pipeline(pipe, kind, condition, seeds, args)
-            images, _ = apply_preset(images, args.postprocess)
-            writer.write(images, [{"seed": image_seed} for image_seed in seeds])
-        writer.params["duration_s"] = round(time.perf_counter() - started, 3)
-    print(f"wrote {args.count} image(s) to {Path(args.output)} (seeds {seed}..{seed + args.count - 1})")
+    starts = list(range(0, args.count, args.batch_size))
+    error: Exception | None = None
+    with contextlib.ExitStack() as stack:
+        if main:
+            stack.enter_context(writer)  # params.json on exit; an empty new folder removed after a failure
+        with state.split_between_processes(starts) as my_starts:
+            try:
+                progress = tqdm(
+                    my_starts, desc="medgen generate", unit="batch", file=sys.stderr,
+                    disable=not main or len(my_starts) < 2,
+                )
+                for start in progress:
+                    indices = list(range(start, min(start + args.batch_size, args.count)))
+                    seeds = [seed + index for index in indices]
+                    images = _call_pipeline(pipe, kind, condition, seeds, args)
+                    images, _ = apply_preset(images, args.postprocess)
+                    writer.write(images, [{"seed": image_seed} for image_seed in seeds], indices=indices)
+            except Exception as exception:  # noqa: BLE001 - reported after every process has finished
+                error = exception
+        from accelerate.utils import gather_object
+
+        outcomes = gather_object([(state.process_index, writer.records, error is not None)])
+        if main:
+            writer.merge_records(record for index, records, _ in outcomes if index != 0 for record in records)
+            if writer.records:
+                run_columns = {
+                    "num_inference_steps": args.num_inference_steps,
+                    "guidance_scale": params["guidance_scale"],
+                    "scheduler": scheduler,
+                    "postprocess": args.postprocess,
+                    "pipeline": str(args.pipeline),
+                }
+                write_metadata(args.output, metadata_rows(writer.records, columns, run_columns))
+            writer.params["duration_s"] = round(time.perf_counter() - started, 3)
+        if error is not None:
+            raise error
+        if any(failed for _, _, failed in outcomes):
+            raise _StoppedByAnotherProcess
+    if main:
+        print(f"wrote {args.count} image(s) to {Path(args.output)} (seeds {seed}..{seed + args.count - 1})")
+        if args.push_to_hub is not None:
+            from medgen.generated_dataset import push_dataset
+
+            push_dataset(args.output, args.push_to_hub)
+            print(f"uploaded {Path(args.output)} to https://huggingface.co/datasets/{args.push_to_hub}")
     return 0
+
+
+def _multi_label(pipe: Any) -> bool:
+    return bool(getattr(pipe, "config", {}).get("multi_label", False))
+
+
+def _check_publishing(args: argparse.Namespace) -> None:
+    """The privacy gate of `push_to_hub` and `medgen space build`, for images of the pipeline: refuse one
+    without a stored evaluation of its weights, or whose evaluation raised the memorization alarm."""
+    from medgen.pipelines.hub import resolve_pipeline_folder
+    from medgen.pipelines.publishing import check_before_publishing
+
+    check_before_publishing(
+        resolve_pipeline_folder(args.pipeline), args.allow_unevaluated,
+        action=f"push images generated by --pipeline {args.pipeline} to {args.push_to_hub!r}",
+        override="--allow-unevaluated", name=f"--pipeline {args.pipeline}", evaluate_target=str(args.pipeline),
+    )

@@ -231,9 +231,11 @@ def test_full_disk_mid_run_keeps_only_complete_files(label_pipeline_dir, tmp_pat
     assert _generate(label_pipeline_dir, out, "--labels", "pneumonia", "--count", 2, "--batch-size", 1) == 2
     line = _one_error_line(capsys)
     assert f"cannot write {out / 'image_00001.png'}: No space left on device" in line
-    assert sorted(path.name for path in out.iterdir()) == ["image_00000.png", "params.json"]  # no 0-byte or temp file
+    # No 0-byte or temporary file; the images written stay a dataset.
+    assert sorted(path.name for path in out.iterdir()) == ["image_00000.png", "metadata.csv", "params.json"]
     params = json.loads((out / "params.json").read_text())
     assert params["complete"] is False and [image["files"] for image in params["images"]] == [["image_00000.png"]]
+    assert (out / "metadata.csv").read_text().splitlines()[1].startswith("image_00000.png,pneumonia,")
     with Image.open(out / "image_00000.png") as image:
         image.load()  # complete and readable
 
