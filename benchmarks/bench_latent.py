@@ -95,7 +95,7 @@ def measure_reconstruction(vae_dir: Path, npz: Path, max_images: int | None) -> 
     vae = load_autoencoder(vae_dir).eval()
     resolution = int(vae.config.sample_size)
     data = build_dataset(DataConfig(source="medmnist", path=str(npz), split="test", resolution=resolution, max_samples=max_images))
-    pixels = data.dataset.with_format("torch")
+    pixels = data.dataset  # rows read as float tensors in [-1, 1]
     batches = (pixels[i : i + 64]["pixel_values"] for i in range(0, len(pixels), 64))
     return reconstruction_metrics(vae, batches), resolution
 

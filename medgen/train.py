@@ -80,16 +80,24 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
 
     with accelerator.main_process_first():
         data = build_dataset(config.data)
+        extra_data = [build_dataset(extra) for extra in config.extra_data]
     if accelerator.is_main_process:
         # what this run reads: images per label, files left out and why (also kept in the output folder)
-        accelerator.print(data.summary())
-        accelerator.print(f"Data summary: {write_data_summary(data, output_dir)}")
+        for index, source in enumerate([data, *extra_data]):
+            accelerator.print(source.summary())
+            name = "data_summary.json" if index == 0 else f"data_summary_extra{index}.json"
+            accelerator.print(f"Data summary: {write_data_summary(source, output_dir, name)}")
 
     # 2. An optional autoencoder stage, then the denoiser
+    if data.streaming and (config.model.kind in ("vae", "text") or config.model.pretrained_vae or config.class_balance > 0):
+        raise ValueError(
+            "data.streaming reads images in stream order: autoencoders, latent models and class_balance need the "
+            "cached data (data.streaming: false; `medgen prepare-data` builds the cache)"
+        )
     if config.model.kind in ("vae", "text") and not config.model.pretrained_vae:
         from medgen.training.vae import train_autoencoder
 
-        vae_dir = train_autoencoder(config, data, accelerator)
+        vae_dir = train_autoencoder(config, data, accelerator, extra_data)
         if config.model.kind == "vae":
             accelerator.end_training()
             return vae_dir
@@ -110,15 +118,31 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
             unet.parameters(), decay=config.ema.decay, use_ema_warmup=config.ema.warmup, power=config.ema.power
         )
 
+    train_set = data.dataset
+    if task.vae is not None:
+        # latent diffusion: encode the training set once (cached) instead of at every step
+        from medgen.training.latents import LatentDataset, cached_posteriors
+
+        task.to(accelerator.device)
+        train_set = LatentDataset(
+            data.dataset, cached_posteriors(task.vae, config.model.pretrained_vae, data, accelerator)
+        )
+    if config.class_balance > 0:
+        from medgen.training.balance import balanced_indices
+
+        labels = data.dataset.with_format("numpy", columns=["labels"])["labels"]
+        train_set = torch.utils.data.Subset(train_set, balanced_indices(labels, config.class_balance, config.seed))
+        accelerator.print(f"class_balance {config.class_balance}: {len(train_set)} images per epoch (oversampled)")
     dataloader = torch.utils.data.DataLoader(
-        data.dataset,
+        train_set,
         batch_size=config.train_batch_size,
-        shuffle=True,
+        shuffle=not data.streaming,  # a stream is shuffled through its buffer (build_dataset)
         num_workers=config.dataloader_num_workers,
-        drop_last=len(data.dataset) >= config.train_batch_size,
+        drop_last=len(data if data.streaming else train_set) >= config.train_batch_size,
         persistent_workers=config.dataloader_num_workers > 0,
     )
-    steps_per_epoch = math.ceil(len(dataloader) / config.gradient_accumulation_steps)
+    batches = max(1, len(data) // config.train_batch_size) if data.streaming else len(dataloader)  # stream: planned
+    steps_per_epoch = math.ceil(batches / config.gradient_accumulation_steps)
     num_epochs = math.ceil(config.max_train_steps / steps_per_epoch)
     # modules that train beside the UNet (a text encoder with unfrozen last layers): optimised, synced and
     # checkpointed with it; EMA covers the UNet only
@@ -361,7 +385,7 @@ def model_card_info(config: TrainConfig, data, steps: int) -> dict:
     schedule = config.diffusion
     return {
         "dataset": f"`{config.data.source}` data from `{Path(config.data.path).name}` (split `{config.data.split}`)",
-        "num_train_images": len(data.dataset),
+        "num_train_images": len(data),
         "train_steps": f"{steps} (batch {config.train_batch_size} x {config.gradient_accumulation_steps} accumulation)",
         "noise_schedule": f"{schedule.beta_schedule}, {schedule.num_train_timesteps} steps",
         "prediction_type": schedule.prediction_type,

@@ -122,7 +122,7 @@ def test_training_saves_a_scaled_autoencoder_with_a_reconstruction_report(traine
 def test_training_improves_held_out_reconstructions(trained):
     config, data, folder, _ = trained
     _, held_out = split_holdout(len(data.dataset), config.vae.holdout_fraction, config.seed)
-    pixels = data.dataset.select(held_out).with_format("torch")[:]["pixel_values"]
+    pixels = data.dataset.select(held_out)[:]["pixel_values"]
     torch.manual_seed(config.seed)
     untrained = build_autoencoder(config.vae, 1, 16).eval()
     before = reconstruction_metrics(untrained, [pixels])

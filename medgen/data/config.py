@@ -14,6 +14,7 @@ from typing import Any
 SOURCES = ("medmnist", "csv", "dicom", "folder")
 UNCERTAIN_POLICIES = ("ones", "zeros", "ignore")
 RESIZE_MODES = ("crop", "pad")
+HOLDOUT_ORDERS = ("last", "random")
 BAD_FILE_POLICIES = ("skip", "error")
 EMPTY_FINDINGS_POLICIES = ("error", "skip")  # or a label name
 NORMALIZATIONS = ("minmax", "percentile", "range")
@@ -47,6 +48,13 @@ class DataConfig:
         empty_findings: what a blank `findings_column` cell means: `"error"` (stop, naming the
             rows), `"skip"` (leave the rows out; they are listed in `.skipped`) or a label name
             (e.g. `"No Finding"`) given to them.
+        holdout_fraction: for a CSV without a split column, the fraction of each class (of
+            `findings_column`) that forms split `test`; the rest is `train`. Lets sets without an
+            official split (BUSI, IQ-OTH/NCCD) keep the same test images out of every run.
+        holdout_order: `"last"` (the last files of each class in natural name order: for sets whose
+            numbered files run through cases, where a random split leaks near-identical slices) or
+            `"random"` (seeded by `holdout_seed`).
+        holdout_seed: seed of the random held-out choice.
         labels: label names to keep, in this order (matched case-insensitively). For
             MedMNIST these name the classes (default from a built-in table, e.g.
             PneumoniaMNIST: `normal`, `pneumonia`).
@@ -74,7 +82,11 @@ class DataConfig:
             has the heart on the right (dextrocardia), an anatomically wrong image.
         window: DICOM `(center, width)` window overriding the file's VOI LUT/window.
         bad_files: `"skip"` (record in `.skipped`, warn once at the end) or `"error"`.
-        cache_dir: where `datasets` caches the preprocessed arrays (default: its own).
+        cache_dir: where `datasets` caches the preprocessed images (default: its own). The
+            cache holds uint8 pixels (uint16 for 16-bit sources), keyed on every option that
+            changes them; `medgen prepare-data` fills it in several processes.
+        streaming: read and preprocess images while training, with no local cache (a `datasets`
+            IterableDataset, shuffled through a buffer): for sets larger than the disk.
         max_samples: keep at most this many samples (first ones, after filtering).
         prompt_template: prompt for label-only data; `{labels}` becomes the present label
             names joined by ", ", or "no finding" when none is set.
@@ -90,6 +102,9 @@ class DataConfig:
     findings_column: str | None = None
     findings_separator: str = "|"
     empty_findings: str = "error"
+    holdout_fraction: float | None = None
+    holdout_order: str = "last"
+    holdout_seed: int = 0
     labels: list[str] | None = None
     multi_label: bool | None = None
     text_column: str | None = None
@@ -104,6 +119,7 @@ class DataConfig:
     window: tuple[float, float] | None = None
     bad_files: str = "skip"
     cache_dir: str | None = None
+    streaming: bool = False
     max_samples: int | None = None
     prompt_template: str = "chest x-ray, {labels}"
 
@@ -134,6 +150,8 @@ class DataConfig:
             raise ValueError(
                 f"DataConfig.normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}"
             )
+        if not isinstance(self.streaming, bool):
+            raise ValueError(f"DataConfig.streaming must be true or false, got {self.streaming!r}")
         if self.bad_files not in BAD_FILE_POLICIES:
             raise ValueError(f"DataConfig.bad_files must be one of {BAD_FILE_POLICIES}, got {self.bad_files!r}")
         if self.window is not None:
@@ -165,8 +183,15 @@ class DataConfig:
             raise ValueError(
                 f"DataConfig.prompt_template must contain '{{labels}}', got {self.prompt_template!r}"
             )
+        if self.holdout_fraction is not None and not (
+            isinstance(self.holdout_fraction, (int, float)) and 0 < self.holdout_fraction < 1
+        ):
+            raise ValueError(f"DataConfig.holdout_fraction must be in (0, 1) or None, got {self.holdout_fraction!r}")
+        if self.holdout_order not in HOLDOUT_ORDERS:
+            raise ValueError(f"DataConfig.holdout_order must be one of {HOLDOUT_ORDERS}, got {self.holdout_order!r}")
         if self.source != "csv":
             csv_only = {
+                "holdout_fraction": self.holdout_fraction,
                 "label_columns": self.label_columns,
                 "findings_column": self.findings_column,
                 "text_column": self.text_column,

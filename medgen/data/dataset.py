@@ -4,10 +4,14 @@ Building has two steps. *Planning* reads only metadata (the CSV, the npz labels,
 file list) and decides which samples exist, their label vectors and their text; files the
 CSV lists but the disk lacks, and rows with a blank finding, are settled here, before any
 decoding (see `.skipped` and `medgen.data.summary`). *Decoding*
-reads and preprocesses every image inside `Dataset.from_generator`, whose Arrow cache
-is keyed on a fingerprint of the config and of every source file's size and mtime: a
-second build with the same config and files reuses the cache and decodes nothing, and
-editing a file or an option re-decodes. The training DataLoader only reads arrays.
+reads and preprocesses every image inside `Dataset.from_generator` (sharded over
+`num_proc` processes), whose Arrow cache is keyed on a fingerprint of the options that
+change the stored pixels and of every source file's size and mtime: a second build with
+the same config and files reuses the cache and decodes nothing, and editing a file or such
+an option re-decodes. The cache stores each image as uint8 bytes (uint16 for sources with
+more than 8 bits per sample); `ModelRangeTransform` turns them into float tensors in
+[-1, 1] when batches are read. With `streaming=True` nothing is cached: images are decoded
+while they are read, through a `datasets.IterableDataset`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +45,7 @@ from medgen.data.readers import iter_files, read_frames, read_medmnist
 from medgen.data.tables import (
     PATH_COLUMNS,
     SPLIT_COLUMN,
+    derive_split,
     describe_rows,
     locate_csv,
     read_table,
@@ -48,13 +54,17 @@ from medgen.data.tables import (
     select_split,
 )
 from medgen.data.text import clean_report, template_prompt
-from medgen.data.transforms import preprocess
+from medgen.data.transforms import ModelRangeTransform, pixels_from_bytes, preprocess_unit, quantize
 
 logger = logging.getLogger(__name__)
 
 # Bump when decoding/preprocessing changes, so that old caches are not reused.
-CACHE_VERSION = "2"
+CACHE_VERSION = "3"  # 3: uint8/uint16 pixel bytes instead of float32 arrays
 SKIPPED_FILE = "medgen_skipped.json"
+# DataConfig fields that do not change the stored pixels, so they stay out of the cache key.
+NOT_IN_CACHE_KEY = ("cache_dir", "hflip", "streaming")
+# Images buffered by the streaming shuffle (`IterableDataset.shuffle`); larger mixes better, costs memory.
+STREAMING_SHUFFLE_BUFFER = 1000
 # Why a file was left out: the first words of every `.skipped` reason.
 SKIP_MISSING = "missing file"
 SKIP_UNREADABLE = "unreadable file"
@@ -87,10 +97,14 @@ class MedicalImageDataset:
     """A preprocessed image dataset and what is known about it.
 
     Attributes:
-        dataset: `datasets.Dataset` in torch format with columns `pixel_values` float32
-            `(C, H, W)` in [-1, 1], `labels` float32 `(num_labels,)` (length 0 when
+        dataset: `datasets.Dataset` whose rows read as `pixel_values` float32 tensor
+            `(C, H, W)` in [-1, 1], `labels` float32 tensor `(num_labels,)` (length 0 when
             unlabelled), `text` str and `source` str (file path, `path#frame` for
-            multi-frame DICOM, or `file.npz:split:index`).
+            multi-frame DICOM, or `file.npz:split:index`). The pixels are stored as
+            integers and converted by a read transform (`ModelRangeTransform`):
+            `.select`, `.select_columns`, `.add_column` and `concatenate_datasets` keep it,
+            `.with_format(...)` replaces it and shows the stored bytes. With
+            `config.streaming` a shuffled `datasets.IterableDataset` with the same rows.
         label_names: names of the label vector's entries, in order.
         multi_label: True for multi-hot vectors, False for one-hot.
         skipped: `(path, reason)` for every listed file left out; the reason starts with
@@ -112,6 +126,7 @@ class MedicalImageDataset:
         fingerprint: str,
         dropped: dict[str, int] | None = None,
         read_from: dict[str, Any] | None = None,
+        planned_labels: np.ndarray | None = None,
     ) -> None:
         self.dataset = dataset
         self.label_names = label_names
@@ -121,19 +136,28 @@ class MedicalImageDataset:
         self.fingerprint = fingerprint
         self.dropped = dropped or {}
         self.read_from = read_from or {}
+        # streaming: the label vectors planned (unreadable files only show up while reading)
+        self.planned_labels = planned_labels
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
 
+    @property
+    def streaming(self) -> bool:
+        return self.planned_labels is not None
+
     def __len__(self) -> int:
-        return len(self.dataset)
+        """The number of images; when streaming, the number planned (unreadable files are left out when read)."""
+        return len(self.planned_labels) if self.streaming else len(self.dataset)
 
     def __getitem__(self, index: Any) -> Any:
         return self.dataset[index]
 
     def label_counts(self) -> dict[str, int]:
         """Images per label, plus "(no label set)": for class-balance reports."""
+        if self.streaming:
+            return label_counts(self.planned_labels, self.label_names) if self.label_names else {}
         return dataset_label_counts(self.dataset, self.label_names)
 
     def summary(self) -> str:
@@ -154,8 +178,16 @@ def dataset_label_counts(dataset: Any, label_names: list[str]) -> dict[str, int]
     return label_counts(vectors.reshape(len(dataset), len(label_names)), label_names)
 
 
-def build_dataset(cfg: DataConfig) -> MedicalImageDataset:
+def build_dataset(cfg: DataConfig, num_proc: int = 1) -> MedicalImageDataset:
     """Plan, decode (or reuse the cache) and wrap a dataset described by `cfg`.
+
+    Args:
+        cfg: what to read and how.
+        num_proc: processes that decode at once (`datasets` shards the files among them).
+            1 by default: a library call or a training run never forks unasked; `medgen
+            prepare-data --num-proc N` fills the same cache in parallel. The cache does not
+            depend on it: any `num_proc` stores the same rows in the same order. Ignored
+            when streaming.
 
     Raises:
         FileNotFoundError: the npz / folder / CSV does not exist.
@@ -163,9 +195,8 @@ def build_dataset(cfg: DataConfig) -> MedicalImageDataset:
             after filtering, every file unreadable, or (with `bad_files="error"`) the
             first unreadable file.
     """
-    from datasets import Array3D, Dataset, Features, List, Value
-    from datasets.exceptions import DatasetGenerationError
-
+    if not isinstance(num_proc, int) or isinstance(num_proc, bool) or num_proc < 1:
+        raise ValueError(f"num_proc must be a positive integer, got {num_proc!r}")
     plan = _plan(cfg)
     if cfg.max_samples is not None:
         plan.samples = plan.samples[: cfg.max_samples]
@@ -178,45 +209,13 @@ def build_dataset(cfg: DataConfig) -> MedicalImageDataset:
             + left_out
         )
     fingerprint = _fingerprint(cfg, plan)
-    features = Features(
-        {
-            "pixel_values": Array3D(shape=(cfg.channels, cfg.resolution, cfg.resolution), dtype="float32"),
-            "labels": List(Value("float32")),
-            "text": Value("string"),
-            "source": Value("string"),
-        }
-    )
-    state: dict[str, Any] = {"generated": False, "skipped": []}
-
-    def generate() -> Iterator[dict[str, Any]]:
-        state["generated"] = True
-        count = 0
-        for row in _decode(cfg, plan, state["skipped"]):
-            count += 1
-            yield row
-        if count == 0:
-            # Fail inside the build so that no empty dataset is cached.
-            first_path, first_reason = state["skipped"][0] if state["skipped"] else (cfg.path, "no image")
-            raise ValueError(
-                f"no readable image in source {cfg.source!r} at {cfg.path}: all {len(state['skipped'])} "
-                f"file(s) failed, e.g. {first_path}: {first_reason}"
-            )
-
-    try:
-        dataset = Dataset.from_generator(
-            generate, features=features, cache_dir=cfg.cache_dir, fingerprint=fingerprint
-        )
-    except DatasetGenerationError as error:
-        # datasets wraps generator errors; surface ours (they name the file).
-        cause = error.__cause__ or error.__context__
-        if isinstance(cause, (ValueError, FileNotFoundError)):
-            raise cause from None
-        raise
-
-    skipped = plan.skipped + _sync_skipped(dataset, state)
     if plan.dropped:
         for reason, count in plan.dropped.items():
             logger.info("dropped %d rows of %s: %s", count, cfg.path, reason)
+    if cfg.streaming:
+        return _stream(cfg, plan, fingerprint)
+    dataset, skipped = _cached(cfg, plan, fingerprint, num_proc)
+    skipped = plan.skipped + skipped
     if skipped:
         logger.warning(
             "left out %d file(s) of %s, e.g. %s: %s",
@@ -226,7 +225,7 @@ def build_dataset(cfg: DataConfig) -> MedicalImageDataset:
             skipped[0][1],
         )
     return MedicalImageDataset(
-        dataset=dataset.with_format("torch"),
+        dataset=dataset.with_transform(ModelRangeTransform((cfg.channels, cfg.resolution, cfg.resolution))),
         label_names=plan.label_names,
         multi_label=plan.multi_label,
         skipped=skipped,
@@ -237,22 +236,142 @@ def build_dataset(cfg: DataConfig) -> MedicalImageDataset:
     )
 
 
-def _sync_skipped(dataset: Any, state: dict[str, Any]) -> list[tuple[str, str]]:
-    """Persist the skipped list next to the Arrow cache, or read it back on reuse."""
-    if not dataset.cache_files:
-        return list(state["skipped"])
-    sidecar = Path(dataset.cache_files[0]["filename"]).parent / SKIPPED_FILE
-    if state["generated"]:
-        sidecar.write_text(json.dumps(state["skipped"]))
-        return list(state["skipped"])
-    if sidecar.exists():
-        return [tuple(item) for item in json.loads(sidecar.read_text())]
-    return []
+def _features(cfg: DataConfig, stored: bool) -> Any:
+    from datasets import Array3D, Features, List, Value
+
+    shape = (cfg.channels, cfg.resolution, cfg.resolution)
+    return Features(
+        {
+            # stored: one image's uint8/uint16 bytes (`pixels_from_bytes`); streamed: the same values in [-1, 1]
+            "pixel_values": Value("binary") if stored else Array3D(shape=shape, dtype="float32"),
+            "labels": List(Value("float32")),
+            "text": Value("string"),
+            "source": Value("string"),
+        }
+    )
+
+
+def _shards(count: int, num_shards: int) -> list[tuple[int, int]]:
+    """`num_shards` contiguous (start, stop) ranges of sample indices, in order."""
+    bounds = np.linspace(0, count, min(num_shards, count) + 1).round().astype(int)
+    return [(int(start), int(stop)) for start, stop in zip(bounds[:-1], bounds[1:])]
+
+
+def _cached(cfg: DataConfig, plan: _Plan, fingerprint: str, num_proc: int) -> tuple[Any, list[tuple[str, str]]]:
+    """The Arrow cache of `plan` (built now, or reused) and the files left out while decoding."""
+    from datasets import config as datasets_config
+    from datasets.exceptions import DatasetGenerationError
+    from datasets.io.generator import GeneratorDatasetInputStream
+
+    # Decoding may run in other processes: each shard writes what it left out into this folder,
+    # merged below. Files there after the build mean it decoded; none mean the cache was reused.
+    cache_root = Path(cfg.cache_dir or datasets_config.HF_DATASETS_CACHE)
+    shard_dir = cache_root / "medgen_skipped_shards" / fingerprint
+    shutil.rmtree(shard_dir, ignore_errors=True)
+
+    def generate(shards: list[tuple[int, int]]) -> Iterator[dict[str, Any]]:
+        for start, stop in shards:
+            skipped: list[tuple[str, str]] = []
+            rows = 0
+            for row in _decode(cfg, plan, range(start, stop), skipped, stored=True):
+                rows += 1
+                yield row
+            shard_dir.mkdir(parents=True, exist_ok=True)
+            (shard_dir / f"{start:012d}.json").write_text(json.dumps({"rows": rows, "skipped": skipped}))
+
+    reader = GeneratorDatasetInputStream(
+        generate,
+        features=_features(cfg, stored=True),
+        cache_dir=cfg.cache_dir,
+        fingerprint=fingerprint,
+        gen_kwargs={"shards": _shards(len(plan.samples), num_proc)},
+        num_proc=num_proc if num_proc > 1 else None,
+    )
+    failure: Exception | None = None
+    try:
+        dataset = reader.read()
+    except DatasetGenerationError as error:
+        # datasets wraps generator errors; surface ours (they name the file).
+        cause = error.__cause__ or error.__context__
+        if isinstance(cause, (ValueError, FileNotFoundError)):
+            raise cause from None
+        raise
+    except ValueError as error:  # datasets refuses a split of 0 rows; said better below
+        failure = error
+    finally:
+        shard_files = sorted(shard_dir.glob("*.json")) if shard_dir.exists() else []
+        shards = [json.loads(name.read_text()) for name in shard_files]
+        shutil.rmtree(shard_dir, ignore_errors=True)
+    skipped = [tuple(item) for shard in shards for item in shard["skipped"]]
+    if shards and not sum(shard["rows"] for shard in shards):
+        shutil.rmtree(reader.builder.cache_dir, ignore_errors=True)  # never keep an empty cache
+        first_path, first_reason = skipped[0] if skipped else (cfg.path, "no image")
+        raise ValueError(
+            f"no readable image in source {cfg.source!r} at {cfg.path}: all {len(skipped)} "
+            f"file(s) failed, e.g. {first_path}: {first_reason}"
+        )
+    if failure is not None:
+        raise failure
+    folder = Path(dataset.cache_files[0]["filename"]).parent if dataset.cache_files else None
+    if folder is not None:
+        sidecar = folder / SKIPPED_FILE
+        if shard_files:
+            sidecar.write_text(json.dumps(skipped))
+        elif sidecar.exists():
+            skipped = [tuple(item) for item in json.loads(sidecar.read_text())]
+    if cfg.max_samples is not None and len(dataset) > cfg.max_samples:  # multi-frame files give several rows
+        dataset = dataset.select(range(cfg.max_samples))
+    return dataset, skipped
+
+
+def _stream(cfg: DataConfig, plan: _Plan, fingerprint: str) -> MedicalImageDataset:
+    """An IterableDataset decoding while it is read: many shards, so that processes and workers split it."""
+    from datasets import IterableDataset
+
+    def generate(shards: list[tuple[int, int]]) -> Iterator[dict[str, Any]]:
+        for start, stop in shards:
+            skipped: list[tuple[str, str]] = []
+            yield from _decode(cfg, plan, range(start, stop), skipped, stored=False)
+            for path, reason in skipped:  # no cache to keep them in: say so as they happen
+                logger.warning("left out %s: %s", path, reason)
+
+    dataset = IterableDataset.from_generator(
+        generate,
+        features=_features(cfg, stored=False),
+        gen_kwargs={"shards": _shards(len(plan.samples), 1024)},
+    )
+    dataset = dataset.shuffle(seed=0, buffer_size=STREAMING_SHUFFLE_BUFFER).with_format("torch")
+    labels = np.stack([sample.vector for sample in plan.samples]).astype(np.float32)
+    return MedicalImageDataset(
+        dataset=dataset,
+        label_names=plan.label_names,
+        multi_label=plan.multi_label,
+        skipped=list(plan.skipped),
+        config=cfg,
+        fingerprint=fingerprint,
+        dropped=plan.dropped,
+        read_from=plan.read,
+        planned_labels=labels,
+    )
+
+
+def split_for_process(data: MedicalImageDataset, rank: int, world_size: int) -> Any:
+    """This process's part of a streaming dataset (`datasets.distributed.split_dataset_by_node`).
+
+    For loops that do not shard themselves; `accelerate`'s prepared DataLoader already
+    shards a `datasets.IterableDataset` across processes, so do not split it twice.
+    """
+    from datasets.distributed import split_dataset_by_node
+
+    if not data.streaming:
+        raise ValueError("split_for_process splits streaming datasets (data.streaming: true)")
+    return split_dataset_by_node(data.dataset, rank=rank, world_size=world_size)
 
 
 def _fingerprint(cfg: DataConfig, plan: _Plan) -> str:
     config = cfg.to_dict()
-    config.pop("cache_dir")
+    for name in NOT_IN_CACHE_KEY:
+        config.pop(name)
     digest = hashlib.sha256(json.dumps({"version": CACHE_VERSION, "config": config}, sort_keys=True).encode())
     for name in plan.files:
         try:
@@ -263,7 +382,15 @@ def _fingerprint(cfg: DataConfig, plan: _Plan) -> str:
     return f"medgen-{cfg.source}-{digest.hexdigest()[:32]}"
 
 
-def _decode(cfg: DataConfig, plan: _Plan, skipped: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:
+def _source_bits(meta: dict[str, Any]) -> int:
+    """16 for sources with more than 8 bits per sample (DICOM, 16-bit PNG/TIFF, float TIFF), else 8."""
+    return 16 if meta.get("format") == "dicom" or int(meta.get("bit_depth", 8)) > 8 else 8
+
+
+def _decode(
+    cfg: DataConfig, plan: _Plan, indices: range, skipped: list[tuple[str, str]], stored: bool
+) -> Iterator[dict[str, Any]]:
+    """Rows of the samples at `indices`; pixels as stored bytes, or (streaming) the same values in [-1, 1]."""
     options = {
         "resolution": cfg.resolution,
         "channels": cfg.channels,
@@ -271,16 +398,23 @@ def _decode(cfg: DataConfig, plan: _Plan, skipped: list[tuple[str, str]]) -> Ite
         "normalization": cfg.normalization,
         "clahe": cfg.clahe,
     }
-    yielded = 0
-    for index, sample in enumerate(plan.samples):
+    shape = (cfg.channels, cfg.resolution, cfg.resolution)
+
+    def pixels(image: np.ndarray, bits: int) -> Any:
+        stored_bytes = quantize(image, bits).astype("<u2" if bits == 16 else np.uint8).tobytes()
+        return stored_bytes if stored else pixels_from_bytes([stored_bytes], shape)[0]
+
+    for index in indices:
+        sample = plan.samples[index]
         if plan.images is not None:
-            pixels = preprocess(plan.images[index], value_range=(0.0, 255.0), **options)
-            yield {"pixel_values": pixels, "labels": sample.vector, "text": sample.text, "source": sample.key}
+            bits = 8 if plan.images.dtype == np.uint8 else 16
+            image = preprocess_unit(plan.images[index], value_range=(0.0, 255.0), **options)
+            yield {"pixel_values": pixels(image, bits), "labels": sample.vector, "text": sample.text, "source": sample.key}
             continue
         try:
             frames, meta = read_frames(sample.key, keep_rgb=cfg.channels == 3, window=cfg.window)
             value_range = meta.get("value_range")
-            processed = [preprocess(frame, value_range=value_range, **options) for frame in frames]
+            processed = [preprocess_unit(frame, value_range=value_range, **options) for frame in frames]
         except FileNotFoundError as error:  # removed since planning
             if cfg.bad_files == "error":
                 raise FileNotFoundError(f"{SKIP_MISSING}: {sample.key}{_listed(sample)}") from error
@@ -291,12 +425,10 @@ def _decode(cfg: DataConfig, plan: _Plan, skipped: list[tuple[str, str]]) -> Ite
                 raise ValueError(f"{SKIP_UNREADABLE}: {sample.key}{_listed(sample)}: {error}") from error
             skipped.append((sample.key, f"{SKIP_UNREADABLE}: {type(error).__name__}: {error}"))
             continue
-        for frame_index, pixels in enumerate(processed):
+        bits = _source_bits(meta)
+        for frame_index, image in enumerate(processed):
             source = f"{sample.key}#{frame_index}" if len(processed) > 1 else sample.key
-            yield {"pixel_values": pixels, "labels": sample.vector, "text": sample.text, "source": source}
-            yielded += 1
-            if cfg.max_samples is not None and yielded >= cfg.max_samples:
-                return
+            yield {"pixel_values": pixels(image, bits), "labels": sample.vector, "text": sample.text, "source": source}
 
 
 def _listed(sample: _Sample) -> str:
@@ -346,6 +478,16 @@ def _plan_csv(cfg: DataConfig) -> _Plan:
                 f"{option}: column(s) {missing} not in {csv_path}; its columns are {list(frame.columns)}"
             )
 
+    if cfg.holdout_fraction is not None:
+        if split_column is not None:
+            raise ValueError(
+                f"holdout_fraction: {csv_path} already has a split column {split_column!r}; "
+                "remove holdout_fraction to use it"
+            )
+        frame = derive_split(
+            frame, path_column, cfg.findings_column, cfg.holdout_fraction, cfg.holdout_order, cfg.holdout_seed
+        )
+        split_column = SPLIT_COLUMN
     if split_column is not None:
         frame = select_split(frame, csv_path, split_column, cfg.split)
     for column, values in cfg.filters.items():

@@ -10,6 +10,7 @@ Rows are numbered as a spreadsheet shows them: the header is row 1, the first im
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,38 @@ def select_split(frame: Any, csv_path: Path, column: str, split: str) -> Any:
         present = sorted({value for value in frame[column] if value.strip()})
         raise ValueError(f"split {split!r} not in column {column!r} of {csv_path}; its splits are {present}")
     return selected
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key reading digit runs as numbers: `case_2` before `case_10`."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def derive_split(
+    frame: Any, path_column: str, stratify_column: str | None, fraction: float, order: str, seed: int
+) -> Any:
+    """`frame` with a `split` column (`train` / `test`) for a table that has none.
+
+    Within each value of `stratify_column` (each class), `fraction` of the rows go to `test`:
+    the last ones in natural file-name order (`order="last"`: sets whose numbered files run through
+    patients or cases in order, where neighbouring slices are near-identical and a random split leaks)
+    or a seeded random choice (`order="random"`). The same arguments always give the same split.
+    """
+    import numpy as np
+
+    frame = frame.copy()
+    frame[SPLIT_COLUMN] = "train"
+    groups = frame.groupby(stratify_column, sort=True).groups if stratify_column else {None: frame.index}
+    rng = np.random.default_rng(seed)
+    for _, index in groups.items():
+        names = frame.loc[index, path_column]
+        if order == "last":
+            ordered = sorted(index, key=lambda row: natural_key(names[row]))
+        else:
+            ordered = [index[i] for i in rng.permutation(len(index))]
+        count = int(round(len(ordered) * fraction))
+        frame.loc[ordered[len(ordered) - count :], SPLIT_COLUMN] = "test"
+    return frame
 
 
 def row_number(index: int) -> int:

@@ -4,8 +4,11 @@ Order used by `preprocess`: channels -> intensity scaling to [0, 1] (at full res
 so percentiles see every pixel) -> aspect-preserving resize (crop or pad) -> optional
 CLAHE -> [-1, 1]. Each step is a separate function so that it can be tested and reused.
 
+The cache stores the final [0, 1] image quantized to integers (`quantize`: uint8, or
+uint16 for sources with more than 8 bits per sample), and `ModelRangeTransform` maps
+stored pixels to [-1, 1] when batches are read, so the cache is independent of it.
 Augmentation is separate (`random_augment`, on torch batches, called by the training
-loop) because the preprocessed dataset is decoded once and cached.
+loop) for the same reason.
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ def to_model_range(image: np.ndarray) -> np.ndarray:
     return (np.asarray(image, dtype=np.float32) * 2.0 - 1.0).astype(np.float32)
 
 
-def preprocess(
+def preprocess_unit(
     image: np.ndarray,
     *,
     resolution: int,
@@ -128,14 +131,84 @@ def preprocess(
     clahe: bool = False,
     value_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """Reader output -> `(channels, resolution, resolution)` float32 in [-1, 1]."""
+    """Reader output -> `(channels, resolution, resolution)` float32 in [0, 1]: the image the cache stores."""
     planes = to_channels(image, channels)
     planes = scale_intensity(planes, normalization, value_range=value_range)
     planes = resize_image(planes, resolution, resize_mode)
     planes = np.clip(planes, 0.0, 1.0)
     if clahe:
         planes = apply_clahe(planes)
-    return to_model_range(planes)
+    return planes
+
+
+def preprocess(image: np.ndarray, **options) -> np.ndarray:
+    """Reader output -> `(channels, resolution, resolution)` float32 in [-1, 1] (`preprocess_unit` options)."""
+    return to_model_range(preprocess_unit(image, **options))
+
+
+def quantize(image: np.ndarray, bits: int = 8) -> np.ndarray:
+    """A [0, 1] image -> uint8 (`bits=8`) or uint16 (`bits=16`), rounded: what the cache stores.
+
+    Quantizing after the whole intensity pipeline (scaling, resize, CLAHE) keeps the cache
+    exact to one grey level; uint16 keeps the precision of 16-bit sources (DICOM, 16-bit PNG).
+    """
+    if bits not in (8, 16):
+        raise ValueError(f"quantize: bits must be 8 or 16, got {bits!r}")
+    dtype = np.uint8 if bits == 8 else np.uint16
+    return np.rint(np.clip(image, 0.0, 1.0) * float(np.iinfo(dtype).max)).astype(dtype)
+
+
+def pixels_from_bytes(values: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
+    """Stored pixel bytes -> float32 `(N, *shape)` in [-1, 1].
+
+    Each value holds one image in C order, 1 byte per sample (uint8) or 2 (uint16,
+    little-endian); its length tells which, so one set may mix 8- and 16-bit sources.
+    """
+    count = int(np.prod(shape))
+    output = np.empty((len(values), *shape), dtype=np.float32)
+    for index, value in enumerate(values):
+        if len(value) == count:
+            array, top = np.frombuffer(value, dtype=np.uint8), 255.0
+        elif len(value) == 2 * count:
+            array, top = np.frombuffer(value, dtype="<u2"), 65535.0
+        else:
+            raise ValueError(f"stored image of {len(value)} bytes does not fit shape {shape}: rebuild the cache")
+        output[index] = array.reshape(shape) * np.float32(2.0 / top) - np.float32(1.0)
+    return output
+
+
+class ModelRangeTransform:
+    """`datasets` read transform: stored pixels -> float32 tensors in [-1, 1], labels -> float32 tensors.
+
+    Applied with `Dataset.with_transform`, so batches are converted when read (also in
+    DataLoader worker processes: the object pickles) and the cache holds only integers.
+    Other columns (`text`, `source`, ...) pass through unchanged.
+    """
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        self.shape = tuple(int(side) for side in shape)
+
+    def __call__(self, batch: dict) -> dict:
+        import torch
+
+        output = dict(batch)
+        if "pixel_values" in batch:
+            output["pixel_values"] = torch.from_numpy(pixels_from_bytes(batch["pixel_values"], self.shape))
+        if "labels" in batch:
+            labels = np.asarray(batch["labels"], dtype=np.float32)
+            labels = labels.reshape(len(labels), -1) if len(labels) else labels.reshape(0, 0)
+            output["labels"] = torch.from_numpy(labels)
+        return output
+
+    # equal transforms let `datasets.concatenate_datasets` keep the format of equal parts
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ModelRangeTransform) and other.shape == self.shape
+
+    def __hash__(self) -> int:
+        return hash(self.shape)
+
+    def __repr__(self) -> str:
+        return f"ModelRangeTransform(shape={self.shape})"
 
 
 def random_augment(

@@ -84,7 +84,7 @@ def load_split(values: dict[str, Any], split: str, resolution: int, channels: in
     """One split of single-label real data at the synthetic images' resolution, through `build_dataset`."""
     from medgen.data import DataConfig, build_dataset
 
-    values = {**values, "split": split, "resolution": int(resolution), "channels": int(channels)}
+    values = {**values, "split": split, "resolution": int(resolution), "channels": int(channels), "streaming": False}
     if max_samples is not None:
         values["max_samples"] = int(max_samples)
     built = build_dataset(DataConfig.from_dict(values))
@@ -95,9 +95,9 @@ def load_split(values: dict[str, Any], split: str, resolution: int, channels: in
             f"real data {values['path']} is multi-label; medgen downstream compares single-label classifiers "
             "(one finding per image)"
         )
-    dataset = built.dataset.with_format("numpy")
-    pixels = np.asarray(dataset["pixel_values"], dtype=np.float32)
-    vectors = np.asarray(dataset["labels"], dtype=np.float32).reshape(len(dataset), len(built.label_names))
+    dataset = built.dataset  # rows read as float tensors in [-1, 1] (the cache holds integers)
+    pixels = np.asarray(dataset["pixel_values"][:], dtype=np.float32)
+    vectors = np.asarray(dataset["labels"][:], dtype=np.float32).reshape(len(dataset), len(built.label_names))
     return LabelledImages(
         (np.clip(pixels, -1.0, 1.0) + 1.0) / 2.0,
         vectors.argmax(axis=1).astype(np.int64),

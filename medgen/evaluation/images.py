@@ -330,6 +330,7 @@ def load_real_split(
         values = {"source": options.pop("source", None) or infer_data_source(path), "path": str(path)}
     values.update(options)
     values["split"] = split
+    values["streaming"] = False  # scores read the whole split: through the cache, not a stream
     values["channels"] = channels
     if resolution is not None:
         values["resolution"] = int(resolution)
@@ -337,16 +338,16 @@ def load_real_split(
         values["max_samples"] = int(max_samples)
     config = DataConfig.from_dict(values)
     built = build_dataset(config)
-    dataset = built.dataset.with_format("numpy")
+    dataset = built.dataset  # rows read as float tensors in [-1, 1] (the cache holds integers)
     if len(dataset) == 0:
         raise ValueError(f"real data {config.path} split {split!r} is empty")
     print(f"Real data, split {split!r}: " + format_data_summary(summarize_dataset(built)), flush=True)
     if summary_dir is not None:
         write_data_summary(built, summary_dir, filename=f"data_summary_{split}.json")
-    pixels = np.asarray(dataset["pixel_values"], dtype=np.float32)
+    pixels = np.asarray(dataset["pixel_values"][:], dtype=np.float32)
     images = (np.clip(pixels, -1.0, 1.0) + 1.0) / 2.0
     label_names = list(getattr(built, "label_names", []) or [])
-    labels = np.asarray(dataset["labels"], dtype=np.float32) if label_names and "labels" in dataset.column_names else None
+    labels = np.asarray(dataset["labels"][:], dtype=np.float32) if label_names and "labels" in dataset.column_names else None
     if labels is not None and labels.ndim == 2 and labels.shape[1] == 0:
         labels = None
     groups = _image_groups(built, list(dataset["source"]), group_column) if group_column else None

@@ -70,6 +70,12 @@ class DiffusionTask:
 
     @torch.no_grad()
     def model_input(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        from medgen.training.latents import LATENT_MEAN, LATENT_STD
+
+        if LATENT_MEAN in batch:  # posteriors encoded once (medgen.training.latents): draw a latent from each
+            mean, std = batch[LATENT_MEAN], batch[LATENT_STD]
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            return (mean + std * noise) * self.vae.config.scaling_factor
         pixels = batch["pixel_values"]
         if self.vae is None:
             return pixels

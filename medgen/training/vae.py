@@ -49,6 +49,7 @@ def build_autoencoder(config: VAEConfig, channels: int = 1, resolution: int = 32
         layers_per_block=config.layers_per_block,
         norm_num_groups=config.norm_num_groups,
         sample_size=resolution,
+        mid_block_add_attention=config.mid_block_attention,
     )
 
 
@@ -162,17 +163,44 @@ def split_holdout(num_images: int, fraction: float, seed: int) -> tuple[list[int
     return sorted(order[num_holdout:]), sorted(order[:num_holdout])
 
 
+def random_crop(pixels: torch.Tensor, size: int | None, generator: torch.Generator) -> torch.Tensor:
+    """One random `size` x `size` window of a batch (the whole batch when `size` is None or not smaller)."""
+    height, width = pixels.shape[-2:]
+    if size is None or (size >= height and size >= width):
+        return pixels
+    top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+    return pixels[..., top : top + size, left : left + size]
+
+
+SOURCE_COLUMN = "source"
+
+
+def combine_sources(data: Any, extra_data: list[Any]) -> tuple[Any, list[str]]:
+    """The pixels of `data` and each of `extra_data` in one `datasets.Dataset` with a `source` index column,
+    and the source names (each set's folder or file name), so reconstruction quality is reported per set."""
+    from datasets import concatenate_datasets
+
+    sources = [data, *extra_data]
+    names = [Path(source.config.path).name or str(source.config.path) for source in sources]
+    parts = []
+    for index, source in enumerate(sources):
+        pixels = source.dataset.select_columns(["pixel_values"])
+        parts.append(pixels.add_column(SOURCE_COLUMN, [index] * len(pixels)))
+    return (parts[0] if len(parts) == 1 else concatenate_datasets(parts)), names
+
+
 def _pixel_batches(dataset, batch_size: int, limit: int | None = None):
     total = len(dataset) if limit is None else min(limit, len(dataset))
     for start in range(0, total, batch_size):
         yield dataset[start : min(start + batch_size, total)]["pixel_values"]
 
 
-def train_autoencoder(config: TrainConfig, data: Any, accelerator) -> Path:
+def train_autoencoder(config: TrainConfig, data: Any, accelerator, extra_data: list[Any] | None = None) -> Path:
     """
-    Trains the autoencoder on `data` (a `MedicalImageDataset`), sets its latent scaling factor, saves it and
-    its reconstruction report, and returns the folder: `output_dir` itself for `model.kind: vae`, else
-    `output_dir/autoencoder` (the first stage of a text run).
+    Trains the autoencoder on `data` (a `MedicalImageDataset`) and any `extra_data` sets, sets its latent
+    scaling factor, saves it and its reconstruction report (overall and per set), and returns the folder:
+    `output_dir` itself for `model.kind: vae`, else `output_dir/autoencoder` (the first stage of a text run).
     """
     from tqdm.auto import tqdm
 
@@ -188,13 +216,23 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator) -> Path:
     if _finished_stage(vae_dir, config):
         accelerator.print(f"Autoencoder: reusing the one already trained with this config in {vae_dir.resolve()}")
         return vae_dir
-    train_indices, holdout_indices = split_holdout(len(data.dataset), vae_config.holdout_fraction, config.seed)
-    train_set, holdout_set = data.dataset.select(train_indices), data.dataset.select(holdout_indices)
+    pixels, source_names = combine_sources(data, extra_data or [])
+    train_indices, holdout_indices = split_holdout(len(pixels), vae_config.holdout_fraction, config.seed)
+    train_set, holdout_set = pixels.select(train_indices), pixels.select(holdout_indices)
 
     vae = build_autoencoder(vae_config, config.data.channels, config.data.resolution)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=vae_config.learning_rate, weight_decay=0.0)
+    from diffusers.optimization import get_scheduler
+
+    lr_scheduler = get_scheduler(
+        vae_config.lr_scheduler,
+        optimizer,
+        num_warmup_steps=vae_config.lr_warmup_steps,
+        num_training_steps=vae_config.max_train_steps,
+    )
+    crops = torch.Generator().manual_seed(config.seed)
     dataloader = torch.utils.data.DataLoader(
-        train_set.with_format("torch", columns=["pixel_values"]),
+        train_set.select_columns(["pixel_values"]),  # rows read as float tensors (the data's read transform)
         batch_size=vae_config.train_batch_size,
         shuffle=True,
         drop_last=len(train_set) >= vae_config.train_batch_size,
@@ -217,18 +255,21 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator) -> Path:
     try:
         while step < vae_config.max_train_steps:
             for batch in dataloader:
-                loss, parts = autoencoder_loss(vae, batch["pixel_values"], vae_config, perceptual)
+                batch_pixels = random_crop(batch["pixel_values"], vae_config.crop_size, crops)
+                loss, parts = autoencoder_loss(vae, batch_pixels, vae_config, perceptual)
                 guard.observe_loss(loss)
                 accelerator.backward(loss)
                 grad_norm = accelerator.clip_grad_norm_(vae.parameters(), config.optim.max_grad_norm)
                 # before the update: a diverged autoencoder is never saved or handed to the diffusion stage
                 guard.check(step + 1, current_learning_rate(optimizer), grad_norm)
                 optimizer.step()
+                lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 progress.update(1)
                 if step % config.log_every_steps == 0 or step == vae_config.max_train_steps:
-                    progress.set_postfix({name: f"{value:.4f}" for name, value in parts.items()})
+                    parts["lr"] = current_learning_rate(optimizer)
+                    progress.set_postfix({name: f"{value:.4g}" for name, value in parts.items()})
                     accelerator.log({f"autoencoder/{name}": value for name, value in parts.items()}, step=step)
                 if step >= vae_config.max_train_steps:
                     break
@@ -241,10 +282,20 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator) -> Path:
     # forget the autoencoder's model/optimizer/dataloader: the diffusion stage's checkpoints must hold only its own
     accelerator.free_memory()
     if accelerator.is_main_process:
-        train_pixels = _pixel_batches(train_set.with_format("torch"), vae_config.train_batch_size, vae_config.scaling_images)
+        train_pixels = _pixel_batches(train_set, vae_config.train_batch_size, vae_config.scaling_images)
         vae.register_to_config(scaling_factor=latent_scaling_factor(vae, train_pixels))
-        holdout = holdout_set.with_format("torch")
+        holdout = holdout_set
         metrics = reconstruction_metrics(vae, _pixel_batches(holdout, vae_config.train_batch_size))
+        if len(source_names) > 1:
+            sources = np.asarray(holdout_set[SOURCE_COLUMN])
+            metrics["per_source"] = {
+                name: reconstruction_metrics(
+                    vae,
+                    _pixel_batches(holdout.select(np.flatnonzero(sources == index).tolist()), vae_config.train_batch_size),
+                )
+                for index, name in enumerate(source_names)
+                if (sources == index).any()
+            }
         metrics.update(
             scaling_factor=vae.config.scaling_factor,
             train_steps=step,
@@ -262,6 +313,8 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator) -> Path:
             f"Autoencoder: held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} on {metrics['num_images']} "
             f"images; scaling factor {metrics['scaling_factor']:.4f}. Saved to {vae_dir.resolve()}"
         )
+        for name, values in metrics.get("per_source", {}).items():
+            accelerator.print(f"  {name}: PSNR {values['psnr']:.2f} dB, SSIM {values['ssim']:.3f} on {values['num_images']} images")
     accelerator.wait_for_everyone()
     return vae_dir
 
@@ -279,7 +332,7 @@ def _finished_stage(vae_dir: Path, config: TrainConfig) -> bool:
     except yaml.YAMLError:
         return False
     current = config_to_dict(config)
-    return all(saved.get(key) == current[key] for key in ("data", "vae", "seed"))
+    return all(saved.get(key) == current[key] for key in ("data", "extra_data", "vae", "seed"))
 
 
 def load_autoencoder(path: str | Path) -> AutoencoderKL:
