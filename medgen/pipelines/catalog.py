@@ -1,0 +1,143 @@
+"""The pretrained pipelines shipped inside the package: what each is, and how a training run becomes one.
+
+Shipped folders are build artifacts kept together in `medgen/pretrained/<name>/`. `ship()` turns a training
+output into one: the pipeline saved again by medgen (so its `pipeline.py` is the current source), weights in
+fp16 safetensors (loaded back as float32), the training config and samples, and `medgen_model.json` saying
+what the model is (modality, training data). `medgen evaluate --pipeline <name> ...` then stores the
+evaluation in the folder and its model card; `describe()` reads all of it back for `medgen models`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+MODEL_INFO_FILE = "medgen_model.json"
+CARRIED_FILES = ("training_config.yaml", "training_summary.json", "data_summary.json")
+
+
+@dataclass
+class ModelDescription:
+    """One line of `medgen models`."""
+
+    name: str
+    modality: str
+    resolution: int
+    labels: list[str]
+    size_mb: float
+    training_data: str
+    latent: bool
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def folder_size_mb(folder: Path) -> float:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) / 2**20
+
+
+def describe(folder: str | Path, name: str | None = None) -> ModelDescription:
+    """What the pipeline in `folder` is: read from its model_index.json, component configs, `medgen_model.json`
+    and stored evaluation (absent parts read as unknown)."""
+    from medgen.pipelines.publishing import read_evaluation
+
+    folder = Path(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    info = _read_json(folder / MODEL_INFO_FILE)
+    unet = _read_json(folder / "unet" / "config.json")
+    vae = _read_json(folder / "vae" / "config.json") if (folder / "vae" / "config.json").is_file() else None
+    side = unet.get("sample_size", 0)
+    if vae is not None:
+        side *= 2 ** (len(vae.get("block_out_channels", [0])) - 1)
+    id2label = index.get("id2label") or {}
+    evaluation = read_evaluation(folder) or {}
+    figures = {
+        key: evaluation.get(key)
+        for key in ("fid", "fid_real_baseline", "precision", "recall", "recall_per_label", "label_accuracy", "n_generated")
+        if evaluation.get(key) is not None
+    }
+    tstr = evaluation.get("tstr") or {}
+    if tstr.get("synthetic_trained_auc") is not None:
+        figures["tstr_auc"] = tstr["synthetic_trained_auc"]
+        figures["trtr_auc"] = tstr.get("real_trained_same_size_auc", tstr.get("real_trained_auc"))
+    if evaluation.get("memorization") is not None:
+        figures["memorization_alarm"] = bool(evaluation["memorization"].get("alarm"))
+    return ModelDescription(
+        name=name or info.get("name") or folder.name,
+        modality=info.get("modality", "unknown"),
+        resolution=int(side),
+        labels=[id2label[key] for key in sorted(id2label, key=int)],
+        size_mb=round(folder_size_mb(folder), 1),
+        training_data=info.get("training_data", "unknown"),
+        latent=vae is not None,
+        evaluation=figures,
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def to_half_precision(folder: Path) -> None:
+    """Rewrites every floating-point tensor of every safetensors file under `folder` as fp16 (medgen and
+    diffusers load them back into float32 models unless asked for fp16)."""
+    from safetensors.torch import load_file, save_file
+
+    for path in folder.rglob("*.safetensors"):
+        tensors = load_file(path)
+        half = {name: t.half() if t.is_floating_point() else t for name, t in tensors.items()}
+        save_file(half, path, metadata={"format": "pt"})
+
+
+def ship(
+    run_dir: str | Path,
+    name: str,
+    modality: str,
+    training_data: str,
+    output: str | Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Turns the pipeline saved by a training run in `run_dir` into a shipped folder (default
+    `medgen/pretrained/<name>`): re-saved by the current medgen (current `pipeline.py`), fp16 weights, the run's
+    config/summaries/samples, and `medgen_model.json`. Written to a temporary folder and moved into place, so
+    a failure leaves any earlier folder as it was. The evaluation is stored afterwards by `medgen evaluate`."""
+    from medgen.pipelines import load_pipeline
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "model_index.json").is_file():
+        raise FileNotFoundError(f"{run_dir} holds no trained pipeline (no model_index.json): train it first")
+    if not name or any(character in name for character in "/\\ ") or name.startswith("."):
+        raise ValueError(f"model name {name!r} must be a plain name like 'chest-xray'")
+    output = Path(output) if output else PRETRAINED_DIR / name
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
+    pipeline = load_pipeline(run_dir)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=output.parent))
+    try:
+        pipeline.save_pretrained(staging)
+        to_half_precision(staging)
+        for file_name in CARRIED_FILES:
+            if (run_dir / file_name).is_file():
+                shutil.copy2(run_dir / file_name, staging / file_name)
+        samples = sorted(run_dir.glob("samples/*.png"))
+        if samples:
+            shutil.copy2(samples[-1], staging / "samples.png")
+        info = {"name": name, "modality": modality, "training_data": training_data, "trained_in": str(run_dir)}
+        (staging / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        if output.exists():
+            shutil.rmtree(output)
+        staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output

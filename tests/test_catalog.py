@@ -1,0 +1,71 @@
+"""Shipping a training run as a pretrained folder, and `medgen models` describing the shipped ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from medgen.cli import main as cli
+from medgen.pipelines import load_pipeline
+from medgen.pipelines.catalog import MODEL_INFO_FILE, describe, ship
+from helpers import tiny_label_pipeline
+
+PIPELINE_SOURCE = Path(__file__).resolve().parent.parent / "medgen" / "pipelines" / "pipeline_label_conditioned.py"
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    folder = tmp_path / "run"
+    tiny_label_pipeline(labels=("benign", "malignant", "normal"), latent=True).save_pretrained(folder)
+    (folder / "training_config.yaml").write_text("seed: 0\n")
+    return folder
+
+
+def test_ship_writes_fp16_weights_the_current_source_and_what_the_model_is(run_dir, tmp_path):
+    out = ship(run_dir, "lung-ct", "lung CT", "IQ-OTH/NCCD train split", output=tmp_path / "shipped")
+    weights = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(tensor.dtype == torch.float16 for tensor in weights.values())
+    assert all(t.dtype == torch.float16 for t in load_file(out / "vae" / "diffusion_pytorch_model.safetensors").values())
+    assert (out / "pipeline.py").read_text() == PIPELINE_SOURCE.read_text()
+    assert (out / "training_config.yaml").is_file()
+    assert json.loads((out / MODEL_INFO_FILE).read_text())["modality"] == "lung CT"
+    pipe = load_pipeline(out)  # loads back in float32 and samples the same images as the fp32 run, up to fp16 rounding
+    assert pipe.unet.dtype == torch.float32
+    kwargs = dict(labels="malignant", num_inference_steps=2, output_type="np")
+    shipped = pipe(generator=torch.Generator().manual_seed(0), **kwargs).images
+    original = load_pipeline(run_dir)(generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert abs(shipped - original).max() < 0.05
+    description = describe(out)
+    assert (description.name, description.resolution, description.latent) == ("lung-ct", 16, True)
+    assert description.labels == ["benign", "malignant", "normal"]
+
+
+def test_ship_never_replaces_a_folder_unasked_and_names_bad_inputs(run_dir, tmp_path):
+    out = ship(run_dir, "x", "chest X-ray", "data", output=tmp_path / "shipped")
+    stamp = (out / "model_index.json").stat().st_mtime_ns
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        ship(run_dir, "x", "chest X-ray", "data", output=out)
+    assert (out / "model_index.json").stat().st_mtime_ns == stamp
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nothing")):
+        ship(tmp_path / "nothing", "x", "m", "d", output=tmp_path / "other")
+    with pytest.raises(ValueError, match="plain name"):
+        ship(run_dir, "../escape", "m", "d")
+
+
+def test_models_command_ships_and_lists(run_dir, tmp_path, capsys):
+    out = tmp_path / "cli-shipped"
+    code = cli(["models", "ship", str(run_dir), "--name", "tiny", "--modality", "CT", "--training-data", "tiny",
+                "--output", str(out)])
+    assert code == 0 and (out / "model_index.json").is_file()
+    assert "medgen evaluate --pipeline" in capsys.readouterr().out
+    assert cli(["models", "ship", str(tmp_path / "missing"), "--name", "t", "--modality", "m", "--training-data", "d"]) == 2
+    assert "missing" in capsys.readouterr().err
+    assert cli(["models", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    from medgen.pipelines.hub import BUILTIN_PIPELINES
+
+    assert {name for entry in listed for name in entry["name"].split(" = ")} == set(BUILTIN_PIPELINES)
