@@ -1,7 +1,8 @@
-"""medgen's Gradio app: pick a finding (or type a prompt), ask for N synthetic images, download them.
+"""medgen's Gradio app: pick a model and a finding (or type a prompt), ask for N synthetic images, download them.
 
-    python app.py                                  # the embedded default pipeline
-    python app.py --pipeline path/to/pipeline      # or MEDGEN_PIPELINE=path/to/pipeline
+    python app.py                                  # every built-in pipeline, the default one selected
+    python app.py --pipeline path/to/pipeline      # or MEDGEN_PIPELINE=path/to/pipeline; listed first, selected
+    python app.py --pipeline a,b --pipeline c      # several of your own next to the built-ins
     GRADIO_SERVER_NAME=0.0.0.0 GRADIO_SERVER_PORT=8080 python app.py
 
 This file only lays out the UI and wires it to `medgen.app_logic`, which holds the logic
@@ -30,8 +31,10 @@ from medgen.app_logic import (
     RANDOM_SEED,
     SAMPLERS,
     AppService,
+    resolve_pipeline_sources,
     zero_gpu,
 )
+from medgen.app_models import PipelineInfo as ModelInfo
 from medgen.postprocess import get_preset, list_presets
 
 MIN_GRADIO = "6.7"  # CVE-2026-28414 is fixed there; gradio 5 lacks what the layout uses (Gallery fit_columns)
@@ -41,11 +44,32 @@ if Version(gr.__version__) < Version(MIN_GRADIO):
 CSS = """
 #notice { border-left: 4px solid #d97706; background: rgba(217, 119, 6, 0.08); padding: 6px 12px; border-radius: 4px; }
 #notice p { margin: 0; }
+/* Synthetic images are small (32-128 px): show their pixels sharp when the gallery enlarges them. */
+#gallery img { image-rendering: pixelated; }
+/* Captions name the condition and the seed needed to regenerate an image: never cut them off. */
+#gallery .caption-label { white-space: normal; overflow: visible; text-overflow: clip; max-width: 100%; }
 """
 
 
+def model_details(info: ModelInfo, device: str) -> str:
+    return f"Model: `{info.source}` ({info.class_name}, {info.image_size} px, on {device})."
+
+
+def condition_props(info: ModelInfo) -> dict[str, Any]:
+    """The condition dropdown for a model: its labels, single or multi-select, hidden for other kinds."""
+    return {
+        "choices": info.labels,
+        "value": [] if info.multi_label else (info.labels[0] if info.labels else None),
+        "multiselect": info.multi_label,
+        "label": "Findings" if info.multi_label else "Condition",
+        "info": ("Pick any number of findings; none means 'no finding'." if info.multi_label
+                 else "The finding the images should show."),
+        "visible": info.kind == "label",
+    }
+
+
 def build_demo(service: AppService) -> gr.Blocks:
-    """The Blocks UI for `service`'s pipeline: condition or prompt inputs follow the pipeline kind."""
+    """The Blocks UI: a model dropdown, and condition or prompt inputs that follow the selected model's kind."""
     info = service.info
 
     def stop(message: str, log_traceback: bool) -> Iterator[tuple[Any, Any, Any, Any]]:
@@ -59,16 +83,18 @@ def build_demo(service: AppService) -> gr.Blocks:
         negative_prompt: str = "",
         count: int = 4,
         num_inference_steps: int = 25,
-        guidance_scale: float = info.default_guidance,
+        guidance_scale: float | None = None,
         seed: int = RANDOM_SEED,
         sampler: str = DEFAULT_SAMPLER,
         postprocess: str = "none",
+        model: str | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> Iterator[tuple[Any, Any, Any, Any]]:
-        """Generates `count` images; streams each as it finishes. Returns (gallery, zip, status, seed used)."""
+        """Generates `count` images with `model` (default: the one selected at start) in batched calls.
+        Returns (gallery, zip, status, seed used)."""
         try:
             request = service.request(
-                condition=condition, prompt=prompt, negative_prompt=negative_prompt, count=count,
+                model=model, condition=condition, prompt=prompt, negative_prompt=negative_prompt, count=count,
                 num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
                 sampler=sampler, postprocess=postprocess,
             )
@@ -76,44 +102,67 @@ def build_demo(service: AppService) -> gr.Blocks:
             # A typing mistake, not a fault: a short message, no traceback in the server log.
             yield from stop(f"Not started: {error}", log_traceback=False)
         service.prune_downloads()
-        progress((0, request.count * request.num_inference_steps), desc="Denoising", unit="steps")
+        # A new run starts from an empty gallery, so what the gallery shows at Cancel is what this run kept.
+        yield [], None, f"Starting {request.count} images...", request.seed
+        progress((0, request.num_inference_steps), desc="Denoising", unit="steps")
         shown = -1
         # closing(): when gradio closes this generator (Cancel, closed tab), the run's worker is stopped too.
         with contextlib.closing(service.run(request)) as results:
             try:
                 for result in results:
-                    progress((result.steps_done, result.steps_total), desc="Denoising", unit="steps")
+                    if result.steps_total:
+                        progress((result.steps_done, result.steps_total), desc="Denoising", unit="steps")
                     if len(result.gallery) == shown and not result.finished:
-                        # A denoising step: yielding lets gradio's Cancel close this generator within one step.
-                        yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                        # A denoising step: the status line (with the elapsed time) moves on, and yielding lets
+                        # gradio's Cancel close this generator within one step.
+                        yield gr.skip(), gr.skip(), result.status, gr.skip()
                         continue
                     shown = len(result.gallery)
                     download = str(result.download) if result.download else None
                     yield result.gallery, download, result.status, result.seed
-            except (ValueError, RuntimeError) as error:  # bad pipeline input, out of memory
+            except (ValueError, RuntimeError, OSError) as error:  # bad pipeline input, out of memory, load failure
                 yield from stop(f"Generation failed: {error}", log_traceback=True)
+
+    def cancelled_status(shown: list | None, requested: Any) -> str:
+        """The status after Cancel: the gallery holds exactly the images kept (a run starts with an empty one)."""
+        kept = len(shown or [])
+        return (
+            f"Cancelled: kept {kept} of {requested} images. Finished batches are kept; "
+            "the batch in progress was dropped."
+        )
+
+    def select_model(name: str):
+        """Lays the inputs out for the newly selected model from its configs: nothing is loaded here."""
+        try:
+            selected = service.catalog.info(name)
+        except ValueError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        return (
+            gr.Dropdown(**condition_props(selected)),
+            gr.Column(visible=selected.kind == "text"),
+            gr.Markdown(visible=selected.kind == "unconditional"),
+            gr.Slider(value=selected.default_guidance, visible=selected.kind != "unconditional"),
+            model_details(selected, service.device),
+        )
 
     with gr.Blocks(title="medgen: synthetic medical images", delete_cache=(3600, 7200)) as demo:
         gr.Markdown("# medgen: synthetic medical images")
         gr.Markdown(f"**{NOTICE}**", elem_id="notice")
         with gr.Row():
             with gr.Column(scale=2, min_width=300):
-                condition = gr.Dropdown(
-                    choices=info.labels,
-                    value=[] if info.multi_label else (info.labels[0] if info.labels else None),
-                    multiselect=info.multi_label,
-                    label="Findings" if info.multi_label else "Condition",
-                    info=("Pick any number of findings; none means 'no finding'." if info.multi_label
-                          else "The finding the images should show."),
-                    visible=info.kind == "label",
-                    elem_id="condition",
+                model = gr.Dropdown(
+                    choices=service.catalog.names, value=service.default_model, label="Model", elem_id="model",
+                    info="Each model is loaded on its first run; switching is instant.",
                 )
-                with gr.Column(visible=info.kind == "text"):
+                condition = gr.Dropdown(**condition_props(info), elem_id="condition")
+                with gr.Column(visible=info.kind == "text") as prompt_group:
                     prompt = gr.Textbox(value="", label="Prompt", placeholder=EXAMPLE_PROMPTS[1], lines=2, elem_id="prompt")
                     gr.Examples(examples=[[text] for text in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
                     negative_prompt = gr.Textbox(value="", label="Negative prompt", placeholder="what the images should not show")
-                if info.kind == "unconditional":
-                    gr.Markdown("This model is unconditional: it draws images like its training set, without a condition.")
+                unconditional_note = gr.Markdown(
+                    "This model is unconditional: it draws images like its training set, without a condition.",
+                    visible=info.kind == "unconditional",
+                )
                 count = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Number of images", elem_id="count")
                 with gr.Accordion("Sampling settings", open=False):
                     num_inference_steps = gr.Slider(
@@ -137,29 +186,43 @@ def build_demo(service: AppService) -> gr.Blocks:
                 with gr.Row():
                     generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
                     cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                details = gr.Markdown(model_details(info, service.device), elem_id="model-details")
                 gr.Markdown(
-                    f"Model: `{info.source}` ({info.class_name}, {info.image_size} px, on {service.device}). "
-                    "Runs are queued; Cancel stops the current run within one denoising step and keeps finished images."
+                    "Runs are queued; all images of a run are made together in one batch. Cancel stops the current "
+                    "run within one denoising step: finished batches are kept, the batch in progress is dropped."
                 )
             with gr.Column(scale=3, min_width=360):
-                gallery = gr.Gallery(
-                    label="Generated images", format="png", columns=4, fit_columns=False, height=480, object_fit="contain", preview=False,
-                    buttons=["download", "fullscreen"], elem_id="gallery", interactive=False,
-                )
+                # The progress bar has a place of its own, so it covers neither the images nor the status line.
+                progress_slot = gr.HTML("", elem_id="progress", min_height=48, padding=False)
                 status = gr.Markdown(
                     "Choose settings and press **Generate**.", label="Status", elem_id="status",
-                    min_height=70, container=True, padding=True,
+                    min_height=50, container=True, padding=True,
+                )
+                gallery = gr.Gallery(
+                    label="Generated images", format="png", columns=4, fit_columns=False, height=480,
+                    # Native size (never blurred by upscaling); click an image to zoom, pixels kept sharp by CSS.
+                    object_fit="scale-down", allow_preview=True, preview=False,
+                    buttons=["download", "fullscreen"], elem_id="gallery", interactive=False,
                 )
                 with gr.Row():
-                    seed_used = gr.Number(
-                        value=None, label="First seed used", precision=0, interactive=False, elem_id="seed-used", scale=3
+                    # The API returns the seed as a number; a disabled gr.Number would show 0 before any run, so the
+                    # page shows it in a text box that stays empty until a run.
+                    seed_used = gr.Number(value=None, precision=0, visible=False, elem_id="seed-used")
+                    seed_shown = gr.Textbox(
+                        value="", label="First seed used", placeholder="shown after a run", interactive=False,
+                        elem_id="seed-shown", scale=3,
                     )
                     reuse_seed = gr.Button("Reuse this seed", size="sm", scale=1)
                 download = gr.File(label="Download ZIP", interactive=False, height=90, elem_id="download")
 
+        model.change(
+            select_model, inputs=model,
+            outputs=[condition, prompt_group, unconditional_note, guidance_scale, details],
+            queue=False, api_visibility="private",
+        )
         generate_event = generate_button.click(
             zero_gpu(generate),
-            inputs=[condition, prompt, negative_prompt, count, num_inference_steps, guidance_scale, seed, sampler, postprocess],
+            inputs=[condition, prompt, negative_prompt, count, num_inference_steps, guidance_scale, seed, sampler, postprocess, model],
             outputs=[gallery, download, status, seed_used],
             # Inputs reach `generate` as sent and are checked by `service.request` alone: gradio's own
             # checks would refuse "Pneumonia" (labels match case-insensitively) and answer "abc" with a
@@ -168,14 +231,20 @@ def build_demo(service: AppService) -> gr.Blocks:
             api_name="generate",
             concurrency_limit=service.concurrency_limit,
             concurrency_id="generate",
-            # The progress bar goes on the status line so that finished images stay visible during a run.
-            show_progress_on=[status],
+            show_progress_on=[progress_slot],
         )
         cancel_button.click(
-            lambda: "Cancelled: the images finished before the cancel are kept.",
-            outputs=status, cancels=[generate_event], queue=False, api_visibility="private",
+            cancelled_status, inputs=[gallery, count], outputs=status, cancels=[generate_event], queue=False,
+            api_visibility="private", preprocess=False,
         )
-        reuse_seed.click(lambda used: used, inputs=seed_used, outputs=seed, queue=False, api_visibility="private")
+        seed_used.change(
+            lambda used: "" if used is None else str(int(used)), inputs=seed_used, outputs=seed_shown, queue=False,
+            api_visibility="private",
+        )
+        reuse_seed.click(
+            lambda used: RANDOM_SEED if used is None else used, inputs=seed_used, outputs=seed, queue=False,
+            api_visibility="private",
+        )
     return demo
 
 
@@ -185,8 +254,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "Host and port follow GRADIO_SERVER_NAME / GRADIO_SERVER_PORT unless given here.",
     )
     parser.add_argument(
-        "--pipeline", default=None,
-        help="Built-in pipeline name (default), saved medgen pipeline folder or Hugging Face Hub repo id (default: $MEDGEN_PIPELINE, then the embedded default).",
+        "--pipeline", action="append", default=None, metavar="SOURCE",
+        help="Built-in pipeline name, saved medgen pipeline folder or Hugging Face Hub repo id; repeat it or give a "
+        "comma list for several. Listed before the built-in pipelines, the first selected at start "
+        "(default: $MEDGEN_PIPELINE, then the built-in default).",
+    )
+    parser.add_argument(
+        "--no-builtins", action="store_true", help="List only the --pipeline models, not the built-in pipelines."
+    )
+    parser.add_argument(
+        "--max-loaded", type=int, default=4, help="Models kept loaded at once; the least recently used is dropped (default 4)."
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="Default: CUDA (fp16) if available, else CPU.")
     parser.add_argument("--max-queue", type=int, default=32, help="Requests that may wait in the queue (default 32).")
@@ -199,13 +276,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--max-queue must be >= 1; got {args.max_queue}")
     if args.concurrency is not None and args.concurrency < 1:
         parser.error(f"--concurrency must be >= 1; got {args.concurrency}")
+    if args.max_loaded < 1:
+        parser.error(f"--max-loaded must be >= 1; got {args.max_loaded}")
+    args.pipeline = resolve_pipeline_sources(args.pipeline)
+    if args.no_builtins and not args.pipeline:
+        parser.error("--no-builtins needs at least one --pipeline (or $MEDGEN_PIPELINE)")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        service = AppService.from_source(args.pipeline, device=args.device)
+        service = AppService.from_sources(
+            args.pipeline, device=args.device, include_builtins=not args.no_builtins, max_loaded=args.max_loaded
+        )
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"medgen app: error: {error}")
     if args.concurrency is not None:

@@ -1,8 +1,9 @@
 """What the Gradio app does, as plain functions and small classes that tests can call directly.
 
-`app.py` only lays out the UI and wires it to :class:`AppService`: loading the pipeline,
-validating what a user typed, streaming images as they finish, cancelling a run within one
-denoising step, and packing the shown images into a ZIP of PNG + DICOM + ``params.json``.
+`app.py` only lays out the UI and wires it to :class:`AppService`: the models it serves (listed
+up front, loaded on first use, see `medgen.app_models`), validating what a user typed, generating
+the requested images in batched pipeline calls, cancelling a run within one denoising step, and
+packing the shown images into a ZIP of PNG + DICOM + ``params.json``.
 Nothing here imports gradio, so the logic runs (and is tested) without a web server.
 
 Cancellation: gradio stops a generator only between two of its yields, and a diffusers call
@@ -31,6 +32,17 @@ from typing import Any, Literal
 
 import numpy as np
 
+from medgen.app_models import (
+    ModelCatalog,
+    PipelineInfo,
+    PipelineKind,
+    builtin_models,
+    describe_pipeline,
+    model_name,
+    pipeline_kind,
+    split_sources,
+)
+
 NOTICE = (
     "Synthetic images, for research and teaching only: not for diagnosis. "
     "They show what a model learned, not a real patient."
@@ -55,7 +67,9 @@ EXAMPLE_PROMPTS = (
     "small left pleural effusion",
     "cardiomegaly with mild pulmonary edema",
 )
-PipelineKind = Literal["label", "text", "unconditional"]
+# Images per pipeline call: a run of up to MAX_IMAGES is one batched call unless the service caps it lower
+# (e.g. to fit GPU memory).
+DEFAULT_BATCH_SIZE = MAX_IMAGES
 
 
 # ----------------------------------------------------------------------------------------------
@@ -78,6 +92,12 @@ def resolve_pipeline_source(cli_value: str | None = None, environ: Mapping[str, 
     if environ.get(ENV_PIPELINE):
         return environ[ENV_PIPELINE]
     return str(default_pipeline_dir())
+
+
+def resolve_pipeline_sources(cli_values: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The `--pipeline` sources (repeatable, or comma lists), else those in `$MEDGEN_PIPELINE`; may be empty."""
+    environ = os.environ if environ is None else environ
+    return split_sources(cli_values) or split_sources([environ.get(ENV_PIPELINE, "")])
 
 
 def select_device(device: str | None = None) -> tuple[str, Any]:
@@ -117,45 +137,6 @@ def load_app_pipeline(source: str | os.PathLike, device: str | None = None):
     return pipe, device
 
 
-def pipeline_kind(pipe) -> PipelineKind:
-    """`"text"` for prompt pipelines (they have a tokenizer), `"label"` for finding labels, else `"unconditional"`."""
-    if hasattr(pipe, "tokenizer") or type(pipe).__name__ == "TextToImagePipeline":
-        return "text"
-    if getattr(pipe, "labels", None):
-        return "label"
-    return "unconditional"
-
-
-@dataclass(frozen=True)
-class PipelineInfo:
-    """What the UI needs to know to lay itself out for a pipeline."""
-
-    kind: PipelineKind
-    labels: list[str]
-    multi_label: bool
-    image_size: int
-    default_guidance: float
-    class_name: str
-    source: str
-
-
-def describe_pipeline(pipe, source: str = "") -> PipelineInfo:
-    kind = pipeline_kind(pipe)
-    sample_size = pipe.unet.config.sample_size
-    size = sample_size if isinstance(sample_size, int) else sample_size[0]
-    if getattr(pipe, "vae", None) is not None:
-        size *= 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    return PipelineInfo(
-        kind=kind,
-        labels=list(pipe.labels) if kind == "label" else [],
-        multi_label=bool(getattr(pipe.config, "multi_label", False)),
-        image_size=int(size),
-        default_guidance={"label": 2.0, "text": 3.0}.get(kind, 1.0),
-        class_name=type(pipe).__name__,
-        source=str(source),
-    )
-
-
 def zero_gpu(fn: Callable, duration: int = 120) -> Callable:
     """Wraps `fn` with `spaces.GPU` on Hugging Face ZeroGPU hardware; returns `fn` unchanged elsewhere."""
     try:
@@ -183,6 +164,7 @@ class GenerationRequest:
     seed: int
     sampler: str
     postprocess: str
+    model: str = ""
 
     @property
     def seeds(self) -> list[int]:
@@ -210,6 +192,7 @@ def make_request(
     seed: int = RANDOM_SEED,
     sampler: str = DEFAULT_SAMPLER,
     postprocess: str = "none",
+    model: str = "",
 ) -> GenerationRequest:
     """Checks every user input against the pipeline and ranges; raises `ValueError` naming the bad one."""
     from medgen.postprocess import list_presets
@@ -251,6 +234,7 @@ def make_request(
         seed=seed,
         sampler=sampler,
         postprocess=postprocess,
+        model=model,
     )
 
 
@@ -285,8 +269,8 @@ def describe_condition(request: GenerationRequest) -> str:
 class GenerationUpdate:
     """One report from a running generation.
 
-    `kind` is `"step"` after each denoising step, `"image"` when an image is finished (it is then
-    the last of `images`), and `"done"` once at the end, with `cancelled` telling why it ended.
+    `kind` is `"step"` after each denoising step, `"image"` when a batch of images is finished (they are
+    then the last of `images`), and `"done"` once at the end, with `cancelled` telling why it ended.
     """
 
     kind: Literal["step", "image", "done"]
@@ -312,13 +296,25 @@ def pipeline_with_sampler(pipe, sampler: str):
     return run_pipe
 
 
-def _call_kwargs(kind: PipelineKind, request: GenerationRequest) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"num_images_per_prompt": 1, "num_inference_steps": request.num_inference_steps}
+def _call_kwargs(kind: PipelineKind, request: GenerationRequest, batch_size: int) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"num_inference_steps": request.num_inference_steps}
     if kind == "label":
-        kwargs.update(labels=[request.condition], guidance_scale=request.guidance_scale)
+        kwargs.update(labels=[request.condition] * batch_size, num_images_per_prompt=1, guidance_scale=request.guidance_scale)
     elif kind == "text":
-        kwargs.update(prompt=request.prompt, negative_prompt=request.negative_prompt, guidance_scale=request.guidance_scale)
+        kwargs.update(
+            prompt=request.prompt, negative_prompt=request.negative_prompt, num_images_per_prompt=batch_size,
+            guidance_scale=request.guidance_scale,
+        )
+    else:
+        kwargs.update(num_images_per_prompt=batch_size)
     return kwargs
+
+
+def seed_batches(seeds: Sequence[int], batch_size: int) -> list[list[int]]:
+    """`seeds` in consecutive batches of at most `batch_size`."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    return [list(seeds[start:start + batch_size]) for start in range(0, len(seeds), batch_size)]
 
 
 def free_device_memory() -> None:
@@ -330,15 +326,24 @@ def free_device_memory() -> None:
 
 
 def stream_generation(
-    pipe, request: GenerationRequest, cancel: threading.Event | None = None, worker_done: threading.Event | None = None
+    pipe,
+    request: GenerationRequest,
+    cancel: threading.Event | None = None,
+    worker_done: threading.Event | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Iterator[GenerationUpdate]:
     """
-    Generates `request.count` images one after another (image i from seed `request.seeds[i]`) and
-    reports after every denoising step and every finished image.
+    Generates `request.count` images in batched pipeline calls of at most `batch_size` images and reports
+    after every denoising step and every finished batch.
 
-    Setting `cancel` (or closing this iterator) stops the pipeline before its next UNet call; images
-    finished before that are kept and reported in the final `"done"` update. `worker_done` is set
-    once the worker thread has really stopped using the device.
+    Every image has its own generator (image i from seed `request.seeds[i]`, a list of generators per
+    call), so an image comes out the same whether it is made alone or in a batch of any size, and can
+    be regenerated alone from its seed.
+
+    Setting `cancel` (or closing this iterator) stops the pipeline before its next UNet call. Images of
+    finished batches are kept and reported in the final `"done"` update; the batch in progress is
+    dropped (its images are only partly denoised). `worker_done` is set once the worker thread has
+    really stopped using the device.
     """
     import torch
 
@@ -348,9 +353,9 @@ def stream_generation(
     worker_done = worker_done or threading.Event()
     kind = pipeline_kind(pipe)
     run_pipe = pipeline_with_sampler(pipe, request.sampler)
-    kwargs = _call_kwargs(kind, request)
+    batches = seed_batches(request.seeds, batch_size)
     updates: queue.Queue = queue.Queue()
-    steps_total = request.count * request.num_inference_steps
+    steps_total = len(batches) * request.num_inference_steps
 
     def on_step_end(step_pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         updates.put(("step", step + 1))
@@ -360,21 +365,21 @@ def stream_generation(
 
     def work() -> None:
         try:
-            for seed in request.seeds:
+            for batch_seeds in batches:
                 if cancel.is_set():
                     break
                 output = run_pipe(
-                    **kwargs,
-                    generator=torch.Generator().manual_seed(seed),
+                    **_call_kwargs(kind, request, len(batch_seeds)),
+                    generator=[torch.Generator().manual_seed(seed) for seed in batch_seeds],
                     output_type="np",
                     callback_on_step_end=on_step_end,
                     # The callback needs no tensors; asking for none also keeps it cheap.
                     callback_on_step_end_tensor_inputs=[],
                 )
                 if run_pipe.interrupt:
-                    break  # partially denoised: not an image to show
-                image, _ = apply_preset(np.asarray(output.images[0], dtype=np.float32), request.postprocess)
-                updates.put(("image", image, seed))
+                    break  # partially denoised: not images to show
+                images = [apply_preset(np.asarray(image, dtype=np.float32), request.postprocess)[0] for image in output.images]
+                updates.put(("images", images, batch_seeds))
         except BaseException as error:  # reported to the consumer, which re-raises it
             updates.put(("error", error))
         finally:
@@ -385,19 +390,20 @@ def stream_generation(
     worker = threading.Thread(target=work, name="medgen-generation", daemon=True)
     images: list[np.ndarray] = []
     seeds: list[int] = []
-    steps_before_image = 0
+    steps_before_batch = 0
     steps_done = 0
     worker.start()
     try:
         while True:
             message = updates.get()
             if message[0] == "step":
-                steps_done = min(steps_before_image + message[1], steps_total)
+                steps_done = min(steps_before_batch + message[1], steps_total)
                 yield GenerationUpdate("step", steps_done, steps_total, images, seeds)
-            elif message[0] == "image":
-                images = [*images, message[1]]
-                seeds = [*seeds, message[2]]
-                steps_before_image = steps_done = len(images) * request.num_inference_steps
+            elif message[0] == "images":
+                images = [*images, *message[1]]
+                seeds = [*seeds, *message[2]]
+                steps_before_batch += request.num_inference_steps
+                steps_done = steps_before_batch
                 yield GenerationUpdate("image", steps_done, steps_total, images, seeds)
             elif message[0] == "error":
                 raise message[1]
@@ -421,6 +427,7 @@ def run_parameters(info: PipelineInfo, request: GenerationRequest, seeds: Sequen
     from medgen.postprocess import get_preset
 
     params: dict[str, Any] = {
+        "model": request.model or None,
         "pipeline": info.source,
         "pipeline_class": info.class_name,
         "num_inference_steps": request.num_inference_steps,
@@ -497,15 +504,43 @@ class RunResult:
     steps_done: int
     steps_total: int
     finished: bool
+    elapsed_s: float = 0.0
+
+
+def _loader(device: str) -> Callable[[str], Any]:
+    def load(source: str):
+        return load_app_pipeline(source, device)[0]
+
+    return load
 
 
 class AppService:
-    """A loaded pipeline plus the per-run logic of the app (validation, streaming, downloads)."""
+    """
+    The models the app serves plus the per-run logic (validation, batched streaming, downloads).
 
-    def __init__(self, pipe, source: str = "", device: str = "cpu", workdir: str | os.PathLike | None = None):
-        self.pipe = pipe
+    `AppService(pipe, source=...)` serves one already loaded pipeline; `from_sources` lists the
+    built-in pipelines and any `--pipeline` sources, and loads each on its first run.
+    """
+
+    def __init__(
+        self,
+        pipe=None,
+        source: str = "",
+        device: str = "cpu",
+        workdir: str | os.PathLike | None = None,
+        catalog: ModelCatalog | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ):
+        if (pipe is None) == (catalog is None):
+            raise ValueError("AppService needs either a loaded pipeline or a catalog of models")
+        if catalog is None:
+            catalog = ModelCatalog({model_name(source) if source else "model": source}, loader=_loader(device))
+            catalog.add_loaded(catalog.names[0], pipe)
+        self.catalog = catalog
         self.device = device
-        self.info = describe_pipeline(pipe, source)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        self.batch_size = batch_size
         # One run at a time on CPU (parallel runs would only slow each other down); two on a GPU.
         self.concurrency_limit = 2 if device == "cuda" else 1
         self._tmp = None
@@ -516,24 +551,87 @@ class AppService:
         self.workdir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def from_source(cls, source: str | None = None, device: str | None = None, **kwargs: Any) -> "AppService":
-        source = resolve_pipeline_source(source)
-        pipe, device = load_app_pipeline(source, device)
-        return cls(pipe, source=source, device=device, **kwargs)
+    def from_sources(
+        cls,
+        sources: Sequence[str] = (),
+        device: str | None = None,
+        include_builtins: bool = True,
+        max_loaded: int | None = None,
+        **kwargs: Any,
+    ) -> "AppService":
+        """
+        Serves `sources` (folders, Hub ids or built-in names; the first is selected at start) and, unless
+        `include_builtins` is False, every built-in pipeline. Each is described now from its configs (a
+        missing or foreign folder is an error naming it) and loaded on its first run.
+        """
+        from medgen.app_models import MAX_LOADED_MODELS
 
-    def request(self, **inputs: Any) -> GenerationRequest:
-        return make_request(self.info, **inputs)
+        device, _ = select_device(device)
+        from medgen.pipelines.hub import BUILTIN_PIPELINES, builtin_pipeline_path
+
+        all_builtins = builtin_models()
+        builtin_names = {builtin_pipeline_path(name): display for display, name in all_builtins.items()}
+        models: dict[str, str] = {}
+        for source in sources:
+            is_builtin = source.lower() in BUILTIN_PIPELINES
+            name = builtin_names.get(builtin_pipeline_path(source), source) if is_builtin else model_name(source)
+            models[name if name not in models else source] = source
+        builtins = all_builtins if include_builtins else {}
+        for name, builtin in builtins.items():
+            if name not in models:
+                models[name] = builtin
+        if not models:
+            raise FileNotFoundError(
+                f"No pipeline found: the embedded default pipeline {default_pipeline_dir()} does not exist in this "
+                f"install. Pass --pipeline DIR (a saved medgen pipeline folder or a Hub repo id) or set {ENV_PIPELINE}."
+            )
+        catalog = ModelCatalog(models, loader=_loader(device), max_loaded=max_loaded or MAX_LOADED_MODELS)
+        for name in catalog.names:
+            try:
+                catalog.info(name)
+            except (ValueError, FileNotFoundError) as error:
+                raise type(error)(f"Cannot start the app with pipeline {models[name]}: {error}") from error
+        return cls(catalog=catalog, device=device, **kwargs)
+
+    @classmethod
+    def from_source(cls, source: str | None = None, device: str | None = None, **kwargs: Any) -> "AppService":
+        """One source (else `$MEDGEN_PIPELINE`) selected at start, listed before the built-in pipelines."""
+        return cls.from_sources(resolve_pipeline_sources([source] if source else None), device=device, **kwargs)
+
+    @property
+    def default_model(self) -> str:
+        return self.catalog.names[0]
+
+    @property
+    def info(self) -> PipelineInfo:
+        """The description of the model selected at start."""
+        return self.catalog.info(self.default_model)
+
+    @property
+    def pipe(self):
+        """The pipeline of the model selected at start (loaded now if it was not yet)."""
+        return self.catalog.pipeline(self.default_model)
+
+    def request(self, model: str | None = None, **inputs: Any) -> GenerationRequest:
+        """A validated request for `model` (default: the model selected at start); `ValueError` names a bad input."""
+        name = self.catalog.check_name(model)
+        return make_request(self.catalog.info(name), model=name, **inputs)
 
     def stream(self, request: GenerationRequest, cancel: threading.Event | None = None, **kwargs: Any) -> Iterator[GenerationUpdate]:
-        return stream_generation(self.pipe, request, cancel=cancel, **kwargs)
+        kwargs.setdefault("batch_size", self.batch_size)
+        return stream_generation(self.catalog.pipeline(request.model or None), request, cancel=cancel, **kwargs)
 
     def run(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[RunResult]:
-        """`stream` turned into what the UI shows; a new ZIP is written whenever an image is added."""
+        """`stream` turned into what the UI shows; a new ZIP is written whenever images are added."""
         from medgen.files import OutputError
 
+        started = time.perf_counter()
+        info = self.catalog.info(request.model or None)
         label = describe_condition(request)
         download: Path | None = None
         download_error = ""
+        if not self.catalog.is_loaded(request.model or self.default_model):
+            yield RunResult([], None, f"Loading model {request.model or self.default_model}...", request.seed, 0, 0, False)
         # closing(): closing this iterator early closes the stream, which stops the worker.
         with contextlib.closing(self.stream(request, cancel=cancel)) as updates:
             for update in updates:
@@ -541,31 +639,40 @@ class AppService:
                     (display_image(image), f"{label} · seed {seed}") for image, seed in zip(update.images, update.seeds)
                 ]
                 if update.kind == "image":
-                    params = run_parameters(self.info, request, update.seeds)
+                    params = run_parameters(info, request, update.seeds)
                     try:
                         download = export_zip(update.images, update.seeds, params, self.workdir)
                         download_error = ""
                     except OutputError as error:
                         # The images are still worth showing; only the download is lost (e.g. a full disk).
                         download, download_error = None, f" No ZIP download: {error}."
+                elapsed = time.perf_counter() - started
                 yield RunResult(
                     gallery=gallery,
                     download=download,
-                    status=self._status(update, request) + download_error,
+                    status=self._status(update, request, elapsed) + download_error,
                     seed=request.seed,
                     steps_done=update.steps_done,
                     steps_total=update.steps_total,
                     finished=update.kind == "done",
+                    elapsed_s=elapsed,
                 )
 
     @staticmethod
-    def _status(update: GenerationUpdate, request: GenerationRequest) -> str:
+    def _status(update: GenerationUpdate, request: GenerationRequest, elapsed: float) -> str:
         shown = len(update.images)
         if update.kind == "done" and update.cancelled and shown < request.count:
-            return f"Cancelled: kept the {shown} of {request.count} images finished before the cancel (first seed {request.seed})."
+            dropped = " (the batch in progress was dropped)" if update.steps_done % request.num_inference_steps else ""
+            return (
+                f"Cancelled after {elapsed:.1f} s: kept {shown} of {request.count} images{dropped} "
+                f"(first seed {request.seed})."
+            )
         if update.kind == "done":
-            return f"Done: {shown} images (seeds {request.seed} to {request.seeds[-1]})."
-        return f"Generating image {min(shown + 1, request.count)} of {request.count} (first seed {request.seed})..."
+            return f"Done: {shown} images in {elapsed:.1f} s (seeds {request.seed} to {request.seeds[-1]})."
+        return (
+            f"Generating {request.count} images: step {update.steps_done} of {update.steps_total}, "
+            f"{elapsed:.1f} s (first seed {request.seed})..."
+        )
 
     def prune_downloads(self, max_age_s: float = 3600.0) -> None:
         """Deletes ZIPs older than `max_age_s` so a long-running Space does not fill its disk."""

@@ -1,7 +1,7 @@
-"""Hugging Face Space entry point: serves medgen's Gradio app for the pipeline named in space_config.json.
+"""Hugging Face Space entry point: serves medgen's Gradio app for the built-in models and those in space_config.json.
 
-`medgen space build` puts this file next to `medgen_app.py` (the app), `medgen/` (the library),
-`space_config.json` and, for a local pipeline, `pipeline/`. Run from a medgen checkout
+`medgen space build` puts this file next to `medgen_app.py` (the app), `medgen/` (the library with the
+built-in pipelines it serves), `space_config.json` and, for local pipelines, `pipelines/<name>/`. Run from a medgen checkout
 (`python space/app.py`) it falls back to the repository's `app.py` and its usual pipeline lookup.
 """
 
@@ -16,14 +16,20 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def pipeline_source() -> str | None:
-    """The pipeline folder inside the Space, or the Hub repo id, from space_config.json."""
+def config_arguments() -> list[str]:
+    """`--pipeline` flags for the extra models named in space_config.json (local ones inside the Space), and
+    `--no-builtins` when the Space serves only those; the built-in models come with the `medgen/` copy."""
     config_file = HERE / "space_config.json"
     if not config_file.is_file():
-        return None
-    pipeline = json.loads(config_file.read_text())["pipeline"]
-    local = HERE / pipeline
-    return str(local) if local.is_dir() else pipeline
+        return []
+    config = json.loads(config_file.read_text())
+    arguments: list[str] = []
+    for pipeline in config.get("pipelines", []):
+        local = HERE / pipeline
+        arguments += ["--pipeline", str(local) if local.is_dir() else pipeline]
+    if not config.get("builtins", True):
+        arguments.append("--no-builtins")
+    return arguments
 
 
 def load_app_module():
@@ -37,7 +43,8 @@ def load_app_module():
 
 
 if __name__ == "__main__":
-    source = pipeline_source()
-    if source and not os.environ.get("MEDGEN_PIPELINE"):
-        os.environ["MEDGEN_PIPELINE"] = source
-    load_app_module().main(sys.argv[1:])
+    arguments = sys.argv[1:]
+    # A --pipeline on the command line or $MEDGEN_PIPELINE replaces the Space's configured models.
+    if "--pipeline" not in arguments and not os.environ.get("MEDGEN_PIPELINE"):
+        arguments = config_arguments() + arguments
+    load_app_module().main(arguments)

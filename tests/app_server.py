@@ -27,11 +27,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve_tiny_app(app_module, tmp_path_factory):
-    """Serves the app on a 3-label tiny pipeline; returns (service, demo, url). Close with `demo.close()`."""
-    folder = tmp_path_factory.mktemp("pipeline")
-    tiny_label_pipeline(labels=("normal", "pneumonia", "effusion")).save_pretrained(folder)
-    service = AppService.from_source(str(folder), device="cpu", workdir=tmp_path_factory.mktemp("downloads"))
+BRAIN_LABELS = ("glioma", "meningioma", "no_tumor", "pituitary")
+
+
+def tiny_model_folders(tmp_path_factory) -> tuple[Path, Path]:
+    """Two saved tiny pipelines with different labels: `tiny-chest` (3 labels) and `tiny-brain` (latent, 4 labels)."""
+    root = tmp_path_factory.mktemp("pipelines")
+    tiny_label_pipeline(labels=("normal", "pneumonia", "effusion")).save_pretrained(root / "tiny-chest")
+    tiny_label_pipeline(labels=BRAIN_LABELS, latent=True, seed=1).save_pretrained(root / "tiny-brain")
+    return root / "tiny-chest", root / "tiny-brain"
+
+
+def serve_tiny_app(app_module, tmp_path_factory, batch_size: int = 2):
+    """
+    Serves the app on two tiny pipelines given as `--pipeline` folders (`tiny-chest` selected at start) next to
+    the built-in ones; returns (service, demo, url). Runs are made in batches of `batch_size`, so a run of
+    more images shows finished batches before the end. Close with `demo.close()`.
+    """
+    chest, brain = tiny_model_folders(tmp_path_factory)
+    service = AppService.from_sources(
+        [str(chest), str(brain)], device="cpu", workdir=tmp_path_factory.mktemp("downloads"), batch_size=batch_size
+    )
     demo = app_module.build_demo(service)
     port = free_port()
     app_module.launch(demo, service, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)

@@ -15,6 +15,7 @@ from helpers import tiny_label_pipeline, tiny_unconditional_pipeline
 from PIL import Image
 
 from medgen import app_logic
+from medgen.app_models import ModelCatalog, builtin_models, describe_pipeline_folder
 from medgen.app_logic import (
     MAX_IMAGES,
     AppService,
@@ -23,6 +24,7 @@ from medgen.app_logic import (
     load_app_pipeline,
     make_request,
     resolve_pipeline_source,
+    resolve_pipeline_sources,
     run_parameters,
     stream_generation,
 )
@@ -168,12 +170,17 @@ def test_multi_label_condition_takes_a_set_of_findings():
 # ----------------------------------------------------------------------------------------------
 
 
-def test_stream_honours_count_and_reports_every_step(service, label_pipe):
+def test_stream_makes_the_count_in_one_batched_call_and_reports_every_step(service, label_pipe):
     request = service.request(condition="effusion", count=3, num_inference_steps=2, seed=5)
-    updates = list(service.stream(request))
+    counter = UNetCallCounter(label_pipe.unet)
+    try:
+        updates = list(service.stream(request))
+    finally:
+        counter.remove()
+    assert len(counter.starts) == 2  # one UNet call per step for all 3 images, not one per image
     kinds = [update.kind for update in updates]
-    assert kinds.count("step") == 6 and kinds.count("image") == 3 and kinds[-1] == "done"
-    assert [update.steps_done for update in updates if update.kind == "step"] == [1, 2, 3, 4, 5, 6]
+    assert kinds.count("step") == 2 and kinds.count("image") == 1 and kinds[-1] == "done"
+    assert [update.steps_done for update in updates if update.kind == "step"] == [1, 2]
     final = updates[-1]
     assert not final.cancelled and final.seeds == [5, 6, 7] and len(final.images) == 3
     assert final.images[0].shape == (16, 16, 1)
@@ -184,7 +191,11 @@ def test_stream_honours_count_and_reports_every_step(service, label_pipe):
         labels=["effusion"], num_inference_steps=2, guidance_scale=request.guidance_scale,
         generator=torch.Generator().manual_seed(6), output_type="np", callback_on_step_end_tensor_inputs=[],
     ).images[0]
-    np.testing.assert_allclose(final.images[1], direct, atol=1e-6)
+    np.testing.assert_allclose(final.images[1], direct, atol=1e-5)
+    # Batches of any size give the same images: each image has its own generator.
+    in_pairs = list(stream_generation(label_pipe, request, batch_size=2))
+    assert [u.steps_done for u in in_pairs if u.kind == "step"] == [1, 2, 3, 4] and in_pairs[-1].steps_total == 4
+    np.testing.assert_allclose(np.stack(in_pairs[-1].images), np.stack(final.images), atol=1e-5)
 
 
 def test_samplers_and_postprocessing_are_applied(service):
@@ -200,21 +211,21 @@ def test_samplers_and_postprocessing_are_applied(service):
     assert type(service.pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
 
 
-def test_cancel_stops_within_one_step_and_keeps_finished_images(service):
+def test_cancel_stops_within_one_step_keeps_finished_batches_and_drops_the_one_in_progress(service):
     steps = 30
-    request = service.request(condition="pneumonia", count=4, num_inference_steps=steps, seed=1)
+    request = service.request(condition="pneumonia", count=6, num_inference_steps=steps, seed=1)
     cancel, worker_done = threading.Event(), threading.Event()
     counter = UNetCallCounter(service.pipe.unet)
     try:
         cancelled_at = None
-        for update in stream_generation(service.pipe, request, cancel=cancel, worker_done=worker_done):
+        for update in stream_generation(service.pipe, request, cancel=cancel, worker_done=worker_done, batch_size=2):
             if update.kind == "step" and update.steps_done == steps + 3 and cancelled_at is None:
                 cancelled_at = time.monotonic()
                 cancel.set()
             final = update
         assert worker_done.wait(5)
         assert final.kind == "done" and final.cancelled
-        assert len(final.images) == 1 and final.seeds == [1]
+        assert len(final.images) == 2 and final.seeds == [1, 2]
         # The UNet call in flight when cancel was set may finish; no further one starts after that step.
         assert counter.calls_after(cancelled_at) <= 1
         assert len(counter.starts) <= steps + 3 + 1
@@ -289,7 +300,8 @@ def test_export_without_images_is_an_error(service, tmp_path):
         export_zip([], [], run_parameters(service.info, request, []), tmp_path)
 
 
-def test_cancelled_run_reports_what_was_kept(service):
+def test_cancelled_run_reports_what_was_kept(label_pipe, tmp_path):
+    service = AppService(label_pipe, source="tiny-label", workdir=tmp_path, batch_size=1)
     request = service.request(condition="normal", count=3, num_inference_steps=20, seed=4)
     cancel = threading.Event()
     results = []
@@ -298,7 +310,7 @@ def test_cancelled_run_reports_what_was_kept(service):
         if len(result.gallery) == 1:
             cancel.set()
     assert results[-1].finished and len(results[-1].gallery) == 1
-    assert "Cancelled" in results[-1].status and "1 of 3" in results[-1].status
+    assert "Cancelled" in results[-1].status and "kept 1 of 3 images" in results[-1].status
     with zipfile.ZipFile(results[-1].download) as archive:
         assert sum(name.endswith(".png") for name in archive.namelist()) == 1
 
@@ -365,3 +377,74 @@ def test_a_full_disk_leaves_no_partial_zip_and_the_images_still_show(label_pipe,
     assert len(results[-1].gallery) == 2 and results[-1].download is None
     assert results[-1].status.startswith("Done: 2 images") and "No space left on device" in results[-1].status
     assert list(service.workdir.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Several models
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    tiny_label_pipeline(labels=("normal", "pneumonia", "effusion")).save_pretrained(root / "chest")
+    tiny_label_pipeline(labels=("glioma", "meningioma", "no_tumor", "pituitary"), latent=True).save_pretrained(root / "brain")
+    tiny_label_pipeline(labels=("edema", "effusion"), multi_label=True).save_pretrained(root / "multi")
+    tiny_unconditional_pipeline().save_pretrained(root / "uncond")
+    return root
+
+
+@pytest.mark.parametrize("name", ["chest", "brain", "multi", "uncond"])
+def test_the_page_layout_is_read_from_configs_as_the_loaded_pipeline_would_give(model_folders, name):
+    folder = model_folders / name
+    pipe, _ = load_app_pipeline(folder, device="cpu")
+    assert describe_pipeline_folder(folder, str(folder)) == describe_pipeline(pipe, str(folder))
+
+
+def test_models_are_listed_at_start_and_loaded_on_first_use(model_folders, tmp_path):
+    service = AppService.from_sources([str(model_folders / "chest"), str(model_folders / "brain")], device="cpu", workdir=tmp_path)
+    assert service.catalog.names[:2] == ["chest", "brain"] and service.catalog.names[2:] == list(builtin_models())
+    assert service.catalog.loaded_names() == []  # listing loads nothing
+    assert service.catalog.info("brain").labels == ["glioma", "meningioma", "no_tumor", "pituitary"]
+    request = service.request(model="brain", condition="Glioma", count=2, num_inference_steps=2, seed=0)
+    results = list(service.run(request))
+    assert results[0].status == "Loading model brain..."
+    assert results[-1].gallery[1][1] == "glioma · seed 1" and results[-1].gallery[0][0].shape == (16, 16)
+    assert service.catalog.loaded_names() == ["brain"]
+    with zipfile.ZipFile(results[-1].download) as archive:
+        assert json.loads(archive.read("medgen-images/params.json"))["model"] == "brain"
+    with pytest.raises(ValueError, match="glioma"):
+        service.request(condition="glioma")  # the model selected at start is the chest one
+    with pytest.raises(ValueError, match="Unknown model 'liver'.*chest, brain"):
+        service.request(model="liver", condition="normal")
+
+
+def test_only_the_most_recently_used_models_stay_loaded(model_folders, tmp_path):
+    loads = []
+
+    def loader(source):
+        loads.append(source)
+        return load_app_pipeline(source, device="cpu")[0]
+
+    catalog = ModelCatalog({name: str(model_folders / name) for name in ("chest", "brain", "multi")}, loader, max_loaded=2)
+    first = catalog.pipeline("chest")
+    assert catalog.pipeline("chest") is first and len(loads) == 1  # cached
+    catalog.pipeline("brain")
+    catalog.pipeline("chest")  # now the most recently used
+    catalog.pipeline("multi")
+    assert catalog.loaded_names() == ["chest", "multi"]  # brain, least recently used, was dropped
+    catalog.pipeline("brain")
+    assert len(loads) == 4
+
+
+def test_a_missing_pipeline_folder_stops_the_start_naming_it(model_folders, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        AppService.from_sources([str(model_folders / "chest"), str(tmp_path / "no-such-model")], device="cpu")
+    with pytest.raises(ValueError, match="model_index.json"):
+        AppService.from_sources([str(tmp_path)], device="cpu")
+
+
+def test_pipeline_sources_come_from_repeated_or_comma_separated_flags_else_the_environment():
+    assert resolve_pipeline_sources(["a, b", "c", "a"], {}) == ["a", "b", "c"]
+    assert resolve_pipeline_sources(None, {"MEDGEN_PIPELINE": "x,y"}) == ["x", "y"]
+    assert resolve_pipeline_sources(None, {}) == []

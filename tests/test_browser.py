@@ -1,4 +1,5 @@
-"""The app in a real headless Chromium: pick a condition, ask for 2 images, see 2; start a long run and cancel it.
+"""The app in a real headless Chromium: pick a condition, ask for 2 images, see 2; start a long run and cancel it;
+switch to another model and see its labels.
 
 Uses the system Chromium (Debian package `chromium`) through playwright; no browser is downloaded.
 """
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from app_server import load_app_module, serve_tiny_app
+from app_server import BRAIN_LABELS, load_app_module, serve_tiny_app
 
 
 pytestmark = pytest.mark.slow  # end-to-end: a launched app
@@ -66,6 +67,7 @@ def set_count(page, value: int) -> None:
 
 def test_pick_condition_generate_two_images(page, tmp_path):
     assert "not for diagnosis" in page.locator("#notice").inner_text()
+    assert page.locator("#seed-shown textarea, #seed-shown input").first.input_value() == ""  # before any run: not 0
     page.locator("#condition input").click()
     page.get_by_role("option", name="pneumonia").click()
     set_count(page, 2)
@@ -76,6 +78,7 @@ def test_pick_condition_generate_two_images(page, tmp_path):
     thumbnails = page.locator("#gallery img")
     assert thumbnails.count() == 2
     assert "pneumonia" in page.locator("#gallery").inner_text()
+    page.wait_for_function("() => /^\\d+$/.test(document.querySelector('#seed-shown textarea, #seed-shown input')?.value)")
     page.wait_for_function("() => document.querySelector('#download')?.innerText.includes('medgen-images')")
     assert "medgen-images.zip" in page.locator("#download a").first.get_attribute("href")
     save_screenshot(page, tmp_path, "app_generated.png")
@@ -88,16 +91,48 @@ def test_cancel_a_long_run_keeps_finished_images(page, tmp_path):
     steps.press("Enter")
     set_count(page, 8)
     page.locator("#generate").click()
+    # The run starts from an empty gallery (the previous run's images go), then shows its first batch.
+    page.wait_for_function("() => document.querySelector('#status')?.innerText.includes('Generating 8 images')")
     page.wait_for_function(
-        "() => document.querySelector('#status')?.innerText.includes('Generating image 2 of 8')", timeout=300_000
+        "() => document.querySelectorAll('#gallery img').length >= 2", timeout=300_000
     )
     assert generation_running()
     page.locator("#cancel").click()
     page.wait_for_function("() => document.querySelector('#status')?.innerText.includes('Cancelled')")
+    assert "of 8 images" in page.locator("#status").inner_text()  # says how many were kept
     deadline = time.monotonic() + 30
     while generation_running() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not generation_running(), "the run kept the worker busy after Cancel"
     kept = page.locator("#gallery img").count()
-    assert 1 <= kept < 8
+    assert 2 <= kept < 8  # whole batches of 2
+    assert f"kept {kept} of 8 images" in page.locator("#status").inner_text()
     save_screenshot(page, tmp_path, "app_cancelled.png")
+
+
+def test_the_progress_bar_does_not_cover_the_status_line(page):
+    # The progress bar has a place of its own: the status line never carries the progress overlay.
+    assert page.locator("#progress").count() == 1
+    assert page.locator("#status [data-testid='status-tracker'] .progress-bar").count() == 0
+
+
+def test_picking_another_model_shows_its_labels_and_generates_with_it(page, tmp_path):
+    page.locator("#model input").click()
+    page.get_by_role("option", name="tiny-brain").click()
+    page.wait_for_function("() => document.querySelector('#model-details')?.innerText.includes('tiny-brain')")
+    page.locator("#condition input").click()
+    options = page.locator("#condition [role=option]")
+    page.wait_for_function(f"() => [...document.querySelectorAll('#condition [role=option]')].some(o => o.innerText.includes('{BRAIN_LABELS[-1]}'))")
+    names = [options.nth(i).inner_text().replace("✓", "").strip() for i in range(options.count())]
+    assert names == list(BRAIN_LABELS)
+    page.locator("#condition [role=option]", has_text="meningioma").click()
+    set_count(page, 2)
+    steps = page.locator("input[aria-label='number input for Denoising steps']")
+    if not steps.is_visible():
+        page.get_by_text("Sampling settings").click()
+    steps.fill("2")
+    steps.press("Enter")
+    page.locator("#generate").click()
+    page.wait_for_function("() => document.querySelector('#status')?.innerText.includes('Done: 2 images')")
+    assert "meningioma" in page.locator("#gallery").inner_text()
+    save_screenshot(page, tmp_path, "app_model_switched.png")

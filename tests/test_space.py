@@ -56,32 +56,86 @@ def test_template_front_matter_matches_the_pinned_gradio():
     assert meta["license"] and "medical-imaging" in meta["tags"]
 
 
-def test_build_with_a_local_pipeline_copies_it_in(pipeline_dir, tmp_path):
+def test_build_serves_every_builtin_and_the_given_folders(pipeline_dir, tmp_path):
+    from medgen.app_models import builtin_models
+    from medgen.pipelines.hub import builtin_pipeline_path
+
     out = tmp_path / "space"
     assert run_cli("space", "build", "--pipeline", str(pipeline_dir), "--output", str(out), "--allow-unevaluated") == 0
     for name in ("README.md", "requirements.txt", "app.py", "medgen_app.py", "space_config.json", "medgen/__init__.py"):
         assert (out / name).is_file(), name
-    assert (out / "pipeline" / "model_index.json").read_text() == (pipeline_dir / "model_index.json").read_text()
-    assert json.loads((out / "space_config.json").read_text())["pipeline"] == "pipeline"
+    copied = out / "pipelines" / pipeline_dir.name
+    assert (copied / "model_index.json").read_text() == (pipeline_dir / "model_index.json").read_text()
+    config = json.loads((out / "space_config.json").read_text())
+    builtins = builtin_models()
+    assert config["pipelines"] == [f"pipelines/{pipeline_dir.name}"] and config["builtins"] is True
+    assert config["models"] == [pipeline_dir.name, *builtins]
+    package = REPO_ROOT / "medgen"
+    for builtin in builtins.values():
+        # Each built-in pipeline sits where the copied package looks for it, weights included.
+        relative = builtin_pipeline_path(builtin).relative_to(package)
+        for file in builtin_pipeline_path(builtin).rglob("*"):
+            if file.is_file():
+                assert (out / "medgen" / relative / file.relative_to(builtin_pipeline_path(builtin))).is_file(), file
     meta = front_matter(out / "README.md")
     assert str(meta["sdk_version"]) == pinned_gradio(out / "requirements.txt") and meta["models"] == []
-    assert not (out / "medgen" / "default_pipeline").exists()
 
 
-def test_build_with_a_builtin_name_copies_that_pipeline(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the name must not depend on the working directory
-    out = space.build_space("default", tmp_path / "space", allow_unevaluated=True)
-    builtin = REPO_ROOT / "medgen" / "default_pipeline"
-    assert (out / "pipeline" / "model_index.json").read_text() == (builtin / "model_index.json").read_text()
-    assert json.loads((out / "space_config.json").read_text())["pipeline_class"] == "LabelConditionedPipeline"
+def test_space_readme_lists_each_model_with_modality_resolution_and_labels(pipeline_dir, tmp_path):
+    from medgen.app_models import builtin_models, describe_pipeline_folder
+    from medgen.pipelines.hub import builtin_pipeline_path
+
+    (pipeline_dir / "README.md").write_text("---\ntags:\n- brain-mri\n---\n# tiny\n")
+    out = space.build_space([str(pipeline_dir)], tmp_path / "space", allow_unevaluated=True)
+    rows = [line for line in (out / "README.md").read_text().splitlines() if line.startswith("| `")]
+    assert rows[0] == f"| `{pipeline_dir.name}` | brain MRI | 16 px | normal, pneumonia |"
+    for row, (name, builtin) in zip(rows[1:], builtin_models().items(), strict=True):
+        info = describe_pipeline_folder(builtin_pipeline_path(builtin))
+        assert row.startswith(f"| `{name}` |") and f"| {info.image_size} px | {', '.join(info.labels)} |" in row
+    assert "| `default` | chest X-ray | 32 px | normal, pneumonia |" in rows or "default" not in builtin_models()
+
+
+def test_build_without_builtins_serves_only_the_given_pipeline(pipeline_dir, tmp_path):
+    from medgen.pipelines.hub import BUILTIN_PIPELINES
+
+    out = tmp_path / "space"
+    assert run_cli("space", "build", "--pipeline", str(pipeline_dir), "--no-builtins", "--output", str(out), "--allow-unevaluated") == 0
+    config = json.loads((out / "space_config.json").read_text())
+    assert config["models"] == [pipeline_dir.name] and config["builtins"] is False
+    for folder in BUILTIN_PIPELINES.values():
+        assert not (out / "medgen" / folder).exists()
+
+
+def test_builtins_with_a_clean_stored_evaluation_pass_the_privacy_gate(tmp_path):
+    from medgen.app_models import builtin_models
+    from medgen.pipelines.hub import builtin_pipeline_path
+    from medgen.pipelines.publishing import PublishingRefused, stored_evaluation
+
+    unevaluated = [name for name, builtin in builtin_models().items() if stored_evaluation(builtin_pipeline_path(builtin))[1]]
+    if unevaluated:
+        with pytest.raises(PublishingRefused, match=unevaluated[0]):
+            space.build_space([], tmp_path / "space")
+    else:
+        out = space.build_space([], tmp_path / "space")  # no --allow-unevaluated needed
+        assert json.loads((out / "space_config.json").read_text())["models"] == list(builtin_models())
+
+
+def test_an_unevaluated_extra_pipeline_is_refused_by_the_gate(pipeline_dir, tmp_path):
+    from medgen.pipelines.publishing import PublishingRefused
+
+    with pytest.raises(PublishingRefused, match=str(pipeline_dir)):
+        space.build_space([str(pipeline_dir)], tmp_path / "space")
+    assert not (tmp_path / "space").exists()
 
 
 def test_build_with_a_hub_id_names_the_model(tmp_path):
-    out = space.build_space("my-org/medgen-chestxray", tmp_path / "space", title="Chest X-ray demo", allow_unevaluated=True)
-    assert json.loads((out / "space_config.json").read_text())["pipeline"] == "my-org/medgen-chestxray"
+    out = space.build_space(
+        "my-org/medgen-chestxray", tmp_path / "space", title="Chest X-ray demo", allow_unevaluated=True, include_builtins=False
+    )
+    assert json.loads((out / "space_config.json").read_text())["pipelines"] == ["my-org/medgen-chestxray"]
     meta = front_matter(out / "README.md")
     assert meta["models"] == ["my-org/medgen-chestxray"] and meta["title"] == "Chest X-ray demo"
-    assert not (out / "pipeline").exists()
+    assert not (out / "pipelines").exists()
 
 
 def test_build_refuses_bad_inputs(pipeline_dir, tmp_path):
@@ -132,6 +186,9 @@ def test_assembled_space_starts_and_answers_http(pipeline_dir, tmp_path):
             pytest.fail(f"the Space app did not answer on port {port}:\n{process.communicate()[0][-3000:]}")
         labels = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "condition"]
         assert labels and [choice[1] for choice in labels[0]["props"]["choices"]] == ["normal", "pneumonia"]
+        models = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "model"][0]["props"]
+        served = json.loads((out / "space_config.json").read_text())["models"]
+        assert [choice[1] for choice in models["choices"]] == served and models["value"] == pipeline_dir.name
     finally:
         process.terminate()
         try:
