@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench_evaluation.py                      # N = 1000, Inception features
     python benchmarks/bench_evaluation.py --num-images 64 --feature-extractor pixel
     python benchmarks/bench_evaluation.py --data path/to/pneumoniamnist.npz --device cuda
-    python benchmarks/bench_evaluation.py --pipeline medgen/default_pipeline --num-images 64   # as `medgen evaluate`
+    python benchmarks/bench_evaluation.py --pipeline pneumoniamnist-32 --num-images 64   # as `medgen evaluate`
 
 The "generated" set is N real validation images written as PNGs (a stand-in for a model's samples, so
 the benchmark measures the evaluation, not sampling), or, with --pipeline, N images sampled from that

@@ -31,7 +31,7 @@ from pathlib import Path
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pipeline", default="default", help="pipeline name, folder or Hub id (default: built-in)")
+    parser.add_argument("--pipeline", default="pneumoniamnist-32", help="pipeline name, folder or Hub id (default: pneumoniamnist-32, the fastest built-in)")
     parser.add_argument("--labels", default="pneumonia", help="--labels of every run (default pneumonia)")
     parser.add_argument("--count", type=int, default=32, help="images per run (default 32)")
     parser.add_argument("--steps", type=int, default=10, help="--num-inference-steps (default 10)")

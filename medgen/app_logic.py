@@ -78,7 +78,7 @@ DEFAULT_BATCH_SIZE = MAX_IMAGES
 
 
 def default_pipeline_dir() -> Path:
-    """The pipeline shipped inside the medgen package (`medgen/default_pipeline`)."""
+    """The built-in `default` pipeline shipped inside the medgen package (`medgen/pretrained/chest-xray`)."""
     from medgen.pipelines.hub import builtin_pipeline_path
 
     return builtin_pipeline_path("default")

@@ -66,7 +66,7 @@ def test_pipeline_source_order_cli_then_env_then_default(monkeypatch):
     assert resolve_pipeline_source("from/cli", env) == "from/cli"
     assert resolve_pipeline_source(None, env) == "from/env"
     assert resolve_pipeline_source(None, {}) == str(app_logic.default_pipeline_dir())
-    assert app_logic.default_pipeline_dir().name == "default_pipeline"
+    assert app_logic.default_pipeline_dir().name == "chest-xray"
 
 
 def test_missing_default_pipeline_says_how_to_choose_one(monkeypatch, tmp_path):

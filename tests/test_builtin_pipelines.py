@@ -43,7 +43,7 @@ def test_builtin_name_wins_over_a_folder_of_that_name_which_stays_reachable(tmp_
     assert type(medgen.load_pipeline(Path("default"))) is UnconditionalPipeline
 
 
-@pytest.mark.parametrize("name", ["chest-xray", "defualt", "./no_such_folder"])
+@pytest.mark.parametrize("name", ["knee-xray", "defualt", "./no_such_folder"])
 def test_unknown_name_says_which_names_and_folders_are_accepted(name):
     with pytest.raises(FileNotFoundError, match=name.lstrip("./")) as error:
         medgen.load_pipeline(name)
@@ -53,11 +53,11 @@ def test_unknown_name_says_which_names_and_folders_are_accepted(name):
 
 def test_names_come_from_one_table(monkeypatch):
     # A newly registered model is listed in errors, and one missing from the install is named as such.
-    monkeypatch.setitem(BUILTIN_PIPELINES, "brain-mri", "brain_mri_pipeline")
-    with pytest.raises(FileNotFoundError, match="'brain-mri' is not part of this medgen install"):
-        medgen.load_pipeline("brain-mri")
-    with pytest.raises(FileNotFoundError, match="'default', 'brain-mri'"):
-        medgen.load_pipeline("chest-xray")
+    monkeypatch.setitem(BUILTIN_PIPELINES, "knee-mri", "pretrained/knee-mri")
+    with pytest.raises(FileNotFoundError, match="'knee-mri' is not part of this medgen install"):
+        medgen.load_pipeline("knee-mri")
+    with pytest.raises(FileNotFoundError, match="'default', 'chest-xray', .*'knee-mri'"):
+        medgen.load_pipeline("knee-xray")
 
 
 def test_generate_accepts_the_default_name(tmp_path):
@@ -72,15 +72,15 @@ def test_generate_accepts_the_default_name(tmp_path):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["generate", "--pipeline", "chest-xray", "--labels", "pneumonia", "--output", "out"],
-        ["evaluate", "--pipeline", "chest-xray", "--data", "data.npz", "--num-samples", "2", "--output", "out"],
+        ["generate", "--pipeline", "knee-xray", "--labels", "pneumonia", "--output", "out"],
+        ["evaluate", "--pipeline", "knee-xray", "--data", "data.npz", "--num-samples", "2", "--output", "out"],
     ],
 )
 def test_cli_unknown_name_is_one_line_listing_what_is_accepted(argv, capsys):
     assert cli.main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"medgen {argv[0]}: error: ") and "\n" not in error
-    for accepted in ("chest-xray", *ACCEPTED):
+    for accepted in ("knee-xray", "'chest-xray'", *ACCEPTED):
         assert accepted in error
 
 

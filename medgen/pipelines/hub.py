@@ -25,11 +25,16 @@ logger = logging.getLogger(__name__)
 
 SHIPPED_MODULE_PREFIX = "medgen.pipelines.pipeline_"
 
-# Pipelines shipped inside the medgen package, by the name users pass instead of a path
-# (`medgen.load_pipeline("default")`, `medgen generate --pipeline default`). To ship another
-# named model, add its folder (relative to the medgen package) here.
+# Pipelines shipped inside the medgen package (build artifacts of `medgen models ship`, all under
+# medgen/pretrained/), by the name users pass instead of a path (`medgen.load_pipeline("chest-xray")`,
+# `medgen generate --pipeline brain-mri`). `default` is the chest X-ray model. `medgen models` lists them.
 BUILTIN_PIPELINES: dict[str, str] = {
-    "default": "default_pipeline",
+    "default": "pretrained/chest-xray",
+    "chest-xray": "pretrained/chest-xray",
+    "brain-mri": "pretrained/brain-mri",
+    "breast-ultrasound": "pretrained/breast-ultrasound",
+    "lung-ct": "pretrained/lung-ct",
+    "pneumoniamnist-32": "pretrained/pneumoniamnist-32",
 }
 
 # The only classes each pipeline component may be, by library. Anything else named in a

@@ -1,4 +1,4 @@
-"""The embedded default pipeline: what the app and the Quick start load."""
+"""The 32 px PneumoniaMNIST pipeline (`pneumoniamnist-32`): the fastest built-in, for teaching and quick runs."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import torch
 import medgen
 from medgen.pipelines import LabelConditionedPipeline, pipeline_label_conditioned
 
-DEFAULT = Path(medgen.__file__).parent / "default_pipeline"
+DEFAULT = Path(medgen.__file__).parent / "pretrained" / "pneumoniamnist-32"
 
 
-def test_default_pipeline_ships_the_current_pipeline_source():
+def test_pneumoniamnist32_ships_the_current_pipeline_source():
     # a stale copy would make stock diffusers (trust_remote_code=True) run older code than medgen does
     assert (DEFAULT / "pipeline.py").read_text() == Path(pipeline_label_conditioned.__file__).read_text()
     assert json.loads((DEFAULT / "model_index.json").read_text())["_class_name"] == ["pipeline", "LabelConditionedPipeline"]
 
 
-def test_default_pipeline_generates_both_findings():
+def test_pneumoniamnist32_generates_both_findings():
     pipe = medgen.load_pipeline(DEFAULT)
     assert isinstance(pipe, LabelConditionedPipeline)
     assert pipe.labels == ["normal", "pneumonia"]
