@@ -233,9 +233,14 @@ def build_demo(service: AppService) -> gr.Blocks:
             concurrency_id="generate",
             show_progress_on=[progress_slot],
         )
+        # The status is written a second time, after the first answer: a step update already on its way when
+        # Cancel was clicked would otherwise overwrite it with "Generating...".
         cancel_button.click(
             cancelled_status, inputs=[gallery, count], outputs=status, cancels=[generate_event], queue=False,
             api_visibility="private", preprocess=False,
+        ).then(
+            cancelled_status, inputs=[gallery, count], outputs=status, queue=False, api_visibility="private",
+            preprocess=False,
         )
         seed_used.change(
             lambda used: "" if used is None else str(int(used)), inputs=seed_used, outputs=seed_shown, queue=False,

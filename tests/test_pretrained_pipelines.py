@@ -113,4 +113,4 @@ def test_autoencoder_round_trips_held_out_real_images_of_each_modality(name):
     data = build_dataset(config.data)
     pixels = torch.as_tensor(np.asarray(data.dataset[:]["pixel_values"]))
     metrics = reconstruction_metrics(medgen.load_pipeline(name).vae, [pixels])
-    assert metrics["psnr"] > 24.0 and metrics["ssim"] > 0.6
+    assert metrics["psnr"] > 25.0 and metrics["ssim"] > 0.8  # measured on the whole test splits: 27.6-35.3 dB, 0.89-0.96
