@@ -167,13 +167,14 @@ def test_space_build_refuses_in_one_line_and_writes_nothing(folders, tmp_path, c
 @pytest.mark.parametrize("name", ["unevaluated", "alarm"])
 def test_space_build_with_the_flag_builds(folders, tmp_path, name):
     out = tmp_path / "space"
-    assert _space_build("--pipeline", str(folders[name]), "--output", str(out), "--allow-unevaluated") == 0
-    assert (out / "pipeline" / "model_index.json").is_file()
+    assert _space_build("--pipeline", str(folders[name]), "--output", str(out), "--allow-unevaluated", "--no-builtins") == 0
+    assert len(list(out.glob("pipelines/*/model_index.json"))) == 1
 
 
 def test_space_build_passes_a_clean_evaluation_and_ships_it(folders, tmp_path):
-    out = space.build_space(str(folders["clean"]), tmp_path / "space")
-    assert json.loads((out / "pipeline" / "evaluation.json").read_text())["memorization"]["alarm"] is False
+    out = space.build_space(str(folders["clean"]), tmp_path / "space", include_builtins=False)
+    [shipped] = out.glob("pipelines/*/evaluation.json")
+    assert json.loads(shipped.read_text())["memorization"]["alarm"] is False
 
 
 def test_space_build_refuses_an_evaluation_of_other_weights(folders, tmp_path):
@@ -181,16 +182,16 @@ def test_space_build_refuses_an_evaluation_of_other_weights(folders, tmp_path):
     folder = _copy(folders["clean"], tmp_path / "pipe")
     tiny_unconditional_pipeline(seed=1).save_pretrained(folder)
     with pytest.raises(PublishingRefused, match="other weights"):
-        space.build_space(str(folder), tmp_path / "space")
+        space.build_space(str(folder), tmp_path / "space", include_builtins=False)
     assert "other weights" in ModelCard.load(folder / "README.md").text
 
 
 def test_space_build_of_a_hub_repo_needs_the_flag(tmp_path):
     with pytest.raises(PublishingRefused, match="Hub repo id") as error:
-        space.build_space("my-org/medgen-chestxray", tmp_path / "space")
+        space.build_space("my-org/medgen-chestxray", tmp_path / "space", include_builtins=False)
     assert "--allow-unevaluated" in str(error.value) and "hf download my-org/medgen-chestxray" in str(error.value)
-    out = space.build_space("my-org/medgen-chestxray", tmp_path / "space", allow_unevaluated=True)
-    assert json.loads((out / "space_config.json").read_text())["pipeline"] == "my-org/medgen-chestxray"
+    out = space.build_space("my-org/medgen-chestxray", tmp_path / "space", allow_unevaluated=True, include_builtins=False)
+    assert "my-org/medgen-chestxray" in json.loads((out / "space_config.json").read_text())["pipelines"]
 
 
 # ----------------------------------------------------------------------------------------------------
