@@ -1,11 +1,16 @@
-"""Sampling benchmark: pipeline overhead around the UNet, and DDPM versus the default fast sampler.
+"""Sampling benchmark: pipeline overhead around the UNet, DDPM versus the default fast sampler, and their quality.
 
-Two questions, answered side by side in one run:
+Three questions, answered side by side in one run:
 
 1. How much time does a pipeline call spend outside the UNet? Forward pre/post hooks on the UNet sum its
    forward time; `overhead = pipeline wall time / summed UNet time` (target <= 1.05).
 2. How many images per second does DDPM over its full schedule (1000 steps by default) give, against the
    default fast sampler, DPM-Solver++ at 25 steps, on the same model and batch?
+3. With `--quality`: are the fast sampler's images as good? The same model samples the same N images (same
+   labels, same seeds: image i starts from the noise of seed i) with DPM-Solver++ (25 steps), DDIM (50) and
+   DDPM (its full schedule); FID and per-label recall against the real test split, and images/s, are
+   reported side by side. Goal: FID(DPM-Solver++) <= 1.1 x FID(DDPM) at >= 40x DDPM's speed. Batches are
+   written to `--output` as they finish, so an interrupted run resumes where it stopped.
 
 The model is a saved pipeline (`--pipeline DIR`, e.g. a trained medgen model) or, by default, a randomly
 initialised label-conditioned UNet with medgen's default training architecture at 32 px (about 1 M
@@ -14,19 +19,24 @@ parameters, built by `medgen.training.tasks`). Random weights are fine: timing d
     python benchmarks/bench_sampling.py                        # default architecture, CPU or GPU
     python benchmarks/bench_sampling.py --pipeline path/to/pipeline --batch-size 16 --repeats 5
     python benchmarks/bench_sampling.py --ddpm-steps 200       # shorter DDPM run on a slow CPU
+    python benchmarks/bench_sampling.py --quality --pipeline chest-xray --num-images 256 --output runs/sampler-quality
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import json
+import os
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
-from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 DEFAULT_LABELS = ["normal", "pneumonia"]
 
@@ -128,9 +138,193 @@ def format_row(r: SamplerResult) -> str:
     )
 
 
+QUALITY_FID_RATIO = 1.1  # the fast sampler's FID may be at most this multiple of DDPM's
+QUALITY_SPEEDUP = 40.0  # ... while sampling at least this many times faster
+
+
+def quality_samplers(base_config, fast_steps: int, ddim_steps: int, ddpm_steps: int) -> list[tuple[str, Any, int]]:
+    """The three samplers compared, each built from the pipeline's own noise schedule."""
+    return [
+        ("DPM-Solver++", DPMSolverMultistepScheduler.from_config(base_config, algorithm_type="dpmsolver++"), fast_steps),
+        ("DDIM", DDIMScheduler.from_config(base_config), ddim_steps),
+        ("DDPM", DDPMScheduler.from_config(base_config), ddpm_steps),
+    ]
+
+
+def image_labels(pipe, count: int) -> list[str | None]:
+    """The label of each image: the pipeline's labels in turn, so that any prefix of the run is balanced."""
+    names = list(getattr(pipe, "labels", None) or [])
+    return [names[i % len(names)] if names else None for i in range(count)]
+
+
+def _batch_kwargs(pipe, labels: list[str | None]) -> dict[str, Any]:
+    if labels[0] is not None:
+        return {"labels": labels}
+    if "prompt" in inspect.signature(pipe.__call__).parameters:
+        return {"prompt": ["chest x-ray"] * len(labels)}
+    return {"num_images_per_prompt": len(labels)}
+
+
+def check_manifest(output: Path, manifest: dict[str, Any]) -> None:
+    """An output folder holds one run: resuming with other settings would mix images of two runs."""
+    path = output / "quality_run.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored != manifest:
+            changed = sorted(key for key in set(stored) | set(manifest) if stored.get(key) != manifest.get(key))
+            raise SystemExit(
+                f"--output {output} holds a run with other settings ({', '.join(changed)} differ); "
+                "give another folder, or the same settings to resume it"
+            )
+    else:
+        output.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def sample_batches(pipe, folder: Path, labels: list[str | None], steps: int, seed: int, batch_size: int, guidance_scale) -> None:
+    """Samples the images of one sampler batch by batch into `folder`; batches already there are kept (resume)."""
+    from safetensors.numpy import save_file
+    from tqdm.auto import tqdm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    starts = [start for start in range(0, len(labels), batch_size) if not (folder / f"batch-{start:06d}.safetensors").is_file()]
+    for start in tqdm(starts, desc=folder.name, unit="batch"):
+        batch = labels[start : start + batch_size]
+        generators = [torch.Generator("cpu").manual_seed(seed + start + i) for i in range(len(batch))]
+        kwargs = {"num_inference_steps": steps, "generator": generators, "output_type": "np", **_batch_kwargs(pipe, batch)}
+        if guidance_scale is not None:
+            kwargs["guidance_scale"] = guidance_scale
+        began = time.perf_counter()
+        with torch.inference_mode():
+            images = np.asarray(pipe(**kwargs).images, dtype=np.float32)
+        seconds = time.perf_counter() - began
+        pixels = np.clip(np.round(images * 255), 0, 255).astype(np.uint8)
+        path = folder / f"batch-{start:06d}.safetensors"
+        save_file({"images": pixels}, str(path) + ".partial", metadata={"seconds": repr(seconds)})
+        os.replace(str(path) + ".partial", path)  # a batch is on disk whole or not at all
+
+
+def read_batches(folder: Path, count: int) -> tuple[np.ndarray, float]:
+    """`(N, C, H, W)` images in [0, 1] of one sampler and the seconds their sampling took."""
+    from safetensors import safe_open
+
+    parts, seconds = [], 0.0
+    for path in sorted(folder.glob("batch-*.safetensors")):
+        with safe_open(str(path), framework="numpy") as handle:
+            parts.append(handle.get_tensor("images"))
+            seconds += float(handle.metadata()["seconds"])
+    images = np.concatenate(parts) if parts else np.zeros((0, 1, 1, 1), dtype=np.uint8)
+    if len(images) != count:
+        raise SystemExit(f"{folder} holds {len(images)} images, {count} expected; run the benchmark again to finish it")
+    return np.transpose(images, (0, 3, 1, 2)).astype(np.float32) / 255.0, seconds
+
+
+def quality_metrics(real, generated: np.ndarray, labels: list[str | None], extractor, real_features: np.ndarray, k: int = 3) -> dict[str, Any]:
+    """FID, precision and recall of one sampler's images, and recall per label (real images of a label vs the
+    generated images asked for that label)."""
+    from medgen.evaluation.features import extract_features
+    from medgen.evaluation.fidelity import frechet_distance, precision_recall
+
+    features = extract_features(extractor, generated)
+    metrics: dict[str, Any] = {"fid": frechet_distance(real_features, features), **precision_recall(real_features, features, k)}
+    if real.labels is not None and labels and labels[0] is not None:
+        real_targets = real.labels.argmax(axis=1)
+        lookup = {name.lower(): index for index, name in enumerate(real.label_names)}
+        recall = {}
+        for name in dict.fromkeys(labels):
+            index = lookup.get(str(name).lower())
+            mine = features[[i for i, label in enumerate(labels) if label == name]]
+            theirs = real_features[real_targets == index] if index is not None else real_features[:0]
+            if len(mine) > k and len(theirs) > k:
+                recall[name] = precision_recall(theirs, mine, k)["recall"]
+        metrics["recall_per_label"] = recall
+    return metrics
+
+
+QUALITY_HEADER = f"{'sampler':<14} {'steps':>6} {'images':>7} {'images/s':>10} {'speed-up':>9} {'FID':>8} {'FID / DDPM':>10} {'recall':>7}  recall per label"
+
+
+def run_quality(args: argparse.Namespace) -> dict[str, Any]:
+    from medgen.config import load_config
+    from medgen.evaluation.features import cached_features, default_cache_dir, get_feature_extractor
+    from medgen.evaluation.fidelity import real_baseline_fid
+    from medgen.evaluation.images import load_real_split
+    from medgen.pipelines import load_pipeline
+    from medgen.pipelines.hub import resolve_pipeline_folder
+
+    pipeline = args.pipeline or "default"
+    folder = resolve_pipeline_folder(pipeline)
+    config_path = Path(args.config) if args.config else folder / "training_config.yaml"
+    if not config_path.is_file():
+        raise SystemExit(f"no training config to read the real data from: {config_path} not found; pass --config")
+    data = load_config(config_path).data
+    pipe = load_pipeline(pipeline)
+    pipe.to(torch.device(args.device))
+    pipe.set_progress_bar_config(disable=True)
+    base_config = pipe.scheduler.config
+    samplers = quality_samplers(base_config, args.fast_steps, args.ddim_steps, args.ddpm_steps or base_config.num_train_timesteps)
+    labels = image_labels(pipe, args.num_images)
+    output = Path(args.output)
+    check_manifest(output, {
+        "pipeline": str(pipeline), "num_images": args.num_images, "seed": args.seed, "guidance_scale": args.guidance_scale,
+        "samplers": {name: steps for name, _, steps in samplers},
+    })
+    # the real data is read before the long sampling, so a wrong path fails in seconds
+    real = load_real_split(data, args.split, data.resolution, data.channels)
+    print(f"pipeline : {type(pipe).__name__} ({pipeline}); {args.num_images} images per sampler, seeds {args.seed}..")
+    print(f"real     : {data.path} [{args.split}], {len(real)} images; features {args.feature_extractor}")
+    for name, scheduler, steps in samplers:
+        pipe.scheduler = scheduler
+        sample_batches(pipe, output / name, labels, steps, args.seed, args.batch_size, args.guidance_scale)
+
+    extractor = get_feature_extractor(args.feature_extractor)
+    real_features = cached_features(extractor, real.images, real.fingerprint(), default_cache_dir())
+    rows = []
+    for name, _, steps in samplers:
+        images, seconds = read_batches(output / name, args.num_images)
+        rows.append({"sampler": name, "steps": steps, "images_per_s": len(images) / seconds,
+                     **quality_metrics(real, images, labels, extractor, real_features)})
+    ddpm = rows[-1]
+    for row in rows:
+        row["speedup_vs_ddpm"] = row["images_per_s"] / ddpm["images_per_s"]
+        row["fid_ratio_vs_ddpm"] = row["fid"] / ddpm["fid"]
+    fast = rows[0]
+    meets = fast["fid_ratio_vs_ddpm"] <= QUALITY_FID_RATIO and fast["speedup_vs_ddpm"] >= QUALITY_SPEEDUP
+    baseline = real_baseline_fid(real_features, args.num_images)
+    report = {
+        "pipeline": str(pipeline), "real": f"{data.path} [{args.split}]", "n_real": len(real), "num_images": args.num_images,
+        "feature_extractor": args.feature_extractor, "real_baseline_fid": baseline, "samplers": rows,
+        "goal": {"fid_ratio_at_most": QUALITY_FID_RATIO, "speedup_at_least": QUALITY_SPEEDUP, "met": bool(meets)},
+    }
+    (output / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    print()
+    print(QUALITY_HEADER)
+    print("-" * len(QUALITY_HEADER))
+    for row in rows:
+        per_label = ", ".join(f"{name} {value:.3f}" for name, value in row.get("recall_per_label", {}).items())
+        print(f"{row['sampler']:<14} {row['steps']:>6} {args.num_images:>7} {row['images_per_s']:>10.4g} "
+              f"{row['speedup_vs_ddpm']:>8.1f}x {row['fid']:>8.2f} {row['fid_ratio_vs_ddpm']:>10.3f} {row['recall']:>7.3f}  {per_label}")
+    if baseline:
+        print(f"\nReal-vs-real FID floor at this N ({baseline['n_per_subset']} vs {baseline['n_per_subset']} real images): {baseline['fid']:.2f}")
+    print(f"Goal FID({fast['sampler']}) <= {QUALITY_FID_RATIO} x FID(DDPM) at >= {QUALITY_SPEEDUP:g}x its speed: "
+          f"{'met' if meets else 'not met'} (ratio {fast['fid_ratio_vs_ddpm']:.3f}, {fast['speedup_vs_ddpm']:.1f}x).")
+    print(f"report: {output / 'quality.json'}")
+    return report
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pipeline", default=None, help="saved pipeline folder or Hub repo id (default: built-in model)")
+    parser.add_argument("--pipeline", default=None, help="saved pipeline folder, built-in name or Hub repo id (default: built-in model)")
+    parser.add_argument("--quality", action="store_true", help="compare the samplers' image quality (FID, recall) on --num-images images")
+    parser.add_argument("--num-images", type=int, default=256, help="--quality: images per sampler (default 256)")
+    parser.add_argument("--ddim-steps", type=int, default=50, help="--quality: DDIM steps (default 50)")
+    parser.add_argument("--output", help="--quality: folder for the sampled batches and quality.json (resumable)")
+    parser.add_argument("--config", help="--quality: training config whose data section is the real data (default: the pipeline's)")
+    parser.add_argument("--split", default="test", help="--quality: real split to compare with (default test)")
+    parser.add_argument("--seed", type=int, default=0, help="--quality: image i starts from the noise of seed + i (default 0)")
+    parser.add_argument("--guidance-scale", type=float, default=None, help="--quality: guidance (default: the pipeline's)")
+    parser.add_argument("--feature-extractor", default="inception", choices=("inception", "pixel"), help="--quality: FID features")
     parser.add_argument("--batch-size", type=int, default=4, help="images per pipeline call")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per sampler; the median is reported")
     parser.add_argument("--fast-steps", type=int, default=25, help="DPM-Solver++ steps")
@@ -143,11 +337,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.ddpm_steps is not None and args.ddpm_steps < 1:
         parser.error(f"--ddpm-steps must be a positive integer, got {args.ddpm_steps}")
+    if args.quality:
+        if not args.output:
+            parser.error("--quality needs --output, the folder its sampled batches are kept in")
+        if args.num_images < 8 or args.ddim_steps < 1:
+            parser.error("--num-images must be >= 8 and --ddim-steps >= 1")
     return args
 
 
-def main(argv: list[str] | None = None) -> list[SamplerResult]:
+def main(argv: list[str] | None = None) -> list[SamplerResult] | dict[str, Any]:
     args = parse_args(argv)
+    if args.quality:
+        return run_quality(args)
     device = torch.device(args.device)
     if args.pipeline:
         from medgen.pipelines import load_pipeline

@@ -164,6 +164,28 @@ def test_synthetic_folder_from_medgen_generate_with_a_rare_label(tiny_data, tmp_
     assert report["rare_label"] == "pneumonia" and report["synthetic"]["source"] == "folder"
 
 
+def test_max_train_pool_and_classifier_size_are_applied_and_recorded(tiny_data, tmp_path):
+    # --max-train: a seeded, label-stratified pool of the training split; the test split stays whole
+    assert _downstream(tiny_data, tmp_path / "a", "--max-train", "8", "--classifier-size", "8", "--classifier-steps", "5") == 0
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["n_train_read"] == 16 and report["n_real_train"] == 8 and report["n_real_test"] == 16
+    assert report["real_train_label_counts"] == {"normal": 4, "pneumonia": 4}
+    assert report["recipe"]["image_size"] == 8 and report["recipe"]["steps"] == 5
+    assert "downsampled to 8 px" in report["recipe"]["input"]
+    assert all(run["n_real"] == 8 for run in report["runs"])
+
+
+def test_classifier_sees_area_downsampled_images():
+    from medgen.downstream.classifier import _inputs
+
+    images = _images({0: 2, 1: 2}, side=8)
+    images.images[:, :, :4, :4] = 1.0  # one bright quadrant: its mean survives area downsampling exactly
+    small = _inputs(images, Recipe(image_size=2))
+    assert small.shape == (4, 1, 2, 2)
+    assert float(small[0, 0, 0, 0]) == pytest.approx(1.0, abs=1e-3)  # [0, 1] mapped to [-1, 1]
+    assert _inputs(images, Recipe()).shape == (4, 1, 8, 8)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -29,6 +29,7 @@ class Recipe:
     weight_decay: float = 1e-4
     max_shift: int = 2
     contrast_jitter: float = 0.1
+    image_size: int | None = None  # side the images are area-downsampled to first; None keeps their size
 
     def describe(self) -> dict:
         return {
@@ -38,6 +39,7 @@ class Recipe:
             "optimizer": "AdamW with a one-cycle learning-rate schedule, cross-entropy loss",
             "sampling": "uniform over the training set, with replacement, fixed number of steps",
             "augmentation": f"random shift up to {self.max_shift} px (reflect padding), contrast x U(1 +/- {self.contrast_jitter})",
+            "input": "images as given" if self.image_size is None else f"images area-downsampled to {self.image_size} px",
         }
 
 
@@ -78,6 +80,14 @@ def _augment(batch: torch.Tensor, recipe: Recipe, generator: torch.Generator) ->
     return batch
 
 
+def _inputs(images: LabelledImages, recipe: Recipe) -> torch.Tensor:
+    """The images as the classifier sees them: in [-1, 1], area-downsampled to `recipe.image_size` if smaller."""
+    inputs = torch.from_numpy(np.ascontiguousarray(images.images))
+    if recipe.image_size is not None and recipe.image_size < inputs.shape[-1]:
+        inputs = nn.functional.interpolate(inputs, size=(recipe.image_size, recipe.image_size), mode="area")
+    return inputs * 2 - 1
+
+
 def single_thread_on_cpu(device: str) -> contextlib.AbstractContextManager:
     """CPU training of a network this small runs on one thread (see `medgen.evaluation.classifier.one_thread`)."""
     return one_thread() if device == "cpu" else contextlib.nullcontext()
@@ -92,7 +102,7 @@ def train(images: LabelledImages, recipe: Recipe, seed: int, device: str = "cpu"
 def _train(images: LabelledImages, recipe: Recipe, seed: int, device: str) -> DownstreamCNN:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)  # batches and augmentation drawn on the CPU: same on every device
-    inputs = torch.from_numpy(np.ascontiguousarray(images.images)) * 2 - 1
+    inputs = _inputs(images, recipe)
     targets = torch.from_numpy(images.targets)
     model = DownstreamCNN(inputs.shape[1], len(images.label_names), recipe.widths).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
@@ -110,9 +120,9 @@ def _train(images: LabelledImages, recipe: Recipe, seed: int, device: str) -> Do
     return model.eval()
 
 
-def predict(model: DownstreamCNN, images: LabelledImages, device: str = "cpu") -> np.ndarray:
-    """`(N, L)` softmax probabilities."""
-    inputs = torch.from_numpy(np.ascontiguousarray(images.images)) * 2 - 1
+def predict(model: DownstreamCNN, images: LabelledImages, device: str = "cpu", recipe: Recipe | None = None) -> np.ndarray:
+    """`(N, L)` softmax probabilities; give the training `recipe` so the images are prepared the same way."""
+    inputs = _inputs(images, recipe or STANDARD)
     with torch.inference_mode(), single_thread_on_cpu(device):
         batches = [torch.softmax(model(inputs[i : i + 512].to(device)), dim=1).cpu() for i in range(0, len(inputs), 512)]
     return torch.cat(batches).numpy()

@@ -69,6 +69,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--rare-label", help="add synthetic (and duplicated) images of this label only")
     parser.add_argument("--quick", action="store_true", help="tiny classifier, few steps: a smoke test, not a result")
     parser.add_argument("--max-real", type=positive_int, help="read at most this many real images per split (quick runs)")
+    parser.add_argument(
+        "--max-train", type=positive_int,
+        help="draw a seeded random subset of this many training images (stratified by label, whole groups with "
+        "--group-column) as the pool the real fractions are taken from; the test split stays whole",
+    )
+    parser.add_argument(
+        "--classifier-size", type=int_in_range(8, 4096),
+        help="side the classifier sees: images are area-downsampled to it (default: the synthetic images' size)",
+    )
+    parser.add_argument("--classifier-steps", type=int_in_range(1, 1_000_000), help="classifier optimiser steps (default 400)")
     parser.add_argument("--num-inference-steps", type=int_in_range(1, 1000), default=25, help="denoising steps (default 25)")
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the pipeline's)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per pipeline call (default 32)")
@@ -78,10 +88,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
     import sys
 
+    import numpy as np
+
     from medgen.downstream.classifier import QUICK, STANDARD
-    from medgen.downstream.data import attach_groups, check_disjoint, data_config_values, load_split
+    from medgen.downstream.data import attach_groups, check_disjoint, data_config_values, draw_subset, load_split
     from medgen.downstream.experiment import run_downstream
     from medgen.downstream.report import summary_table, write_report
     from medgen.downstream.synthetic import check_pipeline_labels, peek_folder_geometry, pipeline_geometry
@@ -110,8 +123,19 @@ def run(args: argparse.Namespace) -> int:
         attach_groups(train, values, args.group_column)
         attach_groups(test, values, args.group_column)
     check_disjoint(train, test, args.split, args.test_split)
+    n_train_read = len(train)
+    if args.max_train is not None and args.max_train < len(train):
+        pool_rng = np.random.default_rng([args.seed, 0x7261696E])  # fixed by the run seed, apart from the cells' draws
+        train = train.subset(draw_subset(train, args.max_train / len(train), pool_rng))
     if pipe is not None:
         check_pipeline_labels(pipe, train.label_names, args.pipeline)
+    recipe = QUICK if args.quick else STANDARD
+    if args.classifier_size is not None or args.classifier_steps is not None:
+        recipe = dataclasses.replace(
+            recipe,
+            steps=args.classifier_steps or recipe.steps,
+            image_size=args.classifier_size if args.classifier_size is not None else recipe.image_size,
+        )
     report = run_downstream(
         train,
         test,
@@ -122,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         seed=args.seed,
         rare_label=args.rare_label,
-        recipe=QUICK if args.quick else STANDARD,
+        recipe=recipe,
         num_inference_steps=args.num_inference_steps,
         guidance_scale=args.guidance_scale,
         sample_batch_size=args.batch_size,
@@ -137,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         "test_split": args.test_split,
         "group_column": args.group_column,
         "quick": args.quick,
+        "n_train_read": n_train_read,
+        "max_train": args.max_train,
         **report,
     }
     write_report(report, args.output)

@@ -149,7 +149,7 @@ def run_downstream(
                 "n_train": len(arms[arm]),
                 "n_real": len(real),
                 "train_label_counts": arms[arm].counts(),
-                **score_on_test(predict(model, test_images, device), test_images),
+                **score_on_test(predict(model, test_images, device, recipe), test_images),
             })
             bar.update()
     bar.close()
