@@ -219,3 +219,41 @@ def test_real_pneumoniamnist_subsets_never_touch_the_test_split(pneumoniamnist_n
     test_sources = set(test.sources)
     assert all(source not in test_sources for arm in ("real", "real+duplicated") for source in arms[arm].sources)
     assert all(source.startswith("pneumoniamnist.npz:train:") for source in arms["real+duplicated"].sources)
+
+
+def test_result_is_stored_with_the_pipeline_and_in_its_model_card(tiny_data, tmp_path, capsys):
+    import shutil
+
+    from medgen.pipelines.model_card import write_model_card
+    from medgen.pipelines.publishing import weights_sha256
+
+    pipe = tmp_path / "pipe"
+    shutil.copytree(tiny_data / "pipe", pipe)
+    from medgen.pipelines import load_pipeline
+
+    write_model_card(pipe, load_pipeline(str(pipe)), {})
+    argv = [
+        "downstream", "--pipeline", str(pipe), "--data", str(tiny_data / "pneumoniamnist.npz"),
+        "--output", str(tmp_path / "report"), "--real-fraction", "0.5,1.0", "--seeds", "2",
+        "--num-inference-steps", "2", "--max-real", "16", "--classifier-steps", "3",
+    ]
+    assert cli.main(argv) == 0
+    assert "downstream result stored" in capsys.readouterr().err
+    summary = json.loads((pipe / "downstream.json").read_text())
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert summary["weights_sha256"] == weights_sha256(pipe)
+    assert [r["real_fraction"] for r in summary["results"]] == [0.5, 1.0]
+    first = report["results"][0]
+    assert summary["results"][0]["arms"]["real"]["auroc"]["mean"] == first["arms"]["real"]["auroc"]["mean"]
+    card = (pipe / "README.md").read_text()
+    assert card.count("## Downstream") == 1 and "downstream_auroc.svg" in card
+    assert card.index("## Downstream") < card.index("## Intended use and limitations")
+    assert (pipe / "downstream_auroc.svg").read_text().startswith("<svg")
+
+    # a second run replaces the section in place; --quick and --no-store runs leave the folder alone
+    assert cli.main([*argv, "--seed", "3"]) == 0
+    assert (pipe / "README.md").read_text().count("## Downstream") == 1
+    assert json.loads((pipe / "downstream.json").read_text())["seed"] == 3
+    before = (pipe / "downstream.json").read_text()
+    assert cli.main([*argv, "--quick"]) == 0 and cli.main([*argv, "--no-store", "--seed", "4"]) == 0
+    assert (pipe / "downstream.json").read_text() == before

@@ -83,6 +83,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the pipeline's)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per pipeline call (default 32)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="device for sampling and the classifiers (default auto)")
+    parser.add_argument(
+        "--no-store", action="store_true",
+        help="do not store the result with a local --pipeline (downstream.json, downstream_auroc.svg and the "
+        "Downstream section of its model card; --quick runs are never stored)",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -168,4 +173,12 @@ def run(args: argparse.Namespace) -> int:
     write_report(report, args.output)
     print(summary_table(report))
     print(f"report: {args.output}/report.html", file=sys.stderr)
+    if args.pipeline is not None and not args.no_store and not args.quick:
+        import json
+        from pathlib import Path
+
+        from medgen.downstream.store import store_in_pipeline_folder
+
+        written = json.loads((Path(args.output) / "report.json").read_text())  # the report as JSON holds it
+        print(store_in_pipeline_folder(args.pipeline, written), file=sys.stderr)
     return 0

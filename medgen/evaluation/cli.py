@@ -17,7 +17,6 @@ is stored as evaluation.json in the pipeline folder and shown in its model card:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from medgen.arguments import positive_int
 
@@ -187,19 +186,13 @@ def run(args: argparse.Namespace) -> int:
 def _store_in_pipeline_folder(pipeline: str, report: dict) -> str:
     """Stores the report's summary in the evaluated pipeline's folder when it is local and writable;
     returns a line saying where it went, or why not."""
-    from medgen.files import OutputError, check_writable_dir
-    from medgen.pipelines.hub import BUILTIN_PIPELINES, builtin_pipeline_path
-    from medgen.pipelines.publishing import store_evaluation
+    from medgen.files import OutputError
+    from medgen.pipelines.publishing import local_pipeline_folder, store_evaluation
 
-    # The same precedence as loading: a built-in name wins over a folder of that name.
-    folder = builtin_pipeline_path(pipeline) if pipeline.lower() in BUILTIN_PIPELINES else Path(pipeline).expanduser()
-    if not folder.is_dir():
-        return (
-            f"note: evaluation not stored: {pipeline} is a Hub repo, not a local folder; to store one, download it "
-            f"(hf download {pipeline} --local-dir DIR) and evaluate DIR"
-        )
+    folder, problem = local_pipeline_folder(pipeline)
+    if folder is None:
+        return f"note: evaluation not stored in the pipeline folder: {problem}; the report above is complete"
     try:
-        check_writable_dir(folder)
         path = store_evaluation(folder, report)
     except OutputError as error:
         return f"note: evaluation not stored in the pipeline folder ({error}); the report above is complete"

@@ -178,19 +178,19 @@ def evaluation_section(folder: str | Path) -> str:
     return "\n".join([EVALUATION_START, *lines, EVALUATION_END])
 
 
-def update_evaluation_section(folder: str | Path) -> Path | None:
-    """Replaces (or adds) the "Evaluation" section of `folder/README.md` from `folder/evaluation.json`,
-    leaving the rest of the card as it was; returns the card's path, None when the folder has no card."""
+def replace_card_section(folder: str | Path, start_marker: str, end_marker: str, section: str) -> Path | None:
+    """Replaces the text between two markers of `folder/README.md` with `section` (which carries the markers),
+    or adds it before the limitations (else at the end), leaving the rest of the card as it was; returns the
+    card's path, None when the folder has no card."""
     from medgen.files import atomic_write
 
     path = Path(folder) / "README.md"
     if not path.is_file():
         return None
     card = path.read_text()
-    section = evaluation_section(folder)
-    start, end = card.find(EVALUATION_START), card.find(EVALUATION_END)
+    start, end = card.find(start_marker), card.find(end_marker)
     if start != -1 and end > start:
-        card = card[:start] + section + card[end + len(EVALUATION_END):]
+        card = card[:start] + section + card[end + len(end_marker):]
     elif LIMITATIONS_HEADING in card:
         card = card.replace(LIMITATIONS_HEADING, f"{section}\n\n{LIMITATIONS_HEADING}", 1)
     else:
@@ -198,3 +198,9 @@ def update_evaluation_section(folder: str | Path) -> Path | None:
     with atomic_write(path, "w") as file:
         file.write(card)
     return path
+
+
+def update_evaluation_section(folder: str | Path) -> Path | None:
+    """Replaces (or adds) the "Evaluation" section of `folder/README.md` from `folder/evaluation.json`,
+    leaving the rest of the card as it was; returns the card's path, None when the folder has no card."""
+    return replace_card_section(folder, EVALUATION_START, EVALUATION_END, evaluation_section(folder))

@@ -175,6 +175,26 @@ def carry_evaluation(source: str | Path | None, destination: str | Path) -> bool
     return True
 
 
+def local_pipeline_folder(pipeline: str) -> tuple[Path | None, str | None]:
+    """`(folder, None)` for a built-in name or a local pipeline folder that can be written to, else
+    `(None, why not)`: results about a pipeline are stored next to its weights only where that is possible."""
+    from medgen.files import OutputError, check_writable_dir
+    from medgen.pipelines.hub import BUILTIN_PIPELINES, builtin_pipeline_path
+
+    # The same precedence as loading: a built-in name wins over a folder of that name.
+    folder = builtin_pipeline_path(pipeline) if pipeline.lower() in BUILTIN_PIPELINES else Path(pipeline).expanduser()
+    if not folder.is_dir():
+        return None, (
+            f"{pipeline} is a Hub repo, not a local folder; to store results with it, download it "
+            f"(hf download {pipeline} --local-dir DIR) and pass DIR"
+        )
+    try:
+        check_writable_dir(folder)
+    except OutputError as error:
+        return None, str(error)
+    return folder, None
+
+
 def describe_memorization(memorization: dict[str, Any]) -> str:
     """One line: the memorization verdict per searched space, e.g. "pixel space: 3/200 near copies ..."."""
     parts = []
