@@ -37,7 +37,6 @@ from medgen.app_models import (
     PipelineInfo,
     PipelineKind,
     builtin_models,
-    describe_pipeline,
     model_name,
     pipeline_kind,
     split_sources,

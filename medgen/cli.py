@@ -11,7 +11,15 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("medgen.generate", "medgen.evaluation.cli", "medgen.space", "medgen.training.command", "medgen.downstream.cli", "medgen.data.prepare", "medgen.commands.models")
+COMMAND_MODULES = (
+    "medgen.commands.generate",
+    "medgen.commands.evaluate",
+    "medgen.commands.space",
+    "medgen.commands.train",
+    "medgen.commands.downstream",
+    "medgen.commands.prepare_data",
+    "medgen.commands.models",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

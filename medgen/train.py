@@ -38,7 +38,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 
 from medgen.config import TrainConfig, config_to_dict, save_config
 from medgen.training import checkpoints, run_folder
-from medgen.training.command import add_arguments, resolve_config
+from medgen.training.arguments import add_arguments, resolve_config
 from medgen.training.diffusion import build_noise_scheduler, build_sampler, diffusion_loss
 from medgen.training.divergence import DivergenceGuard, TrainingStopped, current_learning_rate
 from medgen.training.optim import build_lr_scheduler, build_optimizer, restart_schedule

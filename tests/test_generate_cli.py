@@ -13,13 +13,13 @@ from PIL import Image
 
 import helpers  # tests/helpers.py: tiny seeded pipelines (pytest puts tests/ on sys.path)
 from medgen import cli
-from medgen.generate import parse_labels
+from medgen.commands.generate import parse_labels
 
 
 @pytest.fixture(autouse=True)
 def _generate_command_only(monkeypatch):
     # The parser is built from every command module; this file tests `generate` alone.
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("medgen.generate",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("medgen.commands.generate",))
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +217,7 @@ def test_unusable_output_is_refused_before_loading_or_sampling(label_pipeline_di
     def never(*args, **kwargs):
         raise AssertionError("sampled although the output could not be written")
 
-    monkeypatch.setattr("medgen.generate._call_pipeline", never)
+    monkeypatch.setattr("medgen.commands.generate._call_pipeline", never)
     out = blocker / "run1"
     assert _generate(label_pipeline_dir, out, "--labels", "pneumonia", "--count", 2) == 2
     line = _one_error_line(capsys)

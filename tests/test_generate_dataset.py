@@ -17,7 +17,7 @@ from medgen import cli
 @pytest.fixture(autouse=True)
 def _generate_command_only(monkeypatch):
     # The parser is built from every command module; this file tests `generate` alone.
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("medgen.generate",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("medgen.commands.generate",))
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_an_existing_metadata_csv_is_refused_before_sampling(label_pipeline_dir,
     def never(*args, **kwargs):
         raise AssertionError("sampled although the run was refused")
 
-    monkeypatch.setattr("medgen.generate._call_pipeline", never)
+    monkeypatch.setattr("medgen.commands.generate._call_pipeline", never)
     assert _generate(label_pipeline_dir, out, "--labels", "pneumonia") == 2
     assert "already holds metadata.csv" in _error_line(capsys)
     assert (out / "metadata.csv").read_text() == "file_name,label\nmine.png,normal\n"

@@ -16,7 +16,8 @@ from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import OfflineModeIsEnabled
 
 import medgen
-from medgen import cli, space
+from medgen import cli
+from medgen.commands import space
 from medgen.evaluation import ImageSet, evaluate_image_sets
 from medgen.pipelines.publishing import PublishingRefused, store_evaluation
 

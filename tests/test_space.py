@@ -16,7 +16,7 @@ import pytest
 import yaml
 from helpers import tiny_label_pipeline
 
-from medgen import space
+from medgen.commands import space
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -159,7 +159,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.labels is not None and args.prompt is not None:
         raise ValueError("give either --labels (label-conditioned pipelines) or --prompt (text pipelines), not both")
     if args.push_to_hub is not None:
-        from medgen.generated_dataset import check_repo_id
+        from medgen.commands.generated_dataset import check_repo_id
 
         check_repo_id(args.push_to_hub)
 
@@ -322,7 +322,7 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
 
     from medgen import __version__
     from medgen.export import RunWriter
-    from medgen.generated_dataset import METADATA_FILE, condition_columns, metadata_rows, write_metadata
+    from medgen.commands.generated_dataset import METADATA_FILE, condition_columns, metadata_rows, write_metadata
     from medgen.pipelines import load_pipeline
     from medgen.postprocess import apply_preset, get_preset
 
@@ -377,7 +377,7 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
             modality=args.dicom_modality, count=args.count, study=shared[1] if shared else None,
         )
         if shared is None and args.push_to_hub is not None:
-            from medgen.generated_dataset import create_dataset_repo
+            from medgen.commands.generated_dataset import create_dataset_repo
 
             try:
                 create_dataset_repo(args.push_to_hub)
@@ -438,7 +438,7 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
     if main:
         print(f"wrote {args.count} image(s) to {Path(args.output)} (seeds {seed}..{seed + args.count - 1})")
         if args.push_to_hub is not None:
-            from medgen.generated_dataset import push_dataset
+            from medgen.commands.generated_dataset import push_dataset
 
             push_dataset(args.output, args.push_to_hub)
             print(f"uploaded {Path(args.output)} to https://huggingface.co/datasets/{args.push_to_hub}")

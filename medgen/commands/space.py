@@ -243,7 +243,7 @@ def build_space(
     shutil.copyfile(template_dir / "requirements.txt", output / "requirements.txt")
     shutil.copyfile(template_dir / "app.py", output / "app.py")
     shutil.copyfile(app_file, output / "medgen_app.py")
-    package_dir = Path(__file__).resolve().parent
+    package_dir = source_root() / "medgen"
     builtin_folders = {builtin_pipeline_path(name).resolve() for name in BUILTIN_PIPELINES}
 
     def leave_out(folder: str, names: list[str]) -> set[str]:

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     values = data_config_values(args.data, args.config, args.label_column)
     if args.group_column is not None and values.get("source") != "csv":
         raise ValueError(f"--group-column {args.group_column!r} needs CSV data (a folder with metadata.csv or a CSV file)")
-    from medgen.generate import _resolve_device
+    from medgen.commands.generate import _resolve_device
 
     device = _resolve_device(args.device)
     pipe = None
