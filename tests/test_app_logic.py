@@ -15,11 +15,10 @@ from helpers import tiny_label_pipeline, tiny_unconditional_pipeline
 from PIL import Image
 
 from medgen import app_logic
-from medgen.app_models import ModelCatalog, builtin_models, describe_pipeline_folder
+from medgen.app_models import ModelCatalog, builtin_models, describe_pipeline, describe_pipeline_folder
 from medgen.app_logic import (
     MAX_IMAGES,
     AppService,
-    describe_pipeline,
     export_zip,
     load_app_pipeline,
     make_request,
