@@ -307,6 +307,10 @@ def run(args: argparse.Namespace) -> int:
         return _run(args, state, device)
     except _StoppedByAnotherProcess:
         return 2  # the failing process printed the reason
+    finally:
+        # Every collective step is behind us: close the process group before the interpreter exits, or a
+        # process can abort at exit on a communication thread still running ("terminate called ...").
+        state.destroy_process_group()
 
 
 def _run(args: argparse.Namespace, state: Any, device: str) -> int:
