@@ -64,12 +64,29 @@ def test_three_samplers_same_images_count_and_goal_verdict(bench, tiny_model, tm
     expected = fast["fid_ratio_vs_ddpm"] <= 1.1 and fast["speedup_vs_ddpm"] >= 40
     assert report["goal"]["met"] is expected
     assert json.loads((tmp_path / "q" / "quality.json").read_text())["goal"]["met"] is expected
-    assert "Goal FID(DPM-Solver++)" in capsys.readouterr().out
+    assert "Goal FID(DPM-Solver++ 2)" in capsys.readouterr().out
+
+
+def test_several_fast_step_counts_are_rows_against_the_same_ddpm(bench, tiny_model, tmp_path, capsys):
+    report = bench.main([*_argv(tiny_model, tmp_path / "q"), "--fast-steps", "2,4"])
+    fast = [row for row in report["samplers"] if row["sampler"] == "DPM-Solver++"]
+    assert [row["steps"] for row in fast] == [2, 4]
+    ddpm = report["samplers"][-1]
+    for row in fast:  # each is compared with the one DDPM run, and gets its own verdict
+        assert row["fid_ratio_vs_ddpm"] == pytest.approx(row["fid"] / ddpm["fid"])
+        assert row["meets_goal"] is (row["fid_ratio_vs_ddpm"] <= 1.1 and row["speedup_vs_ddpm"] >= 40)
+    # the report's verdict is about the first value, the default under test
+    assert report["goal"]["steps"] == 2 and report["goal"]["met"] is fast[0]["meets_goal"]
+    assert {path.name for path in (tmp_path / "q").iterdir() if path.is_dir()} == {
+        "DPM-Solver++-2", "DPM-Solver++-4", "DDIM-3", "DDPM-5"
+    }
+    out = capsys.readouterr().out
+    assert "Goal FID(DPM-Solver++ 2)" in out and "Goal FID(DPM-Solver++ 4)" in out
 
 
 def test_an_interrupted_run_resumes_from_its_batches(bench, tiny_model, tmp_path):
     first = bench.main(_argv(tiny_model, tmp_path / "q"))
-    batches = sorted((tmp_path / "q" / "DDPM").glob("batch-*.safetensors"))
+    batches = sorted((tmp_path / "q" / "DDPM-5").glob("batch-*.safetensors"))
     assert len(batches) == 2
     kept = batches[0].stat().st_mtime_ns
     batches[1].unlink()  # as if the run had been stopped during DDPM's second batch
