@@ -36,6 +36,7 @@ from medgen.app_logic import (
 )
 from medgen.app_models import PipelineInfo as ModelInfo
 from medgen.postprocess import get_preset, list_presets
+from medgen.sampling import DEFAULT_INFERENCE_STEPS
 
 MIN_GRADIO = "6.7"  # CVE-2026-28414 is fixed there; gradio 5 lacks what the layout uses (Gallery fit_columns)
 if Version(gr.__version__) < Version(MIN_GRADIO):
@@ -82,7 +83,7 @@ def build_demo(service: AppService) -> gr.Blocks:
         prompt: str = "",
         negative_prompt: str = "",
         count: int = 4,
-        num_inference_steps: int = 25,
+        num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
         guidance_scale: float | None = None,
         seed: int = RANDOM_SEED,
         sampler: str = DEFAULT_SAMPLER,
@@ -166,8 +167,8 @@ def build_demo(service: AppService) -> gr.Blocks:
                 count = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Number of images", elem_id="count")
                 with gr.Accordion("Sampling settings", open=False):
                     num_inference_steps = gr.Slider(
-                        1, MAX_STEPS, value=25, step=1, label="Denoising steps",
-                        info="20-30 suit DPM-Solver++; DDPM needs many more (its training schedule).",
+                        1, MAX_STEPS, value=DEFAULT_INFERENCE_STEPS, step=1, label="Denoising steps", elem_id="steps",
+                        info="15-25 suit DPM-Solver++; DDPM needs many more (its training schedule).",
                     )
                     guidance_scale = gr.Slider(
                         0.0, MAX_GUIDANCE, value=info.default_guidance, step=0.5, label="Guidance scale",

@@ -41,6 +41,7 @@ from medgen.app_models import (
     pipeline_kind,
     split_sources,
 )
+from medgen.sampling import DEFAULT_INFERENCE_STEPS
 
 NOTICE = (
     "Synthetic images, for research and teaching only: not for diagnosis. "
@@ -186,7 +187,7 @@ def make_request(
     prompt: str | None = None,
     negative_prompt: str | None = None,
     count: int = 4,
-    num_inference_steps: int = 25,
+    num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
     guidance_scale: float | None = None,
     seed: int = RANDOM_SEED,
     sampler: str = DEFAULT_SAMPLER,

@@ -18,6 +18,7 @@ from typing import Any, Union
 import yaml
 
 from medgen.data.config import DataConfig
+from medgen.sampling import DEFAULT_INFERENCE_STEPS
 
 MODEL_KINDS = ("unconditional", "label", "text", "vae")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -87,7 +88,7 @@ class DiffusionConfig:
     snr_gamma: float | None = 5.0  # min-SNR loss weighting (Hang et al. 2023); null disables it
     condition_dropout: float = 0.1  # probability of training on the null condition (classifier-free guidance)
     sampler: str = "dpm"  # saved default sampler: dpm (DPM-Solver++), unipc, ddim, ddpm
-    num_inference_steps: int = 25
+    num_inference_steps: int = DEFAULT_INFERENCE_STEPS
     guidance_scale: float = 2.0
 
     def __post_init__(self) -> None:

@@ -65,6 +65,14 @@ def test_the_model_dropdown_lists_the_given_folders_then_the_builtins(served):
     assert "default" not in service.catalog.loaded_names() or len(service.catalog.loaded_names()) <= 4
 
 
+def test_the_steps_slider_starts_at_the_pipelines_default(served):
+    from medgen.sampling import DEFAULT_INFERENCE_STEPS
+
+    _, client = served
+    props = [c for c in client.config["components"] if c.get("props", {}).get("elem_id") == "steps"][0]["props"]
+    assert props["value"] == DEFAULT_INFERENCE_STEPS
+
+
 def test_missing_pipeline_stops_the_app_with_a_clear_message(app_module, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         app_module.main(["--pipeline", str(tmp_path / "no-such-pipeline"), "--device", "cpu"])

@@ -14,6 +14,7 @@ import argparse
 import math
 
 from medgen.arguments import int_in_range, positive_int
+from medgen.sampling import DEFAULT_INFERENCE_STEPS
 
 MAX_SEEDS = 100
 
@@ -79,7 +80,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="side the classifier sees: images are area-downsampled to it (default: the synthetic images' size)",
     )
     parser.add_argument("--classifier-steps", type=int_in_range(1, 1_000_000), help="classifier optimiser steps (default 400)")
-    parser.add_argument("--num-inference-steps", type=int_in_range(1, 1000), default=25, help="denoising steps (default 25)")
+    parser.add_argument("--num-inference-steps", type=int_in_range(1, 1000), default=DEFAULT_INFERENCE_STEPS,
+                        help=f"denoising steps (default {DEFAULT_INFERENCE_STEPS})")
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the pipeline's)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per pipeline call (default 32)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="device for sampling and the classifiers (default auto)")

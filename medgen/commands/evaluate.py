@@ -3,7 +3,7 @@
 Examples::
 
     medgen evaluate --pipeline runs/pneumonia/pipeline --data ../shared/data/pneumoniamnist/pneumoniamnist.npz \\
-        --split test --num-samples 1000 --num-inference-steps 25 --output eval/pneumonia
+        --split test --num-samples 1000 --num-inference-steps 15 --output eval/pneumonia
     medgen evaluate --generated out/ --data data/pneumoniamnist.npz --output eval/folder --feature-extractor pixel
     medgen evaluate --pipeline runs/cxr/pipeline --config configs/cxr.yaml --output eval/cxr
     medgen evaluate --pipeline runs/kermany/pipeline --data ../shared/data/kermany-cxr-224 --label-column label \
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 
 from medgen.arguments import positive_int
+from medgen.sampling import DEFAULT_INFERENCE_STEPS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -65,7 +66,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "and TSTR never puts one group on both sides",
     )
     parser.add_argument("--num-samples", type=positive_int, default=1000, help="images to sample in all, split evenly over labels (default 1000)")
-    parser.add_argument("--num-inference-steps", type=positive_int, default=25, help="denoising steps (default 25)")
+    parser.add_argument("--num-inference-steps", type=positive_int, default=DEFAULT_INFERENCE_STEPS,
+                        help=f"denoising steps (default {DEFAULT_INFERENCE_STEPS})")
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the pipeline's)")
     parser.add_argument("--labels", nargs="+", help="labels to sample (default: all of the pipeline's labels)")
     parser.add_argument(

@@ -3,7 +3,7 @@
 Examples::
 
     medgen generate --pipeline runs/pneumonia/pipeline --labels pneumonia --count 16 \\
-        --num-inference-steps 25 --guidance-scale 2 --seed 42 --output out/pneumonia --format png,dcm
+        --num-inference-steps 15 --guidance-scale 2 --seed 42 --output out/pneumonia --format png,dcm
     medgen generate --pipeline runs/chexpert/pipeline --labels "effusion=1,edema=0.5" --count 4 --output out/mix
     accelerate launch --num_processes 8 -m medgen generate --pipeline runs/pneumonia/pipeline \
         --labels pneumonia --count 10000 --seed 0 --output out/pneumonia-10k      # 8 GPUs
@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from medgen.sampling import DEFAULT_INFERENCE_STEPS
 
 MAX_COUNT = 10_000
 MAX_STEPS = 1_000
@@ -70,7 +72,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--prompt", help="text prompt (text-to-image pipelines)")
     parser.add_argument("--negative-prompt", help="negative text prompt (text-to-image pipelines)")
     parser.add_argument("--count", type=int, default=1, help=f"number of images, 1-{MAX_COUNT} (default 1)")
-    parser.add_argument("--num-inference-steps", type=int, default=25, help="denoising steps (default 25)")
+    parser.add_argument("--num-inference-steps", type=int, default=DEFAULT_INFERENCE_STEPS,
+                        help=f"denoising steps (default {DEFAULT_INFERENCE_STEPS})")
     parser.add_argument("--guidance-scale", type=float, default=2.0, help="classifier-free guidance (default 2.0)")
     parser.add_argument("--seed", type=int, help="seed of image 0; image i uses SEED+i (default: random, recorded)")
     parser.add_argument("--output", required=True, help="output folder; created if missing")
@@ -290,6 +293,14 @@ def _start_processes(device: str):
     return state
 
 
+def _close_processes(state: Any) -> None:
+    """Every process waits for the others to finish, then closes the process group. A process leaving while
+    another still talks to it can abort at exit ("terminate called without an active exception")."""
+    if state.num_processes > 1:
+        state.wait_for_everyone()
+    state.destroy_process_group()
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the pipeline, sample ``--count`` images batch by batch, post-process, export.
 
@@ -308,9 +319,7 @@ def run(args: argparse.Namespace) -> int:
     except _StoppedByAnotherProcess:
         return 2  # the failing process printed the reason
     finally:
-        # Every collective step is behind us: close the process group before the interpreter exits, or a
-        # process can abort at exit on a communication thread still running ("terminate called ...").
-        state.destroy_process_group()
+        _close_processes(state)
 
 
 def _run(args: argparse.Namespace, state: Any, device: str) -> int:

@@ -12,6 +12,7 @@ from medgen.downstream.arms import ARMS, build_arms, synthetic_needs
 from medgen.downstream.classifier import STANDARD, Recipe, predict, score_on_test, train
 from medgen.downstream.data import LabelledImages, draw_subset
 from medgen.downstream.stats import paired_difference, summarize
+from medgen.sampling import DEFAULT_INFERENCE_STEPS
 
 CONTROL_COMPARISON = ("real+synthetic", "real+duplicated")
 
@@ -81,7 +82,7 @@ def run_downstream(
     seed: int = 0,
     rare_label: str | None = None,
     recipe: Recipe = STANDARD,
-    num_inference_steps: int = 25,
+    num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
     guidance_scale: float | None = None,
     sample_batch_size: int = 32,
     device: str = "cpu",

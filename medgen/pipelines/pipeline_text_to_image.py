@@ -176,7 +176,7 @@ class TextToImagePipeline(DiffusionPipeline):
         prompt: Prompt = "",
         negative_prompt: Prompt | None = None,
         num_images_per_prompt: int = 1,
-        num_inference_steps: int = 25,
+        num_inference_steps: int = 15,
         guidance_scale: float = 3.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -198,8 +198,8 @@ class TextToImagePipeline(DiffusionPipeline):
                 Defaults to the empty prompt. Used only when `guidance_scale > 1`.
             num_images_per_prompt (`int`, defaults to 1):
                 Images generated for each prompt.
-            num_inference_steps (`int`, defaults to 25):
-                Denoising steps; 20-30 suit the default multistep solver, DDPM wants its full schedule.
+            num_inference_steps (`int`, defaults to 15):
+                Denoising steps; 15-25 suit the default multistep solver, DDPM wants its full schedule.
             guidance_scale (`float`, defaults to 3.0):
                 Classifier-free guidance weight; 1.0 disables guidance, larger values follow the prompt more
                 closely at the cost of diversity.

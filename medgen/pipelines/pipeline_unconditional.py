@@ -84,7 +84,7 @@ class UnconditionalPipeline(DiffusionPipeline):
     def __call__(
         self,
         batch_size: int = 1,
-        num_inference_steps: int = 25,
+        num_inference_steps: int = 15,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
@@ -99,8 +99,8 @@ class UnconditionalPipeline(DiffusionPipeline):
         Args:
             batch_size (`int`, defaults to 1):
                 Number of images.
-            num_inference_steps (`int`, defaults to 25):
-                Denoising steps; 20-30 suit the default multistep solver, DDPM wants its full schedule.
+            num_inference_steps (`int`, defaults to 15):
+                Denoising steps; 15-25 suit the default multistep solver, DDPM wants its full schedule.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
                 For reproducible sampling; a list gives each image its own generator.
             latents (`torch.Tensor`, *optional*):

@@ -174,7 +174,7 @@ class LabelConditionedPipeline(DiffusionPipeline):
         self,
         labels: ImageLabels | list[ImageLabels] | None = None,
         num_images_per_prompt: int = 1,
-        num_inference_steps: int = 25,
+        num_inference_steps: int = 15,
         guidance_scale: float = 2.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -193,8 +193,8 @@ class LabelConditionedPipeline(DiffusionPipeline):
                 A single entry means one image. `None` samples unconditionally. See `pipe.labels`.
             num_images_per_prompt (`int`, defaults to 1):
                 Images generated for each entry of `labels`.
-            num_inference_steps (`int`, defaults to 25):
-                Denoising steps; 20-30 suit the default multistep solver, DDPM wants its full schedule.
+            num_inference_steps (`int`, defaults to 15):
+                Denoising steps; 15-25 suit the default multistep solver, DDPM wants its full schedule.
             guidance_scale (`float`, defaults to 2.0):
                 Classifier-free guidance weight; 1.0 disables guidance, larger values follow the labels more
                 closely at the cost of diversity.
