@@ -24,12 +24,19 @@ def test_each_pipeline_file_defaults_to_the_shared_step_count(class_name):
     assert _default(getattr(pipelines, class_name).__call__) == DEFAULT_INFERENCE_STEPS
 
 
-@pytest.mark.parametrize("command", ["generate", "evaluate", "downstream"])
-def test_each_command_defaults_to_the_shared_step_count(command):
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "--pipeline", "p", "--output", "o"],
+        ["evaluate", "--pipeline", "p", "--data", "d", "--output", "o"],
+        ["downstream", "--pipeline", "p", "--data", "d", "--output", "o"],
+    ],
+    ids=["generate", "evaluate", "downstream"],
+)
+def test_each_command_defaults_to_the_shared_step_count(argv):
     from medgen.cli import build_parser
 
-    subparsers = build_parser()._subparsers._group_actions[0].choices
-    assert subparsers[command].get_default("num_inference_steps") == DEFAULT_INFERENCE_STEPS
+    assert build_parser().parse_args(argv).num_inference_steps == DEFAULT_INFERENCE_STEPS
 
 
 def test_python_api_and_training_config_use_it():
