@@ -293,10 +293,10 @@ def _start_processes(device: str):
     return state
 
 
-def _close_processes(state: Any) -> None:
-    """Every process waits for the others to finish, then closes the process group. A process leaving while
+def _close_processes(state: Any, wait: bool) -> None:
+    """Closes the process group, after every process has finished when ``wait``. A process leaving while
     another still talks to it can abort at exit ("terminate called without an active exception")."""
-    if state.num_processes > 1:
+    if wait and state.num_processes > 1:
         state.wait_for_everyone()
     state.destroy_process_group()
 
@@ -314,12 +314,18 @@ def run(args: argparse.Namespace) -> int:
     _check_arguments(args)
     device = _resolve_device(args.device)
     state = _start_processes(device)
+    interrupted = False
     try:
         return _run(args, state, device)
     except _StoppedByAnotherProcess:
         return 2  # the failing process printed the reason
+    except (KeyboardInterrupt, SystemExit):
+        interrupted = True  # the others may be inside any collective step: waiting for them could hang
+        raise
     finally:
-        _close_processes(state)
+        # Every failure short of an interruption is agreed on (`_step`) or comes after the last collective
+        # step, so all processes get here and may wait for each other.
+        _close_processes(state, wait=not interrupted)
 
 
 def _run(args: argparse.Namespace, state: Any, device: str) -> int:
