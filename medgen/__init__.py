@@ -14,6 +14,7 @@ _LAZY = {
     "UnconditionalPipeline": "medgen.pipelines",
     "LabelConditionedPipeline": "medgen.pipelines",
     "TextToImagePipeline": "medgen.pipelines",
+    "MaskConditionedPipeline": "medgen.pipelines",
     "load_pipeline": "medgen.pipelines",
     "DataConfig": "medgen.data",
     "build_dataset": "medgen.data",

@@ -55,6 +55,19 @@ class DataConfig:
             numbered files run through cases, where a random split leaks near-identical slices) or
             `"random"` (seeded by `holdout_seed`).
         holdout_seed: seed of the random held-out choice.
+        stratify_columns: more CSV columns the held-out split is stratified by, beside
+            `findings_column`: `fraction` of every (label, column values) group is held out, e.g.
+            `["source"]` for chest X-rays from two hospitals.
+        mask_column: CSV column holding each image's segmentation mask path (relative to `path`,
+            like `path_column`), e.g. `mask_file_name`. The mask must have its image's size; it
+            goes through the same geometric transforms as its image (nearest-neighbour) and is
+            read as the `mask` column (class indices `(1, H, W)`; 0 = background). A missing or
+            unreadable mask is treated like a missing or unreadable image (`bad_files`); a mask
+            of another size than its image, or with values that are no class index, is an error
+            naming the CSV row.
+        mask_classes: names of the mask classes 1, 2, ... (default `["foreground"]`). Mask files
+            hold class indices (0..K), or for 8-bit files `c * 255 // K` (0/255 for one class;
+            one class also takes any value >= 128 as foreground).
         labels: label names to keep, in this order (matched case-insensitively). For
             MedMNIST these name the classes (default from a built-in table, e.g.
             PneumoniaMNIST: `normal`, `pneumonia`).
@@ -105,6 +118,9 @@ class DataConfig:
     holdout_fraction: float | None = None
     holdout_order: str = "last"
     holdout_seed: int = 0
+    stratify_columns: list[str] = field(default_factory=list)
+    mask_column: str | None = None
+    mask_classes: list[str] | None = None
     labels: list[str] | None = None
     multi_label: bool | None = None
     text_column: str | None = None
@@ -189,6 +205,22 @@ class DataConfig:
             raise ValueError(f"DataConfig.holdout_fraction must be in (0, 1) or None, got {self.holdout_fraction!r}")
         if self.holdout_order not in HOLDOUT_ORDERS:
             raise ValueError(f"DataConfig.holdout_order must be one of {HOLDOUT_ORDERS}, got {self.holdout_order!r}")
+        if isinstance(self.stratify_columns, str):
+            self.stratify_columns = [self.stratify_columns]
+        self.stratify_columns = [str(column) for column in self.stratify_columns or []]
+        if self.stratify_columns and self.holdout_fraction is None:
+            raise ValueError(
+                f"DataConfig.stratify_columns {self.stratify_columns} stratify the held-out split: set holdout_fraction too"
+            )
+        if self.mask_classes is not None:
+            if not self.mask_classes or not all(isinstance(name, str) and name.strip() for name in self.mask_classes):
+                raise ValueError(f"DataConfig.mask_classes must be a non-empty list of names, got {self.mask_classes!r}")
+            if len(self.mask_classes) > 254:
+                raise ValueError(f"DataConfig.mask_classes: at most 254 classes, got {len(self.mask_classes)}")
+            if self.mask_column is None:
+                raise ValueError("DataConfig.mask_classes names the classes of mask_column: set mask_column too")
+        if self.mask_column is not None and self.streaming:
+            raise ValueError("DataConfig.mask_column needs the cached data: set streaming to false")
         if self.source != "csv":
             csv_only = {
                 "holdout_fraction": self.holdout_fraction,
@@ -198,6 +230,8 @@ class DataConfig:
                 "filters": self.filters or None,
                 "csv_path": self.csv_path,
                 "split_column": self.split_column,
+                "mask_column": self.mask_column,
+                "stratify_columns": self.stratify_columns or None,
             }
             given = sorted(name for name, value in csv_only.items() if value is not None)
             if given:
@@ -222,6 +256,13 @@ class DataConfig:
         if values.get("window") is not None:
             values["window"] = tuple(values["window"])
         return cls(**values)
+
+    @property
+    def mask_names(self) -> list[str]:
+        """The mask class names (classes 1, 2, ...), or `[]` without `mask_column`."""
+        if self.mask_column is None:
+            return []
+        return list(self.mask_classes or ["foreground"])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON/YAML-serialisable mapping (saved next to checkpoints, used as cache key)."""

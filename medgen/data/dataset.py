@@ -54,7 +54,7 @@ from medgen.data.tables import (
     select_split,
 )
 from medgen.data.text import clean_report, template_prompt
-from medgen.data.transforms import ModelRangeTransform, pixels_from_bytes, preprocess_unit, quantize
+from medgen.data.transforms import ModelRangeTransform, pixels_from_bytes, preprocess_mask, preprocess_unit, quantize
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ STREAMING_SHUFFLE_BUFFER = 1000
 SKIP_MISSING = "missing file"
 SKIP_UNREADABLE = "unreadable file"
 SKIP_BLANK = "blank finding"
+SKIP_MISSING_MASK = "missing mask"
+SKIP_UNREADABLE_MASK = "unreadable mask"
+# DataConfig fields added after caches existed: left out of the cache key while unset, so old caches stay valid.
+KEY_ONLY_WHEN_SET = ("stratify_columns", "mask_column", "mask_classes")
 
 
 @dataclass
@@ -79,6 +83,7 @@ class _Sample:
     vector: np.ndarray
     text: str
     origin: str = ""  # where it was listed, e.g. "metadata.csv row 12", for error messages
+    mask: str | None = None  # the segmentation mask file (`DataConfig.mask_column`)
 
 
 @dataclass
@@ -105,6 +110,8 @@ class MedicalImageDataset:
             `.select`, `.select_columns`, `.add_column` and `concatenate_datasets` keep it,
             `.with_format(...)` replaces it and shows the stored bytes. With
             `config.streaming` a shuffled `datasets.IterableDataset` with the same rows.
+            With `config.mask_column`, also `mask`: int64 tensor `(1, H, W)` of class indices
+            (0 = background), through the same geometric transforms as `pixel_values`.
         label_names: names of the label vector's entries, in order.
         multi_label: True for multi-hot vectors, False for one-hot.
         skipped: `(path, reason)` for every listed file left out; the reason starts with
@@ -114,6 +121,7 @@ class MedicalImageDataset:
         fingerprint: the cache key.
         read_from: what was read beyond the config: for CSV data the CSV file and the path and
             split columns actually used.
+        mask_names: the mask class names (classes 1, 2, ...; 0 is the background), `[]` without masks.
     """
 
     def __init__(
@@ -138,6 +146,7 @@ class MedicalImageDataset:
         self.read_from = read_from or {}
         # streaming: the label vectors planned (unreadable files only show up while reading)
         self.planned_labels = planned_labels
+        self.mask_names = config.mask_names
 
     @property
     def num_labels(self) -> int:
@@ -240,8 +249,10 @@ def _features(cfg: DataConfig, stored: bool) -> Any:
     from datasets import Array3D, Features, List, Value
 
     shape = (cfg.channels, cfg.resolution, cfg.resolution)
+    mask = {"mask": Value("binary")} if cfg.mask_column else {}  # class indices (1, H, W) as uint8 bytes
     return Features(
         {
+            **mask,
             # stored: one image's uint8/uint16 bytes (`pixels_from_bytes`); streamed: the same values in [-1, 1]
             "pixel_values": Value("binary") if stored else Array3D(shape=shape, dtype="float32"),
             "labels": List(Value("float32")),
@@ -372,6 +383,9 @@ def _fingerprint(cfg: DataConfig, plan: _Plan) -> str:
     config = cfg.to_dict()
     for name in NOT_IN_CACHE_KEY:
         config.pop(name)
+    for name in KEY_ONLY_WHEN_SET:
+        if not config[name]:
+            config.pop(name)
     digest = hashlib.sha256(json.dumps({"version": CACHE_VERSION, "config": config}, sort_keys=True).encode())
     for name in plan.files:
         try:
@@ -425,10 +439,58 @@ def _decode(
                 raise ValueError(f"{SKIP_UNREADABLE}: {sample.key}{_listed(sample)}: {error}") from error
             skipped.append((sample.key, f"{SKIP_UNREADABLE}: {type(error).__name__}: {error}"))
             continue
+        extra: dict[str, Any] = {}
+        if sample.mask is not None:
+            try:
+                mask = _read_mask(cfg, sample, frames)
+            except (FileNotFoundError, OSError) as error:  # missing or undecodable: the bad_files policy
+                missing = isinstance(error, FileNotFoundError)
+                reason = SKIP_MISSING_MASK if missing else SKIP_UNREADABLE_MASK
+                if cfg.bad_files == "error":
+                    raise (FileNotFoundError if missing else ValueError)(
+                        f"{reason}: {sample.mask} of {sample.key}{_listed(sample)}: {error}"
+                    ) from error
+                skipped.append((sample.key, f"{reason}: {sample.mask}{_listed(sample)}: {type(error).__name__}: {error}"))
+                continue
+            extra["mask"] = mask.tobytes()
         bits = _source_bits(meta)
         for frame_index, image in enumerate(processed):
             source = f"{sample.key}#{frame_index}" if len(processed) > 1 else sample.key
-            yield {"pixel_values": pixels(image, bits), "labels": sample.vector, "text": sample.text, "source": source}
+            yield {
+                "pixel_values": pixels(image, bits), "labels": sample.vector, "text": sample.text, "source": source,
+                **extra,
+            }
+
+
+def _read_mask(cfg: DataConfig, sample: _Sample, frames: list[np.ndarray]) -> np.ndarray:
+    """The sample's mask as class indices `(1, R, R)` uint8, through its image's geometry.
+
+    Raises FileNotFoundError / OSError (missing, undecodable: the bad_files policy) or ValueError (another size
+    than the image, values that are no class index: always an error naming the row)."""
+    from PIL import Image
+
+    if not os.path.isfile(sample.mask):
+        raise FileNotFoundError(f"not found: {sample.mask}")
+    with Image.open(sample.mask) as image:
+        image.load()
+        if image.mode == "1":
+            array = np.array(image, dtype=np.uint8)
+        elif image.mode in ("L", "P", "I", "I;16"):
+            array = np.array(image)
+        else:
+            array = np.array(image.convert("L"))
+    image_shape = tuple(frames[0].shape[:2])
+    if tuple(array.shape[:2]) != image_shape:
+        raise ValueError(
+            f"the mask {sample.mask} is {array.shape[1]}x{array.shape[0]} (width x height) but its image "
+            f"{sample.key} is {image_shape[1]}x{image_shape[0]}{_listed(sample)}"
+        )
+    try:
+        return preprocess_mask(
+            array, resolution=cfg.resolution, num_classes=len(cfg.mask_names), resize_mode=cfg.resize_mode
+        )
+    except ValueError as error:
+        raise ValueError(f"the mask {sample.mask} of {sample.key}{_listed(sample)}: {error}") from None
 
 
 def _listed(sample: _Sample) -> str:
@@ -470,6 +532,8 @@ def _plan_csv(cfg: DataConfig) -> _Plan:
     needed = {"label_columns": list(cfg.label_columns or [])}
     needed["findings_column"] = [cfg.findings_column] if cfg.findings_column else []
     needed["text_column"] = [cfg.text_column] if cfg.text_column else []
+    needed["mask_column"] = [cfg.mask_column] if cfg.mask_column else []
+    needed["stratify_columns"] = list(cfg.stratify_columns)
     needed["filters"] = list(cfg.filters)
     for option, columns in needed.items():
         missing = [column for column in columns if column not in frame.columns]
@@ -485,7 +549,8 @@ def _plan_csv(cfg: DataConfig) -> _Plan:
                 "remove holdout_fraction to use it"
             )
         frame = derive_split(
-            frame, path_column, cfg.findings_column, cfg.holdout_fraction, cfg.holdout_order, cfg.holdout_seed
+            frame, path_column, cfg.findings_column, cfg.holdout_fraction, cfg.holdout_order, cfg.holdout_seed,
+            extra_columns=cfg.stratify_columns,
         )
         split_column = SPLIT_COLUMN
     if split_column is not None:
@@ -553,7 +618,7 @@ def _plan_csv(cfg: DataConfig) -> _Plan:
         names, multi_label = [], False
         vectors = [np.zeros(0, dtype=np.float32)] * len(rows)
 
-    samples, files, skipped, missing = [], [str(csv_path.resolve())], [], []
+    samples, files, skipped, missing, missing_masks = [], [str(csv_path.resolve())], [], [], []
     for i, (number, row, vector) in enumerate(zip(numbers, rows, vectors)):
         path = Path(str(row[path_column]).strip())
         path = path if path.is_absolute() else root / path
@@ -568,16 +633,37 @@ def _plan_csv(cfg: DataConfig) -> _Plan:
             missing.append((number, str(path)))
             skipped.append((str(path), f"{SKIP_MISSING}: not found (listed in {origin})"))
             continue
+        mask = None
+        if cfg.mask_column:
+            cell = str(row[cfg.mask_column]).strip()
+            if not cell:
+                missing_masks.append((number, str(path)))
+                skipped.append((str(path), f"{SKIP_MISSING_MASK}: {cfg.mask_column!r} is empty in {origin}"))
+                continue
+            mask_path = Path(cell) if Path(cell).is_absolute() else root / cell
+            files.append(str(mask_path))
+            if not mask_path.is_file():
+                missing_masks.append((number, str(mask_path)))
+                skipped.append((str(path), f"{SKIP_MISSING_MASK}: {mask_path} not found (listed in {origin})"))
+                continue
+            mask = str(mask_path)
         text = clean_report(row[cfg.text_column]) if cfg.text_column else ""
         if not text and names:
             text = template_prompt(present_labels(vector, names), cfg.prompt_template)
-        samples.append(_Sample(str(path), vector, text, origin))
+        samples.append(_Sample(str(path), vector, text, origin, mask))
     if missing and cfg.bad_files == "error":
         raise FileNotFoundError(
             f"{len(missing)} image file(s) not found: {describe_rows(csv_path, missing, limit=5)} "
             "(bad_files='skip' leaves them out)"
         )
+    if missing_masks and cfg.bad_files == "error":
+        raise FileNotFoundError(
+            f"{len(missing_masks)} mask(s) ({cfg.mask_column!r}) missing or not found: "
+            f"{describe_rows(csv_path, missing_masks, limit=5)} (bad_files='skip' leaves those images out)"
+        )
     read = {"csv_path": str(csv_path), "path_column": path_column, "split_column": split_column}
+    if cfg.mask_column:
+        read["mask_column"] = cfg.mask_column
     return _Plan(samples, names, multi_label, files, dropped, skipped=skipped, read=read)
 
 

@@ -102,7 +102,8 @@ def natural_key(name: str) -> list[Any]:
 
 
 def derive_split(
-    frame: Any, path_column: str, stratify_column: str | None, fraction: float, order: str, seed: int
+    frame: Any, path_column: str, stratify_column: str | None, fraction: float, order: str, seed: int,
+    extra_columns: list[str] | tuple[str, ...] = (),
 ) -> Any:
     """`frame` with a `split` column (`train` / `test`) for a table that has none.
 
@@ -110,12 +111,15 @@ def derive_split(
     the last ones in natural file-name order (`order="last"`: sets whose numbered files run through
     patients or cases in order, where neighbouring slices are near-identical and a random split leaks)
     or a seeded random choice (`order="random"`). The same arguments always give the same split.
+    `extra_columns` stratify further: `fraction` of every (class, extra column values) group is held out
+    (e.g. per label and per hospital).
     """
     import numpy as np
 
     frame = frame.copy()
     frame[SPLIT_COLUMN] = "train"
-    groups = frame.groupby(stratify_column, sort=True).groups if stratify_column else {None: frame.index}
+    columns = [column for column in [stratify_column, *extra_columns] if column]
+    groups = frame.groupby(columns if len(columns) > 1 else columns[0], sort=True).groups if columns else {None: frame.index}
     rng = np.random.default_rng(seed)
     for _, index in groups.items():
         names = frame.loc[index, path_column]

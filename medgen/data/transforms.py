@@ -70,6 +70,19 @@ def scale_intensity(
     return np.clip((image - low) / (high - low), 0.0, 1.0)
 
 
+def _resize_geometry(height: int, width: int, size: int, mode: str) -> tuple[int, int, int, int]:
+    """(new_h, new_w, top, left) of the aspect-preserving resize and the crop (top/left >= 0) or pad offsets."""
+    if mode not in ("crop", "pad"):
+        raise ValueError(f"unknown resize mode {mode!r}; expected 'crop' or 'pad'")
+    side = min(height, width) if mode == "crop" else max(height, width)
+    scale = size / side
+    new_h = size if side == height else max(1, round(height * scale))
+    new_w = size if side == width else max(1, round(width * scale))
+    if mode == "crop":
+        return new_h, new_w, (new_h - size) // 2, (new_w - size) // 2
+    return new_h, new_w, (size - new_h) // 2, (size - new_w) // 2
+
+
 def resize_image(image: np.ndarray, size: int, mode: str = "crop") -> np.ndarray:
     """Square `size` x `size` output from `(C, H, W)` without distorting anatomy.
 
@@ -82,13 +95,8 @@ def resize_image(image: np.ndarray, size: int, mode: str = "crop") -> np.ndarray
 
     if image.ndim != 3:
         raise ValueError(f"resize_image expects (C, H, W), got shape {image.shape}")
-    if mode not in ("crop", "pad"):
-        raise ValueError(f"unknown resize mode {mode!r}; expected 'crop' or 'pad'")
     channels, height, width = image.shape
-    side = min(height, width) if mode == "crop" else max(height, width)
-    scale = size / side
-    new_h = size if side == height else max(1, round(height * scale))
-    new_w = size if side == width else max(1, round(width * scale))
+    new_h, new_w, top, left = _resize_geometry(height, width, size, mode)
     resized = np.stack(
         [
             np.asarray(
@@ -100,12 +108,64 @@ def resize_image(image: np.ndarray, size: int, mode: str = "crop") -> np.ndarray
         ]
     )
     if mode == "crop":
-        top, left = (new_h - size) // 2, (new_w - size) // 2
         return np.ascontiguousarray(resized[:, top : top + size, left : left + size], dtype=np.float32)
     output = np.zeros((channels, size, size), dtype=np.float32)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
     output[:, top : top + new_h, left : left + new_w] = resized
     return output
+
+
+def resize_mask(mask: np.ndarray, size: int, mode: str = "crop") -> np.ndarray:
+    """A class-index mask `(H, W)` through exactly `resize_image`'s geometry (same scale, crop or pad offsets),
+    resampled nearest-neighbour so that it keeps class indices; padding is background (0). Returns uint8."""
+    from PIL import Image
+
+    if mask.ndim != 2:
+        raise ValueError(f"resize_mask expects (H, W) class indices, got shape {mask.shape}")
+    height, width = mask.shape
+    new_h, new_w, top, left = _resize_geometry(height, width, size, mode)
+    resized = np.asarray(
+        Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8)).resize((new_w, new_h), Image.Resampling.NEAREST)
+    )
+    if mode == "crop":
+        return np.ascontiguousarray(resized[top : top + size, left : left + size])
+    output = np.zeros((size, size), dtype=np.uint8)
+    output[top : top + new_h, left : left + new_w] = resized
+    return output
+
+
+def mask_to_indices(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """Mask file values -> class indices uint8 `(H, W)` in 0..`num_classes`.
+
+    Values 0..K are class indices; an 8-bit file may store class c as `c * 255 // K` (0/255 for one class); with
+    one class any value >= 128 (or > 0 in a 0/1 file) is foreground. Anything else is a `ValueError`."""
+    mask = np.asarray(mask)
+    if mask.ndim == 3:  # an RGB(A) mask: its first channel (masks are drawn in one colour or grey)
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise ValueError(f"a mask is a 2-D image, got shape {mask.shape}")
+    values = np.unique(mask)
+    if values.size and (values.min() < 0 or not np.equal(np.mod(values, 1), 0).all()):
+        raise ValueError(f"mask values must be non-negative integers, got {values[:5].tolist()}...")
+    top = int(values.max()) if values.size else 0
+    if num_classes == 1:
+        return (mask >= 128).astype(np.uint8) if top > 1 else (mask > 0).astype(np.uint8)
+    if top <= num_classes:
+        return mask.astype(np.uint8)
+    scaled = {c * 255 // num_classes: c for c in range(num_classes + 1)}
+    if set(values.astype(int).tolist()) <= set(scaled):
+        lookup = np.zeros(256, dtype=np.uint8)
+        for value, index in scaled.items():
+            lookup[value] = index
+        return lookup[mask.astype(np.uint8)]
+    raise ValueError(
+        f"mask values {values[:8].astype(int).tolist()} are neither class indices 0..{num_classes} nor the 8-bit "
+        f"values {sorted(scaled)} of {num_classes} classes"
+    )
+
+
+def preprocess_mask(mask: np.ndarray, *, resolution: int, num_classes: int, resize_mode: str = "crop") -> np.ndarray:
+    """Mask file values -> class indices uint8 `(1, resolution, resolution)`, the geometry of `preprocess_unit`."""
+    return resize_mask(mask_to_indices(mask, num_classes), resolution, resize_mode)[None]
 
 
 def apply_clahe(image: np.ndarray, clip_limit: float = 0.01) -> np.ndarray:
@@ -194,6 +254,11 @@ class ModelRangeTransform:
         output = dict(batch)
         if "pixel_values" in batch:
             output["pixel_values"] = torch.from_numpy(pixels_from_bytes(batch["pixel_values"], self.shape))
+        if "mask" in batch:  # class indices (1, H, W), stored as uint8 bytes
+            mask_shape = (1, *self.shape[1:])
+            output["mask"] = torch.stack(
+                [torch.frombuffer(bytearray(value), dtype=torch.uint8).view(mask_shape) for value in batch["mask"]]
+            ).long()
         if "labels" in batch:
             labels = np.asarray(batch["labels"], dtype=np.float32)
             labels = labels.reshape(len(labels), -1) if len(labels) else labels.reshape(0, 0)
@@ -218,7 +283,8 @@ def random_augment(
     hflip: bool = False,
     max_rotation: float = 0.0,
     max_translation: float = 0.0,
-) -> torch.Tensor:
+    masks: torch.Tensor | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Random flips / small rotations / translations of a batch `(B, C, H, W)` in [-1, 1].
 
     Horizontal flips are off by default: on a chest X-ray a flip puts the heart on the
@@ -232,6 +298,8 @@ def random_augment(
         max_rotation: maximum absolute rotation in degrees (e.g. 5).
         max_translation: maximum shift as a fraction of the side (e.g. 0.05).
             Pixels moved in from outside are black (-1).
+        masks: class-index masks `(B, 1, H, W)` of the images: they get the same flip, rotation and shift
+            (nearest-neighbour, background coming in from outside) and `(images, masks)` is returned.
     """
     import torch
     import torch.nn.functional as F
@@ -250,9 +318,13 @@ def random_augment(
         return (low + (high - low) * values).to(device)
 
     output = images
+    if masks is not None and (masks.ndim != 4 or masks.shape[0] != batch or masks.shape[-2:] != images.shape[-2:]):
+        raise ValueError(f"masks {tuple(masks.shape)} must be (B, 1, H, W) beside images {tuple(images.shape)}")
     if hflip:
         flip = uniform(0.0, 1.0) < 0.5
         output = torch.where(flip[:, None, None, None], output.flip(-1), output)
+        if masks is not None:
+            masks = torch.where(flip[:, None, None, None], masks.flip(-1), masks)
     if max_rotation > 0 or max_translation > 0:
         angle = torch.deg2rad(uniform(-max_rotation, max_rotation))
         shift_x = uniform(-max_translation, max_translation) * 2.0
@@ -264,5 +336,8 @@ def random_augment(
         grid = F.affine_grid(theta, list(output.shape), align_corners=False)
         # Sample (x + 1) with zero padding so that outside pixels come in black (-1).
         output = F.grid_sample(output + 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1.0
-    return output
+        if masks is not None:
+            moved = F.grid_sample(masks.float(), grid.to(torch.float32), mode="nearest", padding_mode="zeros", align_corners=False)
+            masks = moved.round().to(masks.dtype)
+    return output if masks is None else (output, masks)
 

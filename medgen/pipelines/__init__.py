@@ -9,7 +9,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from medgen.pipelines import pipeline_label_conditioned, pipeline_text_to_image, pipeline_unconditional
+from medgen.pipelines import (
+    pipeline_label_conditioned,
+    pipeline_mask_conditioned,
+    pipeline_text_to_image,
+    pipeline_unconditional,
+)
 from medgen.pipelines.hub import MedgenPipelineMixin, pipeline_class_name, read_model_index, resolve_pipeline_folder
 
 
@@ -25,10 +30,15 @@ class TextToImagePipeline(MedgenPipelineMixin, pipeline_text_to_image.TextToImag
     __doc__ = pipeline_text_to_image.TextToImagePipeline.__doc__
 
 
+class MaskConditionedPipeline(MedgenPipelineMixin, pipeline_mask_conditioned.MaskConditionedPipeline):
+    __doc__ = pipeline_mask_conditioned.MaskConditionedPipeline.__doc__
+
+
 PIPELINE_CLASSES: dict[str, type] = {
     "UnconditionalPipeline": UnconditionalPipeline,
     "LabelConditionedPipeline": LabelConditionedPipeline,
     "TextToImagePipeline": TextToImagePipeline,
+    "MaskConditionedPipeline": MaskConditionedPipeline,
 }
 
 
@@ -50,4 +60,4 @@ def load_pipeline(name_or_path: str | os.PathLike, **kwargs: Any):
     return PIPELINE_CLASSES[class_name].from_pretrained(folder, **kwargs)
 
 
-__all__ = ["UnconditionalPipeline", "LabelConditionedPipeline", "TextToImagePipeline", "MedgenPipelineMixin", "PIPELINE_CLASSES", "load_pipeline"]
+__all__ = ["UnconditionalPipeline", "LabelConditionedPipeline", "TextToImagePipeline", "MaskConditionedPipeline", "MedgenPipelineMixin", "PIPELINE_CLASSES", "load_pipeline"]

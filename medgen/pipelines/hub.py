@@ -21,21 +21,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from medgen.pipelines.locate import (  # noqa: F401  (also imported from here by the commands and the app)
+    BUILTIN_PIPELINES,
+    builtin_pipeline_path,
+    resolve_pipeline_folder,
+)
+
 logger = logging.getLogger(__name__)
 
 SHIPPED_MODULE_PREFIX = "medgen.pipelines.pipeline_"
-
-# Pipelines shipped inside the medgen package (build artifacts of `medgen models ship`, all under
-# medgen/pretrained/), by the name users pass instead of a path (`medgen.load_pipeline("chest-xray")`,
-# `medgen generate --pipeline brain-mri`). `default` is the chest X-ray model. `medgen models` lists them.
-BUILTIN_PIPELINES: dict[str, str] = {
-    "default": "pretrained/chest-xray",
-    "chest-xray": "pretrained/chest-xray",
-    "brain-mri": "pretrained/brain-mri",
-    "breast-ultrasound": "pretrained/breast-ultrasound",
-    "lung-ct": "pretrained/lung-ct",
-    "pneumoniamnist-32": "pretrained/pneumoniamnist-32",
-}
 
 # The only classes each pipeline component may be, by library. Anything else named in a
 # model_index.json (an Auto* class whose config points at the folder's own Python, a module,
@@ -59,56 +53,10 @@ ALLOWED_COMPONENTS: dict[str, tuple[str, tuple[str, ...] | str]] = {
     "scheduler": ("diffusers", SCHEDULER_CLASSES),
     "text_encoder": ("transformers", TEXT_ENCODER_CLASSES),
     "tokenizer": ("transformers", TOKENIZER_CLASSES),
+    # MaskConditionedPipeline's optional mask generator
+    "mask_unet": ("diffusers", ("UNet2DConditionModel",)),
+    "mask_scheduler": ("diffusers", SCHEDULER_CLASSES),
 }
-
-
-def builtin_pipeline_path(name: str) -> Path:
-    """The folder of the built-in pipeline `name` inside the medgen package (it may be absent from an install)."""
-    return Path(__file__).resolve().parent.parent / BUILTIN_PIPELINES[name.lower()]
-
-
-def _accepted_sources() -> str:
-    names = ", ".join(repr(name) for name in BUILTIN_PIPELINES)
-    return (
-        f"medgen loads a built-in pipeline name ({names}), a local folder holding model_index.json, "
-        "or a Hugging Face Hub repo id like 'org/name'"
-    )
-
-
-def resolve_pipeline_folder(name_or_path: str | os.PathLike, **download_kwargs: Any) -> Path:
-    """
-    A local pipeline folder for `name_or_path`: a built-in name (`"default"`, case-insensitive), a local folder,
-    or a Hub repo id (downloaded). A built-in name given as a string wins over a folder of the same name;
-    write `./default` (or pass a `Path`) for the folder.
-    """
-    name = str(name_or_path)
-    if isinstance(name_or_path, str) and name.lower() in BUILTIN_PIPELINES:
-        folder = builtin_pipeline_path(name)
-        if not (folder / "model_index.json").is_file():
-            raise FileNotFoundError(
-                f"The built-in pipeline {name!r} is not part of this medgen install (no {folder}); "
-                "reinstall medgen from its repository, or pass a pipeline folder or Hub repo id."
-            )
-        return folder
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise ValueError(f"{path} is not a pipeline folder: it has no model_index.json. {_accepted_sources()}.")
-        return path
-    if path.exists():
-        raise ValueError(f"{path} is a file; a pipeline is a folder with a model_index.json. {_accepted_sources()}.")
-    looks_like_repo_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
-    if not looks_like_repo_id:
-        raise FileNotFoundError(f"Pipeline {name!r} not found: no such folder or built-in name. {_accepted_sources()}.")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(name, **download_kwargs))
-    except Exception as error:  # offline, unknown repo, no access: all mean "cannot get it"
-        raise FileNotFoundError(
-            f"{name} is not a local folder and could not be downloaded from the Hugging Face Hub "
-            f"({type(error).__name__}: {error}). {_accepted_sources()}."
-        ) from error
 
 
 def read_model_index(folder: Path) -> dict[str, Any]:
@@ -194,8 +142,36 @@ def load_components(
             load_kwargs["use_safetensors"] = True
             if torch_dtype is not None:
                 load_kwargs["torch_dtype"] = torch_dtype
-        components[name] = component_class.from_pretrained(folder / name, **load_kwargs)
+        check_saved_class(folder, name, component_class)
+        components[name] = component = component_class.from_pretrained(folder / name, **load_kwargs)
+        if isinstance(component, torch.nn.Module):
+            unfilled = [key for key, tensor in component.state_dict().items() if tensor.is_meta]
+            if unfilled:  # weights the class has but the folder lacks stay on torch's "meta" device, unusable
+                raise ValueError(
+                    f"Component {name!r} of {folder} is {component_class.__module__.split('.')[0]}.{component_class.__name__}, "
+                    f"but {folder / name} holds no weights for {len(unfilled)} of its tensors (e.g. {unfilled[0]}): "
+                    "the saved weights were made with another class or configuration"
+                )
     return components, config_kwargs
+
+
+def check_saved_class(folder: Path, name: str, component_class: type) -> None:
+    """A `ValueError` in one line when `model_index.json` names a diffusers model class other than the one its
+    weights were saved with (`<component>/config.json` `_class_name`): loading them into it would leave
+    most of its tensors empty (the "Cannot copy out of meta tensor" error of the first `.to()`)."""
+    config_path = folder / name / "config.json"
+    if not component_class.__module__.startswith("diffusers") or not config_path.is_file():
+        return
+    try:
+        saved_class = json.loads(config_path.read_text()).get("_class_name")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise ValueError(f"{config_path} is not a valid diffusers config: {error}") from error
+    if isinstance(saved_class, str) and saved_class != component_class.__name__:
+        raise ValueError(
+            f"Component {name!r} of {folder}: model_index.json names diffusers.{component_class.__name__}, but "
+            f"{name}/ holds a {saved_class} (its config.json and weights); set \"{name}\": [\"diffusers\", "
+            f"\"{saved_class}\"] in model_index.json if that is the right class for this pipeline"
+        )
 
 
 class MedgenPipelineMixin:
