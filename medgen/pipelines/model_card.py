@@ -139,7 +139,7 @@ def _number(value: Any, digits: int = 3) -> str:
 def evaluation_section(folder: str | Path) -> str:
     """The card's "Evaluation" section (between markers), rendered from `folder/evaluation.json` when it holds
     an evaluation of the folder's weights."""
-    from medgen.pipelines.publishing import EVALUATION_FILE, describe_memorization, stored_evaluation
+    from medgen.pipelines.evaluation_record import EVALUATION_FILE, describe_memorization, stored_evaluation
 
     summary, problem = stored_evaluation(folder, "this pipeline")
     lines = ["## Evaluation", ""]

@@ -3,7 +3,8 @@
 `medgen evaluate --pipeline DIR` stores a compact summary of its report as `DIR/evaluation.json`
 (`store_evaluation`). The summary names the weights it was made with (a SHA-256 per `*.safetensors`
 file), so an evaluation never vouches for other weights: a pipeline trained further, or a folder whose
-weights were replaced, counts as unevaluated.
+weights were replaced, counts as unevaluated. Reading the summary back and checking it against the
+weights is `medgen.pipelines.evaluation_record` (re-exported here).
 
 `check_before_publishing` is the one gate used by `push_to_hub` and `medgen space build`: a pipeline
 folder without a stored evaluation of its weights, or whose evaluation raised the memorization alarm
@@ -13,35 +14,29 @@ caller passes the explicit override (`allow_unevaluated=True`, `--allow-unevalua
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from medgen.pipelines.evaluation_record import (  # noqa: F401  (the stored evaluation, read and described there)
+    EVALUATION_FILE,
+    describe_memorization,
+    read_evaluation,
+    stored_evaluation,
+    weights_sha256,
+)
+from medgen.pipelines.model_card import update_evaluation_section
+
 logger = logging.getLogger(__name__)
 
-EVALUATION_FILE = "evaluation.json"
 SUMMARY_FORMAT = 1
 MEMORIZATION_FIELDS = ("alarm", "n_train_searched", "near_copies", "near_copy_fraction", "real_test_near_copy_fraction", "p_value")
 
 
 class PublishingRefused(ValueError):
     """A pipeline may not be published: no stored evaluation of its weights, or a memorization alarm."""
-
-
-def weights_sha256(folder: str | Path) -> dict[str, str]:
-    """SHA-256 of every `*.safetensors` file under `folder`, by relative path: what an evaluation vouches for."""
-    folder = Path(folder)
-    digests = {}
-    for path in sorted(folder.rglob("*.safetensors")):
-        digest = hashlib.sha256()
-        with path.open("rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-        digests[path.relative_to(folder).as_posix()] = digest.hexdigest()
-    return digests
 
 
 def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, Any]:
@@ -104,7 +99,6 @@ def store_evaluation(folder: str | Path, report: dict[str, Any]) -> Path:
     """Writes `folder/evaluation.json` (atomically) from a `medgen evaluate` report and adds its
     "Evaluation" section to the folder's model card; returns the JSON path."""
     from medgen.files import atomic_write
-    from medgen.pipelines.model_card import update_evaluation_section
 
     folder = Path(folder)
     path = folder / EVALUATION_FILE
@@ -113,39 +107,6 @@ def store_evaluation(folder: str | Path, report: dict[str, Any]) -> Path:
         file.write("\n")
     update_evaluation_section(folder)
     return path
-
-
-def read_evaluation(folder: str | Path) -> dict[str, Any] | None:
-    """`folder/evaluation.json` as a dict, None when absent; `ValueError` naming the file when unreadable."""
-    path = Path(folder) / EVALUATION_FILE
-    if not path.is_file():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(summary, dict) or not isinstance(summary.get("memorization"), dict):
-        raise ValueError(f"{path} is not a medgen evaluation summary (no 'memorization' section)")
-    return summary
-
-
-def stored_evaluation(folder: str | Path, name: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
-    """`(summary, None)` when `folder` holds an evaluation of its current weights, else `(None, why not)`;
-    the reason calls the pipeline `name` (default: the folder's path)."""
-    folder = Path(folder)
-    name = name or str(folder)
-    try:
-        summary = read_evaluation(folder)
-    except ValueError as error:
-        return None, str(error)
-    if summary is None:
-        return None, f"{name} has no stored evaluation ({EVALUATION_FILE})"
-    if summary.get("weights_sha256") != weights_sha256(folder):
-        return None, (
-            f"the stored evaluation ({EVALUATION_FILE}) of {name} was made for other weights "
-            "(the pipeline changed since it was evaluated)"
-        )
-    return summary, None
 
 
 def carry_evaluation(source: str | Path | None, destination: str | Path) -> bool:
@@ -179,7 +140,7 @@ def local_pipeline_folder(pipeline: str) -> tuple[Path | None, str | None]:
     """`(folder, None)` for a built-in name or a local pipeline folder that can be written to, else
     `(None, why not)`: results about a pipeline are stored next to its weights only where that is possible."""
     from medgen.files import OutputError, check_writable_dir
-    from medgen.pipelines.hub import BUILTIN_PIPELINES, builtin_pipeline_path
+    from medgen.pipelines.locate import BUILTIN_PIPELINES, builtin_pipeline_path
 
     # The same precedence as loading: a built-in name wins over a folder of that name.
     folder = builtin_pipeline_path(pipeline) if pipeline.lower() in BUILTIN_PIPELINES else Path(pipeline).expanduser()
@@ -193,25 +154,6 @@ def local_pipeline_folder(pipeline: str) -> tuple[Path | None, str | None]:
     except OutputError as error:
         return None, str(error)
     return folder, None
-
-
-def describe_memorization(memorization: dict[str, Any]) -> str:
-    """One line: the memorization verdict per searched space, e.g. "pixel space: 3/200 near copies ..."."""
-    parts = []
-    for space in ("pixel", "feature"):
-        entry = memorization.get(space)
-        if not entry:
-            continue
-        searched = f" among {entry['n_train_searched']} training images" if "n_train_searched" in entry else ""
-        fraction = entry.get("near_copy_fraction")
-        reference = entry.get("real_test_near_copy_fraction")
-        detail = (
-            f"{fraction:.1%} of generated images are near copies{searched} (held-out real images: {reference:.1%})"
-            if fraction is not None and reference is not None else f"searched{searched}"
-        )
-        verdict = "ALARM" if entry.get("alarm") else "no alarm"
-        parts.append(f"{space} space: {verdict}, {detail}" + (f", p = {entry['p_value']:.3g}" if "p_value" in entry else ""))
-    return "; ".join(parts) or "no memorization search recorded"
 
 
 def check_before_publishing(
