@@ -248,6 +248,58 @@ def test_unknown_repo_id_offline_raises_file_not_found():
         medgen.load_pipeline("medgen-test/no-such-repo")
 
 
+@pytest.mark.parametrize("name", ["outputs/tiny", "runs/nope", "./nope", "~/medgen-no-such-folder/pipe", "a/b/c", "nope"])
+def test_a_missing_folder_named_like_a_path_is_one_line_without_the_hub(name, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    from medgen.cli import main
+
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError(f"tried the Hub for {args}")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_download)
+    with pytest.raises(FileNotFoundError) as error:
+        medgen.load_pipeline(name)
+    assert str(error.value).startswith(f"no such folder{' or built-in pipeline' if name == 'nope' else ''}: {name}")
+    assert "\n" not in str(error.value)
+    assert main(["generate", "--pipeline", name, "--output", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"medgen generate: error: no such folder"), lines
+
+
+def test_a_repo_id_that_cannot_be_downloaded_says_no_such_folder_in_one_line(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    monkeypatch.chdir(tmp_path)
+
+    def offline(*args, **kwargs):
+        raise LocalEntryNotFoundError("Got: ConnectError\nPlease check your internet connection and try again.")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(FileNotFoundError) as error:
+        medgen.load_pipeline("medgen-test/no-such-repo")
+    message = str(error.value)
+    assert message.startswith("no such folder: medgen-test/no-such-repo, and no Hugging Face Hub repo") and "\n" not in message
+    assert "could not be reached" in message
+
+
+def test_a_component_class_that_does_not_fit_the_saved_weights_is_one_line(saved, tmp_path):
+    # model_index.json says UNet2DModel, the folder holds a UNet2DConditionModel: diffusers would load a UNet
+    # with empty ("meta") tensors that fails at the first .to() with "Cannot copy out of meta tensor".
+    folder = _copy_folder(saved["label"]["folder"], tmp_path / "pipe")
+    _edit_component(folder, "unet", ["diffusers", "UNet2DModel"])
+    with pytest.raises(ValueError) as error:
+        medgen.load_pipeline(folder)
+    message = str(error.value)
+    assert "'unet'" in message and "UNet2DModel" in message and "holds a UNet2DConditionModel" in message
+    assert "\n" not in message
+
+
 @pytest.mark.parametrize("loader", [medgen.load_pipeline, UnconditionalPipeline.from_pretrained])
 def test_folder_without_model_index_raises(tmp_path, loader):
     (tmp_path / "unet").mkdir()
