@@ -20,7 +20,7 @@ import yaml
 from medgen.data.config import DataConfig
 from medgen.sampling import DEFAULT_INFERENCE_STEPS
 
-MODEL_KINDS = ("unconditional", "label", "text", "vae")
+MODEL_KINDS = ("unconditional", "label", "text", "vae", "mask", "mask_generator")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 LR_SCHEDULERS = ("constant", "cosine", "linear", "multistep")
@@ -48,7 +48,8 @@ def check_numbers(
 
 @dataclass
 class ModelConfig:
-    """The denoiser. `kind`: `label` (label-conditioned), `unconditional`, `text` (text-conditioned latent), or `vae`
+    """The denoiser. `kind`: `label` (label-conditioned), `unconditional`, `text` (text-conditioned latent), `mask`
+    (mask + label conditioned, data.mask_column), `mask_generator` (a pixel-space model over the masks), or `vae`
     (train only the autoencoder). Channels per resolution level; attention on the levels marked True."""
 
     kind: str = "label"

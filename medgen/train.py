@@ -229,7 +229,9 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
                         < config.diffusion.condition_dropout
                     )
                     # 1. predict noise (or v, or x0), 2. weighted MSE against the matching target
-                    prediction = unet(noisy, timesteps, **task.condition_kwargs(batch, drop_mask)).sample
+                    # kinds whose UNet sees more than the noisy sample (mask channels: mask_task.py) extend it here
+                    unet_input = task.unet_input(noisy, batch) if hasattr(task, "unet_input") else noisy
+                    prediction = unet(unet_input, timesteps, **task.condition_kwargs(batch, drop_mask)).sample
                     loss = diffusion_loss(
                         prediction, clean, noise, timesteps, noise_scheduler, config.diffusion.snr_gamma
                     )

@@ -158,6 +158,10 @@ def build_task(config: TrainConfig, label_names: list[str], multi_label: bool) -
         return LabelTask(config, label_names, multi_label)
     if kind == "unconditional":
         return UnconditionalTask(config, label_names, multi_label)
+    if kind in ("mask", "mask_generator"):
+        from medgen.training.mask_task import MaskGeneratorTask, MaskTask
+
+        return (MaskTask if kind == "mask" else MaskGeneratorTask)(config, label_names, multi_label)
     if kind == "text":
         from medgen.training.text_task import TextTask
 

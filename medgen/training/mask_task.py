@@ -1,0 +1,232 @@
+"""The mask kinds: a mask-conditioned image model (`model.kind: mask`) and its mask generator (`mask_generator`).
+
+`mask`: the latent UNet sees the noisy latent concatenated with the image's mask at latent resolution (one
+channel per mask class, the fraction of each latent cell it covers, plus a "mask present" channel), and the
+label through the class-embedding projection (`MaskConditionedPipeline.mask_condition` and
+`condition_from_vectors`, shared with sampling). Classifier-free guidance needs both dropped: the label with
+`diffusion.condition_dropout` (the loop's `drop_mask`), the mask independently with the same probability, so a
+batch holds every combination (label only, mask only, both, neither).
+
+`mask_generator`: a small pixel-space label-conditioned model over the masks themselves (`data.resolution`,
+e.g. 64 px; one channel per class in [-1, 1]), saved as a `LabelConditionedPipeline`. `attach_mask_generator`
+puts its UNet and scheduler into a mask pipeline folder as `mask_unet` / `mask_scheduler`:
+
+    python -m medgen.training.mask_task attach runs/lung_cxr_mask_128 runs/lung_cxr_masks_64
+    python -m medgen.training.mask_task preview runs/lung_cxr_mask_128 --output preview.png   # images over their masks
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import UNet2DConditionModel
+
+from medgen.config import TrainConfig
+from medgen.training.tasks import DiffusionTask, LabelTask
+
+SAMPLE_MASKS_PER_ROW = 1  # one real training mask per label row of the sample grid
+
+
+def _require_masks(config: TrainConfig, kind: str) -> list[str]:
+    if not config.data.mask_column:
+        raise ValueError(
+            f"model.kind {kind!r} trains on image + mask pairs: set data.mask_column (e.g. mask_file_name) "
+            "and data.mask_classes"
+        )
+    return config.data.mask_names
+
+
+class MaskTask(DiffusionTask):
+    """Mask (+ label) conditioned latent (or pixel) diffusion: masks concatenated to the UNet input."""
+
+    def __init__(self, config: TrainConfig, label_names: list[str], multi_label: bool):
+        self.mask_names = _require_masks(config, "mask")
+        super().__init__(config, label_names, multi_label)
+        self._sample_masks: list[tuple[str, torch.Tensor]] | None = None
+
+    def build_unet(self) -> UNet2DConditionModel:
+        kwargs = self.unet_kwargs("AttnDownBlock2D", "AttnUpBlock2D")
+        kwargs["in_channels"] += len(self.mask_names) + 1  # mask classes + "mask present"
+        return UNet2DConditionModel(
+            **kwargs,
+            mid_block_type="UNetMidBlock2D",
+            class_embed_type="projection",
+            projection_class_embeddings_input_dim=len(self.label_names) + 1,
+        )
+
+    def unet_input(self, noisy: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """The noisy sample with the mask channels appended; the mask is dropped with `condition_dropout`,
+        drawn from the global RNG that the training loop seeds at every micro-step (so resuming replays it)."""
+        from medgen.pipelines import MaskConditionedPipeline
+
+        masks = batch["mask"].to(noisy.device)
+        drop = torch.rand(masks.shape[0]) < self.config.diffusion.condition_dropout
+        condition = MaskConditionedPipeline.mask_condition(masks, len(self.mask_names), tuple(noisy.shape[-2:]), drop)
+        return torch.cat([noisy, condition.to(noisy.device, noisy.dtype)], dim=1)
+
+    def condition_kwargs(self, batch, drop_mask):
+        from medgen.pipelines import MaskConditionedPipeline
+
+        labels = batch["labels"].float()
+        return {
+            "encoder_hidden_states": None,
+            "class_labels": MaskConditionedPipeline.condition_from_vectors(labels, drop_mask),
+        }
+
+    def build_pipeline(self, unet, scheduler):
+        from medgen.pipelines import MaskConditionedPipeline
+
+        return MaskConditionedPipeline(
+            unet=unet,
+            scheduler=scheduler,
+            vae=self.vae,
+            id2label={str(i): name for i, name in enumerate(self.label_names)},
+            multi_label=self.multi_label,
+            id2mask_class={str(i + 1): name for i, name in enumerate(self.mask_names)},
+        )
+
+    def sample_masks(self) -> list[tuple[str, torch.Tensor]]:
+        """(label, a real training mask of that label) for each label: the sample grids' fixed conditions."""
+        if self._sample_masks is None:
+            from medgen.data import build_dataset
+
+            data = build_dataset(self.config.data)
+            rows = data.dataset.with_format("numpy", columns=["labels"])["labels"]
+            labels = np.asarray(rows, dtype=np.float32).reshape(len(data), -1)
+            chosen = []
+            for index, name in enumerate(self.label_names or ["samples"]):
+                matches = np.flatnonzero(labels[:, index] > 0) if self.label_names else np.arange(len(data))
+                # the row with the largest mask: an empty mask (a normal BUSI image) shows nothing of the conditioning
+                areas = [int(data.dataset[int(i)]["mask"].sum()) for i in matches[:16]]
+                pick = int(matches[int(np.argmax(areas))]) if len(matches) else 0
+                chosen.append((name, data.dataset[pick]["mask"][0]))
+            self._sample_masks = chosen
+        return self._sample_masks
+
+    def sample_requests(self):
+        return [
+            (name, {"labels": name if self.label_names else None, "masks": [mask]})
+            for name, mask in self.sample_masks()
+        ]
+
+
+class MaskGeneratorTask(LabelTask):
+    """A label-conditioned pixel-space model over masks (one channel per class in [-1, 1]), no autoencoder."""
+
+    def __init__(self, config: TrainConfig, label_names: list[str], multi_label: bool):
+        self.mask_names = _require_masks(config, "mask_generator")
+        if config.model.pretrained_vae:
+            raise ValueError("model.kind 'mask_generator' works on mask pixels: remove model.pretrained_vae")
+        super().__init__(config, label_names, multi_label)
+
+    @property
+    def sample_shape(self) -> tuple[int, int]:
+        return len(self.mask_names), self.config.data.resolution
+
+    @torch.no_grad()
+    def model_input(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        masks = batch["mask"][:, 0]
+        classes = torch.arange(1, len(self.mask_names) + 1, device=masks.device).view(1, -1, 1, 1)
+        return (masks.unsqueeze(1) == classes).float() * 2.0 - 1.0
+
+
+def attach_mask_generator(pipeline_folder: str | Path, generator_folder: str | Path, output_folder: str | Path | None = None) -> Path:
+    """Saves the mask pipeline of `pipeline_folder` with the mask generator trained in `generator_folder` (a
+    `mask_generator` run) as its `mask_unet` / `mask_scheduler`, into `output_folder` (default: in place)."""
+    import tempfile
+
+    from medgen.pipelines import LabelConditionedPipeline, MaskConditionedPipeline
+
+    generator = LabelConditionedPipeline.from_pretrained(generator_folder)
+    pipeline = MaskConditionedPipeline.from_pretrained(pipeline_folder)
+    if generator.labels != pipeline.labels:
+        raise ValueError(
+            f"The mask generator in {generator_folder} has labels {generator.labels}, the pipeline in "
+            f"{pipeline_folder} {pipeline.labels}: train both on the same data."
+        )
+    pipeline = MaskConditionedPipeline.from_pretrained(
+        pipeline_folder, mask_unet=generator.unet, mask_scheduler=generator.scheduler
+    )
+    output = Path(output_folder or pipeline_folder)
+    if output.resolve() == Path(pipeline_folder).resolve():
+        # written beside, then moved into place file by file: an interruption never leaves a half folder
+        import shutil
+
+        with tempfile.TemporaryDirectory(dir=output.parent) as temporary:
+            saved = pipeline.save_pretrained(Path(temporary) / "pipeline")
+            for item in saved.iterdir():
+                target = output / item.name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                shutil.move(str(item), target)
+        return output
+    return pipeline.save_pretrained(output)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A grayscale image `(H, W)` in [0, 1] as RGB uint8 with the outline of every mask class in colour."""
+    from skimage.segmentation import find_boundaries
+
+    colours = np.array([[255, 64, 64], [64, 255, 64], [64, 160, 255], [255, 220, 0]], dtype=np.uint8)
+    rgb = np.repeat((np.clip(image, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    for value in np.unique(mask):
+        if value == 0:
+            continue
+        edge = find_boundaries(mask == value, mode="inner")
+        rgb[edge] = colours[(int(value) - 1) % len(colours)]
+    return rgb
+
+
+def preview(pipeline_folder: str | Path, output: str | Path, count: int = 4, seed: int = 0, steps: int = 15,
+            data_config: Any = None) -> Path:
+    """A PNG: per label, `count` images with their mask outlined; masks from the mask generator when the
+    pipeline has one, else empty masks; beside them the masks alone (what the mask generator draws)."""
+    from PIL import Image
+
+    from medgen.pipelines import MaskConditionedPipeline
+
+    pipe = MaskConditionedPipeline.from_pretrained(pipeline_folder)
+    pipe.set_progress_bar_config(disable=True)
+    rows = []
+    for label in pipe.labels or [None]:
+        generator = torch.Generator().manual_seed(seed)
+        labels = [label] * count if label is not None else None
+        if pipe.has_mask_generator:
+            out = pipe(labels=labels, num_inference_steps=steps, generator=generator, output_type="np")
+        else:
+            masks = [np.zeros(pipe.image_size, dtype=np.int64)] * count
+            out = pipe(masks=masks, labels=labels, num_inference_steps=steps, generator=generator, output_type="np")
+        tiles = [overlay(image[..., 0], mask) for image, mask in zip(out.images, out.masks)]
+        rows.append(np.concatenate(tiles, axis=1))
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Mask pipelines: attach a mask generator, preview pairs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    attach = commands.add_parser("attach", help="put a trained mask generator into a mask pipeline folder")
+    attach.add_argument("pipeline")
+    attach.add_argument("generator")
+    attach.add_argument("--output", default=None)
+    show = commands.add_parser("preview", help="images over their mask outlines, per label")
+    show.add_argument("pipeline")
+    show.add_argument("--output", required=True)
+    show.add_argument("--count", type=int, default=4)
+    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--steps", type=int, default=15)
+    arguments = parser.parse_args(argv)
+    if arguments.command == "attach":
+        print(attach_mask_generator(arguments.pipeline, arguments.generator, arguments.output))
+    else:
+        print(preview(arguments.pipeline, arguments.output, arguments.count, arguments.seed, arguments.steps))
+
+
+if __name__ == "__main__":
+    main()
