@@ -226,7 +226,9 @@ def evaluate_image_sets(
     elif classifier:
         notes.append("label accuracy and TSTR need labelled real and generated images; skipped")
 
-    report["frd"] = _frd(real, generated)
+    from medgen.evaluation.frd import frd_report
+
+    report["frd"] = frd_report(real, generated, cache, progress, seed)
     report["notes"] = notes
     report.update(extra or {})
     timings["total"] = round(time.perf_counter() - started, 3)
@@ -235,15 +237,6 @@ def evaluate_image_sets(
     if output_dir is not None:
         write_report(report, generated, real, train, output_dir)
     return report
-
-
-def _frd(real: ImageSet, generated: ImageSet) -> dict[str, Any]:
-    """Fréchet Radiomics Distance, only where the optional `frd-score` package is installed."""
-    import importlib.util
-
-    if importlib.util.find_spec("frd_score") is None:
-        return {"skipped": "frd-score is not installed (pip install frd-score)"}
-    return {"skipped": "frd-score is installed but works on image folders; run `python -m frd_score REAL GENERATED`"}
 
 
 def write_report(report: dict[str, Any], generated: ImageSet, real: ImageSet, train: ImageSet, output_dir: str | Path) -> Path:
