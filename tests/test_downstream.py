@@ -76,15 +76,93 @@ def test_group_draw_keeps_each_group_on_one_side():
     assert all(sum(g == group for g in images.groups) == sum(images.groups[i] == group for i in chosen) for group in inside)
 
 
-def test_confidence_interval_uses_the_t_distribution_and_contains_the_mean():
-    summary = summarize([0.70, 0.72, 0.75, 0.71, 0.74])
-    mean, (low, high) = summary["mean"], summary["ci95"]
-    assert low < mean < high
-    # t(0.975, 4) = 2.776: a normal-approximation interval (1.96) would be 30% narrower
-    assert (high - low) / 2 == pytest.approx(2.776 * np.std([0.70, 0.72, 0.75, 0.71, 0.74], ddof=1) / np.sqrt(5), rel=1e-3)
-    assert summarize([0.7])["ci95"] is None
+def _t_interval(values: list[float]) -> tuple[float, float]:
+    """The interval the report used to give: mean +/- t(0.975, n-1) x standard error over seeds."""
+    from scipy.stats import t
+
+    half = t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values))
+    return float(np.mean(values) - half), float(np.mean(values) + half)
+
+
+def _three_classifiers() -> tuple[np.ndarray, list[np.ndarray]]:
+    """Test labels and the probabilities of three classifiers that disagree wildly: one predicts only
+    "normal", one is perfect, one is right on half of the pneumonia images (as with 3 seeds on a small set)."""
+    targets = np.array([0] * 12 + [1] * 8)
+    collapsed = np.tile([0.9, 0.1], (20, 1))
+    perfect = np.eye(2)[targets] * 0.8 + 0.1
+    half = perfect.copy()
+    half[12:16] = [0.7, 0.3]
+    return targets, [collapsed, perfect, half]
+
+
+def test_intervals_stay_inside_the_metric_range_where_t_intervals_did_not():
+    from medgen.downstream.classifier import score_on_test
+    from medgen.downstream.stats import replicate_scores, resampling_plan
+
+    targets, classifiers = _three_classifiers()
+    test = LabelledImages(np.zeros((20, 1, 4, 4), np.float32), targets, ["normal", "pneumonia"], [f"t{i}" for i in range(20)])
+    plan = resampling_plan(targets, 2, 3, np.random.default_rng(0))
+    scores = [score_on_test(p, test) for p in classifiers]
+    replicates = [replicate_scores(p, targets, test.label_names, plan) for p in classifiers]
+    sensitivity = [s["sensitivity"]["pneumonia"] for s in scores]
+    assert sensitivity == [0.0, 1.0, 0.5]
+    low, high = _t_interval(sensitivity)
+    assert low < 0 and high > 1  # the old interval: [-0.74, 1.74]
+
+    summary = summarize(sensitivity, np.stack([r["sensitivity"]["pneumonia"] for r in replicates], axis=1), plan)
+    assert summary["mean"] == pytest.approx(0.5)
+    assert 0 <= summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1] <= 1
+    for metric in ("balanced_accuracy", "auroc"):
+        values = [s[metric] for s in scores]
+        interval = summarize(values, np.stack([r[metric] for r in replicates], axis=1), plan)["ci95"]
+        assert 0 <= interval[0] <= np.mean(values) <= interval[1] <= 1, metric
+    # a paired difference (collapsed minus perfect classifier, say) stays inside [-1, 1]
+    first = np.stack([r["sensitivity"]["pneumonia"] for r in replicates], axis=1)
+    difference = paired_difference(sensitivity, sensitivity[::-1], first, first[:, ::-1], plan)
+    assert -1 <= difference["ci95"][0] <= difference["ci95"][1] <= 1
     difference = paired_difference([0.8, 0.9, None], [0.7, 0.7, 0.6])
     assert difference["values"] == pytest.approx([0.1, 0.2, None]) and difference["n_missing"] == 1
+
+
+@pytest.mark.parametrize("num_labels", [2, 3])
+def test_bootstrap_metrics_on_the_undrawn_test_set_equal_the_classifier_metrics(num_labels):
+    from medgen.downstream.classifier import score_on_test
+    from medgen.downstream.stats import ResamplingPlan, replicate_scores
+
+    rng = np.random.default_rng(num_labels)
+    targets = np.sort(rng.integers(0, num_labels, 60))
+    probabilities = rng.dirichlet(np.ones(num_labels), 60).round(1)  # rounded: ties in the scores
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    names = ["normal", "pneumonia", "effusion"][:num_labels]
+    counts = np.bincount(targets, minlength=num_labels)
+    blocks = tuple(slice(int(start), int(start + count)) for start, count in zip(np.cumsum(counts) - counts, counts))
+    identity = ResamplingPlan(np.zeros((1, 1), int), np.arange(60)[None], blocks)
+    expected = score_on_test(probabilities, LabelledImages(np.zeros((60, 1, 2, 2), np.float32), targets, names, [""] * 60))
+    got = replicate_scores(probabilities, targets, names, identity)
+    assert got["auroc"][0] == pytest.approx(expected["auroc"])
+    assert got["balanced_accuracy"][0] == pytest.approx(expected["balanced_accuracy"])
+    for name in names:
+        assert got["sensitivity"][name][0] == pytest.approx(expected["sensitivity"][name])
+
+
+def test_interval_over_seeds_is_as_wide_as_a_t_interval_not_a_narrow_percentile_one():
+    from medgen.downstream.stats import resampling_plan
+
+    values = list(np.random.default_rng(1).normal(0.8, 0.03, 10))
+    plan = resampling_plan(np.zeros(5, int), 1, 10, np.random.default_rng(0), replicates=20000)
+    no_test_variation = np.tile(values, (20000, 1))
+    low, high = summarize(values, no_test_variation, plan)["ci95"]
+    t_low, t_high = _t_interval(values)
+    # a plain 2.5-97.5% percentile interval would be 1.96 x sqrt(9/10) / 2.262 = 78% of the t-interval's width
+    assert (high - low) / (t_high - t_low) == pytest.approx(1.0, abs=0.1)
+
+
+def test_too_few_seeds_are_warned_about():
+    from medgen.downstream.stats import seed_warnings
+
+    assert "test-image sampling only" in seed_warnings(1)[0]
+    assert "only 3 seeds" in seed_warnings(3)[0] and "--seeds 5" in seed_warnings(3)[0]
+    assert seed_warnings(5) == []
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +196,13 @@ def _without_timing(report: dict) -> dict:
 
 def test_cli_report_is_complete_and_a_fixed_seed_reproduces_it(tiny_data, tmp_path, capsys):
     assert _downstream(tiny_data, tmp_path / "a", "--seed", "7") == 0
-    assert "synthetic - duplicated" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "synthetic - duplicated" in printed.out
+    # 2 seeds: warned before the run and in the printed summary, which also names the interval method
+    assert "warning: only 2 seeds" in printed.err
+    assert "bootstrap over seeds and test images" in printed.out and "**Warning:** only 2 seeds" in printed.out
     report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["interval_method"]["name"].startswith("two-level bootstrap") and report["warnings"]
     assert report["n_real_train"] == 16 and report["n_real_test"] == 16
     assert [result["real_fraction"] for result in report["results"]] == [1.0]
     for result in report["results"]:
@@ -129,14 +212,19 @@ def test_cli_report_is_complete_and_a_fixed_seed_reproduces_it(tiny_data, tmp_pa
                 summary = result["arms"][arm][metric]
                 assert len(summary["values"]) == 2
                 if summary["ci95"] is not None:
-                    assert summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1]
+                    assert 0 <= summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1] <= 1
+            for summary in result["arms"][arm]["sensitivity"].values():
+                assert 0 <= summary["ci95"][0] <= summary["ci95"][1] <= 1
             assert set(result["arms"][arm]["sensitivity"]) == {"normal", "pneumonia"}
         assert "auroc" in result["synthetic_minus_duplicated"]
+        for summary in (result["synthetic_minus_duplicated"]["balanced_accuracy"], *result["synthetic_minus_duplicated"]["sensitivity"].values()):
+            assert -1 <= summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1] <= 1
     for run in report["runs"]:
         if run["arm"] in ("real+synthetic", "real+duplicated"):
             assert run["n_train"] == run["n_real"] + round(0.5 * run["n_real"])
     html = (tmp_path / "a" / "report.html").read_text()
     assert "<svg" in html and "real+duplicated" in html and "Classifier recipe" in html
+    assert "Hesterberg" in html and "Warning:</b> only 2 seeds" in html
 
     assert _downstream(tiny_data, tmp_path / "b", "--seed", "7") == 0
     again = json.loads((tmp_path / "b" / "report.json").read_text())

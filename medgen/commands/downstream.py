@@ -65,7 +65,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--output", required=True, help="report folder (report.json, report.html, auroc.svg)")
     parser.add_argument("--real-fraction", type=_fractions, default=[0.05, 0.2, 1.0], help="fractions of the real training split (default 0.05,0.2,1.0)")
     parser.add_argument("--synthetic-ratio", type=_ratio, default=1.0, help="extra images per real image in real+synthetic and real+duplicated (default 1.0)")
-    parser.add_argument("--seeds", type=int_in_range(1, MAX_SEEDS), default=5, help="seeds per real fraction (default 5)")
+    parser.add_argument(
+        "--seeds", type=int_in_range(1, MAX_SEEDS), default=5,
+        help="seeds per real fraction (default 5; fewer give intervals that mean little, 10 give a firm verdict)",
+    )
     parser.add_argument("--seed", type=int_in_range(0, 2**31 - 1), default=0, help="run seed: every subset, image and classifier seed derives from it (default 0)")
     parser.add_argument("--rare-label", help="add synthetic (and duplicated) images of this label only")
     parser.add_argument("--quick", action="store_true", help="tiny classifier, few steps: a smoke test, not a result")
@@ -104,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from medgen.downstream.data import attach_groups, check_disjoint, data_config_values, draw_subset, load_split
     from medgen.downstream.experiment import run_downstream
     from medgen.downstream.report import summary_table, write_report
+    from medgen.downstream.stats import seed_warnings
     from medgen.downstream.synthetic import check_pipeline_labels, peek_folder_geometry, pipeline_geometry
 
     if args.guidance_scale is not None and not (math.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
@@ -136,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         train = train.subset(draw_subset(train, args.max_train / len(train), pool_rng))
     if pipe is not None:
         check_pipeline_labels(pipe, train.label_names, args.pipeline)
+    for warning in seed_warnings(args.seeds):  # said before the run, not only in the report an hour later
+        print(f"medgen downstream: warning: {warning}", file=sys.stderr)
     recipe = QUICK if args.quick else STANDARD
     if args.classifier_size is not None or args.classifier_steps is not None:
         recipe = dataclasses.replace(

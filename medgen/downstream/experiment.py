@@ -11,7 +11,7 @@ import numpy as np
 from medgen.downstream.arms import ARMS, build_arms, synthetic_needs
 from medgen.downstream.classifier import STANDARD, Recipe, predict, score_on_test, train
 from medgen.downstream.data import LabelledImages, draw_subset
-from medgen.downstream.stats import paired_difference, summarize
+from medgen.downstream.stats import INTERVAL_METHOD, ResamplingPlan, paired_difference, replicate_scores, resampling_plan, seed_warnings, summarize
 from medgen.sampling import DEFAULT_INFERENCE_STEPS
 
 CONTROL_COMPARISON = ("real+synthetic", "real+duplicated")
@@ -33,8 +33,8 @@ def _rare_index(rare_label: str | None, label_names: list[str]) -> int | None:
 
 def _verdict(difference: dict) -> str:
     interval = difference.get("ci95")
-    if interval is None:
-        return "undetermined (one seed: no interval)"
+    if interval is None or difference.get("n", 0) < 2:
+        return "undetermined (one seed: no interval over classifiers)"
     if interval[0] > 0:
         return "real+synthetic beats the duplicated control"
     if interval[1] < 0:
@@ -42,27 +42,41 @@ def _verdict(difference: dict) -> str:
     return "no clear difference from the duplicated control (the 95% CI contains 0)"
 
 
-def _summaries(runs: list[dict], label_names: list[str]) -> dict:
-    by_arm = {arm: [run for run in runs if run["arm"] == arm] for arm in ARMS}
+def _summaries(runs: list[dict], replicates: list[dict], label_names: list[str], plan: ResamplingPlan) -> dict:
+    """Per arm and for the paired differences: mean over seeds and the bootstrap interval (see `stats`).
+
+    `replicates[i]` holds the bootstrap replicates of `runs[i]`'s metrics (`stats.replicate_scores`).
+    """
+    by_arm = {arm: sorted((i for i, run in enumerate(runs) if run["arm"] == arm), key=lambda i: runs[i]["seed_index"]) for arm in ARMS}
+
+    def values(arm: str, metric: str, name: str | None = None) -> tuple[list, np.ndarray]:
+        """The per-seed values of a metric, and its replicates as `(B, n_seeds)`."""
+        pick = (lambda entry: entry[metric]) if name is None else (lambda entry: entry[metric][name])
+        indices = by_arm[arm]
+        return [pick(runs[i]) for i in indices], np.stack([pick(replicates[i]) for i in indices], axis=1)
+
+    def summary(arm: str, metric: str, name: str | None = None) -> dict:
+        return summarize(*values(arm, metric, name), plan)
+
     arms = {
         arm: {
-            "auroc": summarize([run["auroc"] for run in arm_runs]),
-            "balanced_accuracy": summarize([run["balanced_accuracy"] for run in arm_runs]),
-            "sensitivity": {name: summarize([run["sensitivity"][name] for run in arm_runs]) for name in label_names},
-            "n_train": summarize([run["n_train"] for run in arm_runs]),
+            "auroc": summary(arm, "auroc"),
+            "balanced_accuracy": summary(arm, "balanced_accuracy"),
+            "sensitivity": {name: summary(arm, "sensitivity", name) for name in label_names},
+            "n_train": summarize([runs[i]["n_train"] for i in by_arm[arm]]),
         }
-        for arm, arm_runs in by_arm.items()
+        for arm in ARMS
     }
 
+    def paired(first: str, second: str, metric: str, name: str | None = None) -> dict:
+        (a, a_replicates), (b, b_replicates) = values(first, metric, name), values(second, metric, name)
+        return paired_difference(a, b, a_replicates, b_replicates, plan)
+
     def difference(first: str, second: str) -> dict:
-        a, b = by_arm[first], by_arm[second]
         return {
-            "auroc": paired_difference([r["auroc"] for r in a], [r["auroc"] for r in b]),
-            "balanced_accuracy": paired_difference([r["balanced_accuracy"] for r in a], [r["balanced_accuracy"] for r in b]),
-            "sensitivity": {
-                name: paired_difference([r["sensitivity"][name] for r in a], [r["sensitivity"][name] for r in b])
-                for name in label_names
-            },
+            "auroc": paired(first, second, "auroc"),
+            "balanced_accuracy": paired(first, second, "balanced_accuracy"),
+            "sensitivity": {name: paired(first, second, "sensitivity", name) for name in label_names},
         }
 
     versus_control = difference(*CONTROL_COMPARISON)
@@ -133,7 +147,7 @@ def run_downstream(
         pools, pool_records = folder_pools(synthetic_folder, label_names, needs)
 
     # 3. train and test every arm of every cell; the arms of a cell share the classifier seed (paired design)
-    runs = []
+    runs, probabilities = [], []
     bar = tqdm(total=len(cells) * len(ARMS), desc="medgen downstream", unit="model", disable=not progress, file=sys.stderr)
     for cell in cells:
         real = train_images.subset(cell["index"])
@@ -142,6 +156,7 @@ def run_downstream(
         for arm in ARMS:
             bar.set_postfix_str(f"fraction {cell['fraction']:g}, seed {cell['seed_index']}, {arm}")
             model = train(arms[arm], recipe, classifier_seed, device)
+            probabilities.append(predict(model, test_images, device, recipe))
             runs.append({
                 "real_fraction": cell["fraction"],
                 "seed_index": cell["seed_index"],
@@ -150,18 +165,21 @@ def run_downstream(
                 "n_train": len(arms[arm]),
                 "n_real": len(real),
                 "train_label_counts": arms[arm].counts(),
-                **score_on_test(predict(model, test_images, device, recipe), test_images),
+                **score_on_test(probabilities[-1], test_images),
             })
             bar.update()
     bar.close()
 
+    # 4. intervals: one bootstrap plan (seeds and test images) shared by every arm and fraction, so differences are paired
+    plan = resampling_plan(test_images.targets, len(label_names), seeds, np.random.default_rng([seed, 3]))
+    replicates = [replicate_scores(p, test_images.targets, label_names, plan) for p in probabilities]
     results = []
     for fraction in real_fractions:
-        fraction_runs = [run for run in runs if run["real_fraction"] == fraction]
+        chosen = [i for i, run in enumerate(runs) if run["real_fraction"] == fraction]
         results.append({
             "real_fraction": fraction,
-            "n_real": [run["n_real"] for run in fraction_runs if run["arm"] == "real"],
-            **_summaries(fraction_runs, label_names),
+            "n_real": [runs[i]["n_real"] for i in chosen if runs[i]["arm"] == "real"],
+            **_summaries([runs[i] for i in chosen], [replicates[i] for i in chosen], label_names, plan),
         })
     return {
         "label_names": label_names,
@@ -189,6 +207,8 @@ def run_downstream(
                 else {"folder": str(synthetic_folder)}
             ),
         },
+        "interval_method": INTERVAL_METHOD,
+        "warnings": seed_warnings(seeds),
         "results": results,
         "runs": runs,
         "duration_s": round(time.perf_counter() - started, 3),

@@ -27,15 +27,17 @@ def _mean_ci(summary: dict | None, digits: int = 3) -> str:
     return text
 
 
-def auroc_plot_svg(report: dict, width: int = 560, height: int = 340) -> str:
-    """AUROC (mean, 95% CI bars) against real fraction (log axis when the fractions span a factor > 4), one line per arm."""
+def auroc_plot_svg(report: dict, width: int = 560, height: int = 340, metric: str = "auroc", axis_label: str = "test AUROC") -> str:
+    """AUROC (mean, 95% CI bars) against real fraction (log axis when the fractions span a factor > 4), one line per arm.
+
+    `metric` / `axis_label` plot another metric of the arms instead (segmentation: "dice", "test Dice")."""
     left, right, top, bottom = 56, 150, 20, 44
     fractions = [result["real_fraction"] for result in report["results"]]
     values = [
         value
         for result in report["results"]
         for arm in ARMS
-        for value in [result["arms"][arm]["auroc"]["mean"], *(result["arms"][arm]["auroc"]["ci95"] or [])]
+        for value in [result["arms"][arm][metric]["mean"], *(result["arms"][arm][metric]["ci95"] or [])]
         if value is not None
     ]
     low, high = (min(values), max(values)) if values else (0.5, 1.0)
@@ -61,7 +63,7 @@ def auroc_plot_svg(report: dict, width: int = 560, height: int = 340) -> str:
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_height}" stroke="black"/>',
         f'<line x1="{left}" y1="{top + plot_height}" x2="{left + plot_width}" y2="{top + plot_height}" stroke="black"/>',
         f'<text x="{left + plot_width / 2}" y="{height - 8}" text-anchor="middle">real fraction{" (log scale)" if use_log else ""}</text>',
-        f'<text x="14" y="{top + plot_height / 2}" text-anchor="middle" transform="rotate(-90 14 {top + plot_height / 2})">test AUROC</text>',
+        f'<text x="14" y="{top + plot_height / 2}" text-anchor="middle" transform="rotate(-90 14 {top + plot_height / 2})">{html.escape(axis_label)}</text>',
     ]
     for step in range(5):
         value = low + (high - low) * step / 4
@@ -74,7 +76,7 @@ def auroc_plot_svg(report: dict, width: int = 560, height: int = 340) -> str:
         dodge = (offset - 1.5) * 3  # keep the CI bars of the four arms apart
         points = []
         for result in sorted(report["results"], key=lambda r: r["real_fraction"]):
-            summary = result["arms"][arm]["auroc"]
+            summary = result["arms"][arm][metric]
             if summary["mean"] is None:
                 continue
             px = x(result["real_fraction"]) + dodge
@@ -98,8 +100,20 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def interval_note(report: dict) -> str:
+    """One sentence: how the intervals were computed (older reports without `interval_method` used t-intervals)."""
+    method = report.get("interval_method")
+    if not method:
+        return "95% CIs: mean +/- t(0.975, n-1) x standard error over seeds (an older report)."
+    return (
+        f"95% CIs: {method['name']} ({method['replicates']} replicates; paired for differences), "
+        "inside each metric's range."
+    )
+
+
 def summary_table(report: dict) -> str:
-    """Markdown table: one row per (fraction, arm), AUROC and balanced accuracy with 95% CIs, and the control difference."""
+    """Markdown table: one row per (fraction, arm), AUROC and balanced accuracy with 95% CIs, and the control
+    difference; then how the intervals were computed and any warning (e.g. too few seeds)."""
     lines = [
         "| real fraction | arm | n train | AUROC mean [95% CI] | balanced accuracy mean [95% CI] |",
         "|---|---|---|---|---|",
@@ -116,6 +130,8 @@ def summary_table(report: dict) -> str:
             f"| {result['real_fraction']:g} | **synthetic - duplicated** | | {_mean_ci(difference['auroc'])} | "
             f"{_mean_ci(difference['balanced_accuracy'])} |"
         )
+    lines += ["", interval_note(report)]
+    lines += [f"**Warning:** {warning}" for warning in report.get("warnings", [])]
     return "\n".join(lines)
 
 
@@ -155,6 +171,9 @@ def write_report(report: dict[str, Any], output: str | Path) -> Path:
         )
     recipe = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in report["recipe"].items())
     source = report.get("pipeline") or report["synthetic"].get("folder")
+    warnings = "".join(
+        f'<p style="background:#fff3cd;padding:6px"><b>Warning:</b> {html.escape(text)}</p>' for text in report.get("warnings", [])
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>medgen downstream</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head><body>
@@ -165,9 +184,9 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{t
 {('of label ' + html.escape(report['rare_label']) + ' only') if report['rare_label'] else 'label-balanced'}.</p>
 <p>How to read: <b>real+duplicated</b> is the control. It adds exactly as many images, with the same labels, as
 <b>real+synthetic</b> does, but they are re-sampled real images. Synthetic images are useful beyond "more images"
-only where the difference <i>real+synthetic minus real+duplicated</i> has a 95% interval above 0. Intervals are
-mean +/- t(0.975, n-1) x standard error over seeds; differences are paired (same real subset and classifier seed).</p>
-{svg}
+only where the difference <i>real+synthetic minus real+duplicated</i> has a 95% interval above 0.
+{html.escape(interval_note(report))} {html.escape((report.get("interval_method") or {}).get("description", ""))}</p>
+{warnings}{svg}
 {''.join(sections)}
 <h2>Classifier recipe (the same for every arm)</h2><ul>{recipe}</ul>
 <p>Research and teaching only, not for diagnosis.</p></body></html>
