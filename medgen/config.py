@@ -8,7 +8,9 @@ beside every checkpoint and into the saved pipeline (`training_config.yaml`).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -372,10 +374,7 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = ""):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(
-            f"Unknown config key(s) {', '.join(prefix + k for k in unknown)}. "
-            f"Valid keys{' under ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(fields))}."
-        )
+        raise ValueError(unknown_keys_message(unknown, fields, prefix))
     missing = [
         name for name, f in fields.items()
         if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -389,18 +388,59 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = ""):
         raise ValueError(f"{prefix.rstrip('.') or cls.__name__}: {error}") from error
 
 
+def unknown_keys_message(unknown: list[str], fields: Any, prefix: str = "") -> str:
+    """"Unknown config key data.resolutoin (did you mean data.resolution?)": the closest valid key for each
+    unknown one (difflib); the valid keys are listed only when some unknown key resembles none of them."""
+    names = sorted(fields)
+    parts, unmatched = [], False
+    for key in unknown:
+        close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+        unmatched |= not close
+        parts.append(prefix + key + (f" (did you mean {prefix}{close[0]}?)" if close else ""))
+    message = f"Unknown config key{'s' if len(unknown) > 1 else ''} {', '.join(parts)}"
+    if unmatched:
+        message += f"; the keys{' under ' + prefix.rstrip('.') if prefix else ''} are {', '.join(names)}"
+    return message
+
+
+class OverrideError(ValueError):
+    """A `key=value` override from the command line that names no config field or cannot be applied."""
+
+
+def check_override_key(dotted_key: str) -> None:
+    """`OverrideError` when `dotted_key` (e.g. `data.resolutoin`) names no field of `TrainConfig`, checked
+    section by section down to the first field that is not itself a config section (e.g. `data.filters`)."""
+    cls, prefix = TrainConfig, ""
+    parts = dotted_key.split(".")
+    for depth, part in enumerate(parts):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if part not in fields:
+            raise OverrideError(unknown_keys_message([part], fields, prefix))
+        annotation = typing.get_type_hints(cls)[part]
+        sections = [arg for arg in (typing.get_args(annotation) or (annotation,)) if dataclasses.is_dataclass(arg)]
+        if depth == len(parts) - 1 or not sections:
+            return
+        cls, prefix = sections[0], f"{prefix}{part}."
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Applies `section.key=value` overrides (values parsed as YAML, so `true`, `3`, `[1, 2]` work)."""
+    """Applies `section.key=value` overrides (values parsed as YAML, so `true`, `3`, `[1, 2]` work). An override
+    naming no config field is an `OverrideError` suggesting the closest key, before anything is applied."""
     for override in overrides:
         if "=" not in override:
-            raise ValueError(f"Override {override!r} must look like key=value (e.g. optim.learning_rate=1e-4).")
+            raise OverrideError(f"Override {override!r} must look like key=value (e.g. optim.learning_rate=1e-4).")
+        try:
+            check_override_key(override.split("=", 1)[0].strip())
+        except OverrideError as error:
+            raise OverrideError(f"command-line override {override!r}: {error}") from None
+    for override in overrides:
         dotted_key, raw_value = override.split("=", 1)
         node = data
         *parents, leaf = dotted_key.strip().split(".")
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ValueError(f"Override {override!r}: {part!r} is not a section.")
+                raise OverrideError(f"command-line override {override!r}: {part!r} is not a section.")
         node[leaf] = yaml.safe_load(raw_value)
     return data
 
@@ -416,9 +456,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
         raise ValueError(f"{path} is not valid YAML: {error}") from error
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of config sections, got {type(data).__name__}.")
+    overrides = list(overrides or [])
+    data = apply_overrides(data, overrides)  # an OverrideError is the command line's, not the file's
     try:
-        return from_dict(TrainConfig, apply_overrides(data, overrides or []))
+        return from_dict(TrainConfig, data)
     except ValueError as error:
+        # a value given on the command line (`max_train_steps=many`) is reported as the command line's
+        overridden = [
+            item for item in overrides
+            if re.search(rf"(?<![\w.]){re.escape(item.split('=', 1)[0].strip())}(?![\w])", str(error))
+        ]
+        if overridden:
+            raise OverrideError(f"command-line override {overridden[0]!r}: {error}") from error
         raise ValueError(f"{path}: {error}") from error
 
 

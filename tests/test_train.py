@@ -43,6 +43,32 @@ def test_config_typo_names_the_key(tmp_path):
         load_config(config)
 
 
+def test_a_yaml_typo_suggests_the_closest_key_instead_of_listing_all(tmp_path):
+    config = tmp_path / "typo.yaml"
+    config.write_text(TINY.read_text().replace("resolution:", "resolutoin:"))
+    with pytest.raises(ValueError) as error:
+        load_config(config)
+    message = str(error.value)
+    assert message.startswith(f"{config}: ") and "did you mean data.resolution?" in message
+    assert "bad_files" not in message  # not every key of the section
+
+
+def test_a_command_line_typo_is_the_command_lines_error_with_the_closest_key(tmp_path, capsys):
+    from medgen.cli import main as cli_main
+
+    with pytest.raises(ValueError) as error:
+        load_config(TINY, ["data.resolutoin=64"])
+    message = str(error.value)
+    assert message.startswith("command-line override 'data.resolutoin=64'") and "did you mean data.resolution?" in message
+    assert str(TINY) not in message and "bad_files" not in message
+    with pytest.raises(ValueError, match=r"^command-line override 'max_train_steps=many'.*expected an integer"):
+        load_config(TINY, ["max_train_steps=many"])
+    assert cli_main(["train", "--config", str(TINY), "data.resolutoin=64", f"output_dir={tmp_path / 'run'}"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("medgen train: error: command-line override"), lines
+    assert not (tmp_path / "run").exists()
+
+
 def test_config_wrong_type_and_bad_override_are_errors():
     with pytest.raises(ValueError, match="max_train_steps: expected an integer"):
         load_config(TINY, ["max_train_steps=many"])
@@ -145,6 +171,12 @@ def test_train_script_reports_config_errors_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "model.kind must be one of" in result.stderr
     assert "Traceback" not in result.stderr
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "medgen" / "train.py"), "--config", str(TINY), "data.resolutoin=64"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("medgen train: error: command-line override 'data.resolutoin=64'")
 
 
 def test_unconditional_run_on_a_folder_of_real_images(covid_notes_dir, tmp_path):
