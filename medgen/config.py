@@ -25,7 +25,9 @@ from medgen.sampling import DEFAULT_INFERENCE_STEPS
 MODEL_KINDS = ("unconditional", "label", "text", "vae", "mask", "mask_generator")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-LR_SCHEDULERS = ("constant", "cosine", "linear", "multistep")
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear", "multistep")
+OBJECTIVES = ("diffusion", "rectified_flow")
+TIME_SCALE_SHIFTS = ("default", "scale_shift")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
@@ -62,10 +64,17 @@ class ModelConfig:
     attention_head_dim: int = 8
     dropout: float = 0.0
     pretrained_vae: str | None = None  # a saved AutoencoderKL folder: diffusion then runs in its latent space
+    # how the timestep (+ label) embedding enters each ResNet block: `default` adds it, `scale_shift` modulates the
+    # normalised features with it (AdaGN, Dhariwal & Nichol 2021; diffusers' resnet_time_scale_shift)
+    resnet_time_scale_shift: str = "default"
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"model.kind must be one of {MODEL_KINDS}, got {self.kind!r}")
+        if self.resnet_time_scale_shift not in TIME_SCALE_SHIFTS:
+            raise ValueError(
+                f"model.resnet_time_scale_shift must be one of {TIME_SCALE_SHIFTS}, got {self.resnet_time_scale_shift!r}"
+            )
         if len(self.attention_levels) != len(self.block_out_channels):
             raise ValueError(
                 f"model.attention_levels ({len(self.attention_levels)} entries) must match "
@@ -93,8 +102,19 @@ class DiffusionConfig:
     sampler: str = "dpm"  # saved default sampler: dpm (DPM-Solver++), unipc, ddim, ddpm
     num_inference_steps: int = DEFAULT_INFERENCE_STEPS
     guidance_scale: float = 2.0
+    # `diffusion`: the DDPM forward process above with `prediction_type` (+ min-SNR); `rectified_flow`: straight paths
+    # x_t = (1 - t) x_0 + t noise, velocity target, logit-normal t (SD3), saved with a flow-sigma DPM-Solver++/UniPC
+    objective: str = "diffusion"
+    flow_shift: float = 1.0  # rectified_flow: timestep shift t' = s t / (1 + (s - 1) t); 1 = none
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"diffusion.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        check_numbers("diffusion", self, positive=("flow_shift",), non_negative=("guidance_scale",))
+        if self.objective == "rectified_flow" and self.sampler not in ("dpm", "unipc"):
+            raise ValueError(
+                f"diffusion.sampler {self.sampler!r} has no flow-matching form; objective rectified_flow samples with dpm or unipc"
+            )
         if self.beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"diffusion.beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
         if self.prediction_type not in PREDICTION_TYPES:

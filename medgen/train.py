@@ -39,7 +39,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from medgen.config import TrainConfig, config_to_dict, save_config
 from medgen.training import checkpoints, run_folder
 from medgen.training.arguments import add_arguments, resolve_config
-from medgen.training.diffusion import build_noise_scheduler, build_sampler, diffusion_loss
+from medgen.training.diffusion import build_objective, build_sampler
 from medgen.training.divergence import DivergenceGuard, TrainingStopped, current_learning_rate
 from medgen.training.optim import build_lr_scheduler, build_optimizer, restart_schedule
 from medgen.training.samples import save_sample_grid
@@ -108,7 +108,8 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
     unet = task.unet
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    noise_scheduler = build_noise_scheduler(config.diffusion)
+    objective = build_objective(config.diffusion)  # forward process + loss (diffusion or rectified flow)
+    noise_scheduler = objective.scheduler
 
     ema = None
     if config.ema.use_ema:
@@ -219,22 +220,17 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
                     micro_step += 1
                     clean = task.model_input(batch, generator=generator)
                     noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
-                    timesteps = torch.randint(
-                        0, noise_scheduler.config.num_train_timesteps, (clean.shape[0],), device=clean.device,
-                        generator=generator,
-                    )
-                    noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+                    timesteps = objective.sample_timesteps(clean.shape[0], clean.device, generator)
+                    noisy = objective.add_noise(clean, noise, timesteps)
                     drop_mask = (
                         torch.rand(clean.shape[0], device=clean.device, generator=generator)
                         < config.diffusion.condition_dropout
                     )
-                    # 1. predict noise (or v, or x0), 2. weighted MSE against the matching target
+                    # 1. predict noise (or v, x0, flow velocity), 2. weighted MSE against the matching target
                     # kinds whose UNet sees more than the noisy sample (mask channels: mask_task.py) extend it here
                     unet_input = task.unet_input(noisy, batch) if hasattr(task, "unet_input") else noisy
                     prediction = unet(unet_input, timesteps, **task.condition_kwargs(batch, drop_mask)).sample
-                    loss = diffusion_loss(
-                        prediction, clean, noise, timesteps, noise_scheduler, config.diffusion.snr_gamma
-                    )
+                    loss = objective.loss(prediction, clean, noise, timesteps)
                     loss_sum += guard.observe_loss(loss)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
@@ -389,8 +385,11 @@ def model_card_info(config: TrainConfig, data, steps: int) -> dict:
         "dataset": f"`{config.data.source}` data from `{Path(config.data.path).name}` (split `{config.data.split}`)",
         "num_train_images": len(data),
         "train_steps": f"{steps} (batch {config.train_batch_size} x {config.gradient_accumulation_steps} accumulation)",
-        "noise_schedule": f"{schedule.beta_schedule}, {schedule.num_train_timesteps} steps",
-        "prediction_type": schedule.prediction_type,
+        "noise_schedule": (
+            f"rectified flow, logit-normal t, shift {schedule.flow_shift}" if schedule.objective == "rectified_flow"
+            else f"{schedule.beta_schedule}, {schedule.num_train_timesteps} steps"
+        ),
+        "prediction_type": "flow (rectified flow velocity)" if schedule.objective == "rectified_flow" else schedule.prediction_type,
         "ema": config.ema.use_ema,
         "license": config.license,
         "repo_id": config.hub_model_id,

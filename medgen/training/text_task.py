@@ -16,7 +16,7 @@ from diffusers import UNet2DConditionModel
 
 from medgen.config import TrainConfig
 from medgen.text_encoders import encode_prompts, load_text_encoder
-from medgen.training.tasks import DiffusionTask
+from medgen.training.task_base import DiffusionTask
 
 # Generic rows for sample grids of unlabelled report data (a user's sample_prompts replace them).
 DEFAULT_SAMPLE_PROMPTS = (
