@@ -77,18 +77,20 @@ def test_evaluate_reports_the_frd_of_frd_scores_own_command_on_the_same_pngs(che
     stored = json.loads((tmp_path / "eval" / "report.json").read_text())["frd"]
     assert stored["frd"] == pytest.approx(expected, rel=1e-6)
     assert stored["n_real"] == stored["n_generated"] == 6 and "frd-score" in stored["packages"]
+    assert "FRD (radiomics)" in (tmp_path / "eval" / "report.html").read_text()
 
 
-def test_without_the_extra_the_report_says_how_to_install_it_and_has_no_number(chest_xrays, monkeypatch):
+def test_without_the_extra_the_report_says_how_to_install_it_and_has_no_number(chest_xrays, monkeypatch, tmp_path):
     from medgen.evaluation import evaluate_image_sets
 
     monkeypatch.setattr(frd_module, "missing_packages", lambda: ["frd-score", "pyradiomics-bhklab"])
     reference, other = chest_xrays
     report = evaluate_image_sets(
-        ImageSet(other), ImageSet(reference), feature_extractor="pixel", use_cache=False, classifier=False,
-        memorization_features=False,
+        ImageSet(other), ImageSet(reference), output_dir=tmp_path, feature_extractor="pixel", use_cache=False,
+        classifier=False, memorization_features=False,
     )
     entry = report["frd"]
+    assert "pip install &#x27;medgen[frd]&#x27;" in (tmp_path / "report.html").read_text()
     assert "pip install 'medgen[frd]'" in entry["skipped"]
     assert "frd-score" in entry["skipped"] and "pyradiomics-bhklab" in entry["skipped"]
     assert not any(isinstance(value, float) for value in entry.values())
