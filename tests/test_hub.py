@@ -141,6 +141,16 @@ def test_model_card_has_hub_metadata_and_warning(saved, name):
     assert VARIANTS[name][2].__name__ in card.text
 
 
+@pytest.mark.parametrize(
+    "name, task", [("label", None), ("label_latent", None), ("unconditional", "unconditional-image-generation")]
+)
+def test_model_card_task_fits_the_pipeline_kind(saved, name, task):
+    # a label-conditioned model is no unconditional image generator; the Hub has no class-conditional task
+    card = ModelCard.load(saved[name]["folder"] / "README.md")
+    assert card.data.pipeline_tag == task
+    assert ("class-conditional-image-generation" in card.data.tags) == name.startswith("label")
+
+
 def test_model_card_defaults_to_apache_license(tmp_path):
     folder = tiny_unconditional_pipeline().save_pretrained(tmp_path / "pipe")
     assert ModelCard.load(Path(folder) / "README.md").data.license == "apache-2.0"

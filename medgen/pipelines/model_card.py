@@ -72,6 +72,19 @@ images = pipe({call_example}).images
 """
 
 
+def hub_pipeline_tag(pipeline: Any) -> str | None:
+    """The Hub task of the pipeline's kind: `text-to-image` for text pipelines, `image-to-image` for pipelines
+    drawn from a mask, `unconditional-image-generation` for unconditional ones, and none for label-conditioned
+    ones (the Hub has no class-conditional task; their tags say `class-conditional-image-generation`)."""
+    if getattr(pipeline, "text_encoder", None) is not None:
+        return "text-to-image"
+    if "mask" in type(pipeline).__name__.lower():
+        return "image-to-image"
+    if list(getattr(pipeline, "labels", []) or []):
+        return None
+    return "unconditional-image-generation"
+
+
 def write_model_card(folder: str | Path, pipeline: Any, info: dict[str, Any]) -> Path:
     """Writes `folder/README.md`. `info` may hold: title, repo_id, license, dataset, datasets (Hub ids),
     num_train_images, train_steps, noise_schedule, prediction_type, ema (bool), tags, extra (markdown)."""
@@ -102,9 +115,12 @@ def write_model_card(folder: str | Path, pipeline: Any, info: dict[str, Any]) ->
     card_data = ModelCardData(
         license=info.get("license", "apache-2.0"),
         library_name="diffusers",
-        tags=sorted({"medgen", "medical-imaging", "synthetic-data", "diffusers", *info.get("tags", [])}),
+        tags=sorted({
+            "medgen", "medical-imaging", "synthetic-data", "diffusers", *info.get("tags", []),
+            *(["class-conditional-image-generation"] if labels and text_encoder is None else []),
+        }),
         datasets=info.get("datasets") or None,
-        pipeline_tag="text-to-image" if text_encoder is not None else "unconditional-image-generation",
+        pipeline_tag=hub_pipeline_tag(pipeline),
     )
     content = CARD_TEMPLATE.format(
         title=info.get("title", f"medgen {class_name}"),
