@@ -62,6 +62,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--test-split", default="test", help="held-out real test split, never trained on (default test)")
     parser.add_argument("--label-column", help="CSV column with each image's label (CSV data)")
     parser.add_argument("--group-column", help="CSV column grouping images (e.g. patient_id): a subset takes whole groups")
+    parser.add_argument(
+        "--task", choices=("classification", "segmentation"), default="classification",
+        help="classification (default): a classifier per arm, AUROC; segmentation: a segmenter per arm on image + mask "
+        "pairs from a mask-conditioned --pipeline or a `medgen generate --pairs` --synthetic folder, Dice (writes dice.svg)",
+    )
+    parser.add_argument("--mask-column", help="--task segmentation: CSV column with each image's mask (e.g. mask_file_name)")
     parser.add_argument("--output", required=True, help="report folder (report.json, report.html, auroc.svg)")
     parser.add_argument("--real-fraction", type=_fractions, default=[0.05, 0.2, 1.0], help="fractions of the real training split (default 0.05,0.2,1.0)")
     parser.add_argument("--synthetic-ratio", type=_ratio, default=1.0, help="extra images per real image in real+synthetic and real+duplicated (default 1.0)")
@@ -98,6 +104,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task == "segmentation":
+        from medgen.commands.downstream_segmentation import run as run_segmentation
+
+        return run_segmentation(args)
+    if args.mask_column is not None:
+        raise ValueError(f"--mask-column {args.mask_column!r} applies to --task segmentation")
     import dataclasses
     import sys
 
