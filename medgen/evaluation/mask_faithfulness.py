@@ -202,4 +202,67 @@ def mask_faithfulness(
     return section
 
 
-__all__ = ["faithfulness_scores", "is_mask_pipeline", "mask_faithfulness", "sample_from_masks"]
+
+def evaluate_mask_faithfulness(
+    pipe: Any,
+    reference_config: Any,
+    train_split: str | None,
+    *,
+    max_masks: int | None = None,
+    num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
+    guidance_scale: float | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    output: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any] | None:
+    """`medgen evaluate`'s mask faithfulness section for a mask-conditioned pipeline (None for any other pipeline).
+
+    `reference_config` is the `DataConfig` of the real reference (test) split; its `mask_column` names the
+    masks, and the same config at `train_split` gives the segmenter's training pairs. Without a mask column or
+    a separate training split the section says why it was skipped.
+    """
+    import torch
+
+    from medgen.evaluation.features import default_cache_dir
+
+    if not is_mask_pipeline(pipe):
+        return None
+    if not getattr(reference_config, "mask_column", None):
+        return {
+            "skipped": "the real data names no mask column: evaluate with the mask training config (--config, whose "
+            "data section sets mask_column) or give --mask-column"
+        }
+    if train_split is None or train_split == reference_config.split:
+        return {"skipped": f"no training split apart from the reference split {reference_config.split!r} to train the segmenter on"}
+    from medgen.segmentation.data import load_pairs
+
+    values = {key: value for key, value in reference_config.to_dict().items() if key != "max_samples"}
+    if not values.get("mask_classes"):
+        values["mask_classes"] = list(pipe.mask_classes)  # decodes 8-bit masks (class c stored as c * 255 // K)
+    resolution, channels = values["resolution"], values["channels"]
+    test, _ = load_pairs(values, reference_config.split, resolution, channels, reference_config.max_samples)
+    train, _ = load_pairs(values, train_split, resolution, channels)
+    if test.targets is not None and not getattr(pipe, "labels", None):
+        test = Pairs(test.images, test.masks, [], None, test.sources)  # the pipeline takes masks only
+    figure = None
+    if output is not None:
+        (Path(output) / "figures").mkdir(parents=True, exist_ok=True)
+        figure = Path(output) / "figures" / "mask_faithfulness.png"
+    cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
+    device = str(getattr(pipe, "_execution_device", None) or getattr(pipe, "device", "cpu"))
+    with torch.inference_mode(False):
+        section = mask_faithfulness(
+            pipe, train, test, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            batch_size=batch_size, seed=seed, max_masks=max_masks, cache_dir=cache, device="cuda" if device.startswith("cuda") else "cpu",
+            figure=figure, progress=progress,
+        )
+    if figure is not None:
+        section["figure"] = "figures/mask_faithfulness.png"  # relative to the report folder
+    section["train_split"], section["test_split"] = train_split, reference_config.split
+    return section
+
+
+__all__ = ["evaluate_mask_faithfulness", "faithfulness_scores", "is_mask_pipeline", "mask_faithfulness", "sample_from_masks"]
