@@ -9,6 +9,13 @@ Examples::
         --labels pneumonia --count 10000 --seed 0 --output out/pneumonia-10k      # 8 GPUs
     torchrun --nproc_per_node 2 -m medgen generate --pipeline default --labels pneumonia --count 64 \
         --seed 0 --output out/cpu                                                  # 2 CPU processes
+    medgen generate --pipeline runs/lungs --labels tuberculosis --pairs --count 16 --output out/pairs
+    medgen generate --pipeline runs/lungs --labels normal --masks my_masks/ --count 40 --output out/mine
+
+Mask-conditioned pipelines write image + mask pairs: ``--pairs`` draws each mask with the pipeline's mask
+generator, ``--masks DIR`` uses the user's masks (image ``i`` gets the ``i``-th file of DIR in natural name order,
+cycling when ``--count`` is larger). Each mask is written as ``masks/image_XXXXX.png`` at the image size (class
+``c`` stored as ``c * 255 // K``: 0/255 for one class), named in ``metadata.csv``'s ``mask_file_name`` column.
 
 Image ``i`` of a run is drawn with its own ``torch.Generator`` seeded ``seed + i`` (on the CPU,
 so seeds mean the same on every device): any single image can be regenerated alone with
@@ -68,6 +75,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "findings for every image: one name ('pneumonia'), several at once for multi-label models "
             "('effusion,pneumonia'), or name=value in [0, 1] ('effusion=1,edema=0.5'); case-insensitive"
         ),
+    )
+    parser.add_argument(
+        "--pairs", action="store_true",
+        help="mask-conditioned pipelines: draw a mask per image with the pipeline's mask generator and write "
+        "image + mask pairs (masks/*.png, mask_file_name in metadata.csv)",
+    )
+    parser.add_argument(
+        "--masks", metavar="DIR",
+        help="mask-conditioned pipelines: condition on the masks (PNG ...) in DIR, image i on the i-th file in name "
+        "order (cycling), and write them beside the images as pairs",
     )
     parser.add_argument("--prompt", help="text prompt (text-to-image pipelines)")
     parser.add_argument("--negative-prompt", help="negative text prompt (text-to-image pipelines)")
@@ -161,6 +178,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
     get_preset(args.postprocess)
     if args.labels is not None and args.prompt is not None:
         raise ValueError("give either --labels (label-conditioned pipelines) or --prompt (text pipelines), not both")
+    if args.pairs and args.masks is not None:
+        raise ValueError("give either --pairs (masks from the pipeline's mask generator) or --masks DIR (your masks), not both")
+    if args.masks is not None and not Path(args.masks).is_dir():
+        raise ValueError(f"--masks {args.masks}: no such folder")
     if args.push_to_hub is not None:
         from medgen.commands.generated_dataset import check_repo_id
 
@@ -212,6 +233,61 @@ def _condition(args: argparse.Namespace, pipe: Any, kind: str) -> dict[str, Any]
     return {}
 
 
+MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".gif")
+
+
+def _mask_source(args: argparse.Namespace, pipe: Any) -> list[Path] | None:
+    """The mask files of ``--masks`` (checked against the pipeline now, naming a bad file), ``[]`` for ``--pairs``,
+    None for images without masks."""
+    takes_masks = "masks" in inspect.signature(pipe.__call__).parameters
+    if not takes_masks:
+        if args.pairs or args.masks is not None:
+            raise ValueError(
+                f"pipeline {args.pipeline} is a {type(pipe).__name__}, not mask-conditioned: --pairs and --masks need a "
+                "MaskConditionedPipeline"
+            )
+        return None
+    if args.pairs:
+        if not pipe.has_mask_generator:
+            raise ValueError(
+                f"pipeline {args.pipeline} has no mask generator (mask_unet) to draw masks for --pairs; give your own "
+                "masks with --masks DIR"
+            )
+        return []
+    if args.masks is None:
+        return None
+    from medgen.data.tables import natural_key
+
+    files = sorted(
+        (path for path in Path(args.masks).iterdir() if path.is_file() and path.suffix.lower() in MASK_SUFFIXES),
+        key=lambda path: natural_key(path.name),
+    )
+    if not files:
+        raise ValueError(f"--masks {args.masks}: no mask image ({', '.join(MASK_SUFFIXES)}) in the folder")
+    for path in files[: args.count]:  # the ones this run uses, each read and checked before anything is sampled
+        try:
+            pipe.prepare_masks([path])
+        except (ValueError, OSError) as error:
+            raise ValueError(f"--masks: {path}: {error}") from None
+    return files
+
+
+def _mask_path(output: str | Path, index: int) -> Path:
+    return Path(output) / "masks" / f"image_{index:05d}.png"
+
+
+def _write_mask(mask_png: Any, path: Path) -> None:
+    import io
+
+    from medgen.files import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    mask_png.save(buffer, format="PNG")
+    with atomic_write(path, "wb", overwrite=False) as file:
+        file.write(buffer.getvalue())
+
+
 def _set_scheduler(pipe: Any, name: str | None) -> str:
     if name is not None:
         import diffusers
@@ -221,7 +297,11 @@ def _set_scheduler(pipe: Any, name: str | None) -> str:
     return type(pipe.scheduler).__name__
 
 
-def _call_pipeline(pipe: Any, kind: str, condition: dict[str, Any], seeds: list[int], args: argparse.Namespace):
+def _call_pipeline(
+    pipe: Any, kind: str, condition: dict[str, Any], seeds: list[int], args: argparse.Namespace,
+    masks: list[Path] | None = None, indices: list[int] | None = None,
+):
+    """The batch's images, and (mask pipelines with --pairs / --masks) their masks as PIL images."""
     import torch
 
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
@@ -230,17 +310,26 @@ def _call_pipeline(pipe: Any, kind: str, condition: dict[str, Any], seeds: list[
         "generator": generators,
         "output_type": "np",
     }
+    takes_masks = "masks" in inspect.signature(pipe.__call__).parameters
     if kind == "label":
         kwargs["labels"] = [condition["labels"]] * len(seeds)
     elif kind == "text":
         kwargs.update(prompt=[condition["prompt"]] * len(seeds), num_images_per_prompt=1)
         if condition["negative_prompt"] is not None:
             kwargs["negative_prompt"] = [condition["negative_prompt"]] * len(seeds)
-    else:
+    elif not (takes_masks and masks):
         kwargs["num_images_per_prompt"] = len(seeds)
+    if takes_masks and masks:  # --masks: image i on file i (cycling)
+        kwargs["masks"] = [masks[index % len(masks)] for index in indices]
+    elif takes_masks and masks is None:  # no pairs asked for: images only, no mask drawn
+        kwargs["generate_masks"] = False
     if "guidance_scale" in inspect.signature(pipe.__call__).parameters:
         kwargs["guidance_scale"] = args.guidance_scale
-    return pipe(**kwargs).images
+    if not takes_masks:
+        return pipe(**kwargs).images, None
+    output = pipe(**kwargs)
+    written_masks = pipe.masks_to_output(torch.as_tensor(output.masks), "pil") if output.masks is not None else None
+    return output.images, written_masks
 
 
 class _StoppedByAnotherProcess(Exception):
@@ -349,13 +438,14 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
         pipe = load_pipeline(args.pipeline)
         kind = _pipeline_kind(pipe)
         condition = _condition(args, pipe, kind)
+        masks = _mask_source(args, pipe)
         scheduler = _set_scheduler(pipe, args.scheduler)
         columns = condition_columns(kind, condition, list(getattr(pipe, "labels", None) or []), _multi_label(pipe))
         pipe.to(state.device if device == "cuda" else device)
         pipe.set_progress_bar_config(disable=True)
-        return pipe, kind, condition, scheduler, columns
+        return pipe, kind, condition, scheduler, columns, masks
 
-    pipe, kind, condition, scheduler, columns = _step(load)
+    pipe, kind, condition, scheduler, columns, masks = _step(load)
     seed = _broadcast(args.seed if args.seed is not None else secrets.randbelow(2**31))
 
     params: dict[str, Any] = {
@@ -368,6 +458,7 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
         "seed_rule": "image i uses torch.Generator('cpu').manual_seed(seed + i)",
         "num_inference_steps": args.num_inference_steps,
         "guidance_scale": args.guidance_scale if kind != "unconditional" else None,
+        **({"masks": "mask generator (--pairs)" if masks == [] else str(args.masks)} if masks is not None else {}),
         "scheduler": scheduler,
         "postprocess": get_preset(args.postprocess).record(),
         "batch_size": args.batch_size,
@@ -386,6 +477,13 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
                 )
             if args.push_to_hub is not None:
                 _check_publishing(args)
+            if masks is not None:
+                clashes = [path.name for index in range(args.count) if (path := _mask_path(args.output, index)).exists()]
+                if clashes:
+                    raise ValueError(
+                        f"output folder {args.output} already holds masks/{clashes[0]}; medgen never overwrites files: "
+                        "choose a new folder"
+                    )
         elif not Path(args.output).is_dir():
             raise ValueError(
                 f"--output {args.output} made by the main process is not visible from process {state.process_index}: "
@@ -430,9 +528,16 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
                 for start in progress:
                     indices = list(range(start, min(start + args.batch_size, args.count)))
                     seeds = [seed + index for index in indices]
-                    images = _call_pipeline(pipe, kind, condition, seeds, args)
+                    images, batch_masks = _call_pipeline(pipe, kind, condition, seeds, args, masks, indices)
                     images, _ = apply_preset(images, args.postprocess)
-                    writer.write(images, [{"seed": image_seed} for image_seed in seeds], indices=indices)
+                    image_params = [{"seed": image_seed} for image_seed in seeds]
+                    if batch_masks is not None:  # pairs: the mask first, so that no listed image lacks its mask
+                        for offset, (index, mask) in enumerate(zip(indices, batch_masks)):
+                            _write_mask(mask, _mask_path(args.output, index))
+                            image_params[offset]["mask_file_name"] = f"masks/{_mask_path(args.output, index).name}"
+                            if masks:
+                                image_params[offset]["mask_source"] = masks[index % len(masks)].name
+                    writer.write(images, image_params, indices=indices)
             except Exception as exception:  # noqa: BLE001 - reported after every process has finished
                 error = exception
         from accelerate.utils import gather_object

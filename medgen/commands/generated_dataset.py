@@ -5,6 +5,9 @@ The folder holds the images and one ``metadata.csv`` whose ``file_name`` column 
 loads the images with how each was made. Columns, in this order:
 
 - ``file_name``: the PNG (or, without PNG among the formats, the image's first file);
+- ``mask_file_name`` (image + mask pairs of a mask-conditioned pipeline, ``--pairs`` / ``--masks``): the image's
+  mask, ``masks/image_XXXXX.png`` (``datasets`` loads it as a second image column, ``mask``; medgen reads it
+  with ``mask_column: mask_file_name``), and with ``--masks`` ``mask_source``, the user's mask file it came from;
 - the condition: ``label`` (the finding's name) for single-label pipelines; one column per label of
   the pipeline, named after it and holding the value given to it in ``[0, 1]`` (0 when not given),
   for multi-label pipelines (medgen's ``label_columns`` reads them back); ``prompt`` (and
@@ -56,7 +59,8 @@ def metadata_rows(records: Iterable[Mapping[str, Any]], condition: Mapping[str, 
     for record in sorted(records, key=lambda record: record["index"]):
         files = record["files"]
         image = next((name for name in files if name.endswith(".png")), files[0])
-        rows.append({"file_name": image, **condition, "seed": record["seed"], **run})
+        pair = {name: record[name] for name in ("mask_file_name", "mask_source") if name in record}
+        rows.append({"file_name": image, **pair, **condition, "seed": record["seed"], **run})
     return rows
 
 

@@ -231,13 +231,16 @@ class MaskConditionedPipeline(DiffusionPipeline):
             )
         return values
 
-    def encode_labels(self, labels: ImageLabels | list[ImageLabels] | None, batch_size: int) -> torch.Tensor:
+    def encode_labels(self, labels: ImageLabels | list[ImageLabels] | None, batch_size: int | None = None) -> torch.Tensor:
         """Condition vectors `(batch_size, num_labels + 1)`; one entry of `labels` is repeated for every image,
-        `None` is the null condition."""
+        `None` is the null condition. `batch_size` defaults to the number of entries."""
         if labels is None:
-            return self.null_condition(batch_size)
+            return self.null_condition(batch_size or 1)
         if isinstance(labels, (str, Mapping)):
-            labels = [labels] * batch_size
+            labels = [labels] * (batch_size or 1)
+        elif not isinstance(labels, (list, tuple)) or len(labels) == 0:
+            raise ValueError(f"`labels` must be a name, a dict, or a non-empty list of them, got {labels!r}.")
+        batch_size = len(labels) if batch_size is None else batch_size
         if len(labels) != batch_size:
             raise ValueError(f"Got {len(labels)} labels for {batch_size} images: give one label per mask (or one for all).")
         vectors = torch.stack([self._label_values(entry) for entry in labels])
@@ -406,15 +409,18 @@ class MaskConditionedPipeline(DiffusionPipeline):
                 "This pipeline has no mask generator (mask_unet): give `masks`, or attach a trained mask generator."
             )
         if labels is None:
-            count = batch_size or 1
-            conditions = self.null_condition(count)
+            conditions = self.null_condition(batch_size or 1)
         else:
             entries = [labels] if isinstance(labels, (str, Mapping)) else list(labels)
             conditions = self.encode_labels(entries, len(entries))
         conditions = conditions.repeat_interleave(num_images_per_prompt, dim=0)
+        return self._sample_masks(conditions, num_inference_steps, guidance_scale if labels is not None else 1.0, generator)
+
+    def _sample_masks(self, conditions: torch.Tensor, num_inference_steps: int, guidance_scale: float, generator) -> torch.Tensor:
+        """One mask per row of the label `conditions` (see `sample_masks`)."""
         count = conditions.shape[0]
         device, dtype = self._execution_device, self.mask_unet.dtype
-        guided = guidance_scale > 1.0 and labels is not None
+        guided = guidance_scale > 1.0
         model_conditions = torch.cat([self.null_condition(count), conditions]) if guided else conditions
         model_conditions = model_conditions.to(device=device, dtype=dtype)
         size = self.mask_unet.config.sample_size
@@ -528,26 +534,23 @@ class MaskConditionedPipeline(DiffusionPipeline):
         device = self._execution_device
         dtype = self.unet.dtype
 
-        # 1. Masks: given (read, checked, resized), sampled by the mask generator, or none
+        # 1. Labels (one per mask, or per image without masks), then masks: given (read, checked, resized),
+        #    drawn by the mask generator for these labels, or none
         if masks is not None:
             mask_indices = self.prepare_masks(masks)
-        elif generate_masks and self.has_mask_generator:
-            mask_indices = self.sample_masks(
-                labels, num_inference_steps=mask_num_inference_steps or num_inference_steps,
-                guidance_scale=mask_generator_guidance_scale, generator=generator,
-            )
+            count = mask_indices.shape[0]
         else:
             mask_indices = None
-        if mask_indices is not None:
-            count = mask_indices.shape[0]
-        elif labels is None or isinstance(labels, (str, Mapping)):
-            count = 1
-        else:
-            count = len(labels)
+            count = 1 if labels is None or isinstance(labels, (str, Mapping)) else len(labels)
         label_conditions = self.encode_labels(labels, count).repeat_interleave(num_images_per_prompt, dim=0)
+        batch_size = label_conditions.shape[0]
         if mask_indices is not None:
             mask_indices = mask_indices.repeat_interleave(num_images_per_prompt, dim=0)
-        batch_size = label_conditions.shape[0]
+        elif generate_masks and self.has_mask_generator:
+            mask_indices = self._sample_masks(
+                label_conditions, mask_num_inference_steps or num_inference_steps,
+                mask_generator_guidance_scale if labels is not None else 1.0, generator,
+            )
 
         # 2. Conditions; with guidance one batch holds [no mask + null label, mask + null label, mask + label]
         sample_size = self.unet.config.sample_size
