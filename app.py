@@ -5,8 +5,8 @@
     python app.py --pipeline a,b --pipeline c      # several of your own next to the built-ins
     GRADIO_SERVER_NAME=0.0.0.0 GRADIO_SERVER_PORT=8080 python app.py
 
-This file only lays out the UI and wires it to `medgen.app_logic`, which holds the logic
-(validation, streaming with real cancellation, downloads) and is tested without a browser.
+This file only lays out the UI and wires it to the `medgen.app` package, which holds the logic
+(models, validation, streaming with real cancellation, status text, downloads) and is tested without a browser.
 Scripts can call the `/generate` endpoint with `gradio_client`; see docs/app.md.
 """
 
@@ -21,20 +21,23 @@ from typing import Any
 import gradio as gr
 from packaging.version import Version
 
-from medgen.app_logic import (
+from medgen.app import (
     DEFAULT_SAMPLER,
     EXAMPLE_PROMPTS,
     MAX_GUIDANCE,
     MAX_IMAGES,
     MAX_STEPS,
+    NOTHING_TO_CANCEL,
     NOTICE,
     RANDOM_SEED,
     SAMPLERS,
     AppService,
+    PipelineInfo,
+    cancel_clicked,
+    count_of,
     resolve_pipeline_sources,
     zero_gpu,
 )
-from medgen.app_models import PipelineInfo as ModelInfo
 from medgen.postprocess import get_preset, list_presets
 from medgen.sampling import DEFAULT_INFERENCE_STEPS
 
@@ -52,11 +55,7 @@ CSS = """
 """
 
 
-def model_details(info: ModelInfo, device: str) -> str:
-    return f"Model: `{info.source}` ({info.class_name}, {info.image_size} px, on {device})."
-
-
-def condition_props(info: ModelInfo) -> dict[str, Any]:
+def condition_props(info: PipelineInfo) -> dict[str, Any]:
     """The condition dropdown for a model: its labels, single or multi-select, hidden for other kinds."""
     return {
         "choices": info.labels,
@@ -69,13 +68,23 @@ def condition_props(info: ModelInfo) -> dict[str, Any]:
     }
 
 
+def cancel_outputs(running: int | None, shown: list | None) -> tuple[Any, Any, str]:
+    """Cancel's answer: (status, run in progress, note for the follow-up event). Idle, it leaves the status as it
+    is (e.g. "Done: ...") and says in a pop-up that there was nothing to cancel."""
+    status = cancel_clicked(running, len(shown or []))
+    if status is None:
+        gr.Info(NOTHING_TO_CANCEL)
+        return gr.skip(), 0, ""
+    return status, 0, status
+
+
 def build_demo(service: AppService) -> gr.Blocks:
     """The Blocks UI: a model dropdown, and condition or prompt inputs that follow the selected model's kind."""
     info = service.info
 
-    def stop(message: str, log_traceback: bool) -> Iterator[tuple[Any, Any, Any, Any]]:
+    def stop(message: str, log_traceback: bool) -> Iterator[tuple[Any, ...]]:
         """Replaces the status line with `message` (so no stale status stays under the error), then fails the event."""
-        yield gr.skip(), gr.skip(), message, gr.skip()
+        yield gr.skip(), gr.skip(), message, gr.skip(), 0
         raise gr.Error(message, print_exception=log_traceback)
 
     def generate(
@@ -90,9 +99,9 @@ def build_demo(service: AppService) -> gr.Blocks:
         postprocess: str = "none",
         model: str | None = None,
         progress: gr.Progress = gr.Progress(),
-    ) -> Iterator[tuple[Any, Any, Any, Any]]:
-        """Generates `count` images with `model` (default: the one selected at start) in batched calls.
-        Returns (gallery, zip, status, seed used)."""
+    ) -> Iterator[tuple[Any, ...]]:
+        """Generates `count` images with `model` (default: the one selected at start) in small batched calls; each
+        batch reaches the gallery as soon as it is finished. Returns (gallery, zip, status, seed used)."""
         try:
             request = service.request(
                 model=model, condition=condition, prompt=prompt, negative_prompt=negative_prompt, count=count,
@@ -104,7 +113,7 @@ def build_demo(service: AppService) -> gr.Blocks:
             yield from stop(f"Not started: {error}", log_traceback=False)
         service.prune_downloads()
         # A new run starts from an empty gallery, so what the gallery shows at Cancel is what this run kept.
-        yield [], None, f"Starting {request.count} images...", request.seed
+        yield [], None, f"Starting {count_of(request.count)}...", request.seed, request.count
         progress((0, request.num_inference_steps), desc="Denoising", unit="steps")
         shown = -1
         # closing(): when gradio closes this generator (Cancel, closed tab), the run's worker is stopped too.
@@ -116,21 +125,13 @@ def build_demo(service: AppService) -> gr.Blocks:
                     if len(result.gallery) == shown and not result.finished:
                         # A denoising step: the status line (with the elapsed time) moves on, and yielding lets
                         # gradio's Cancel close this generator within one step.
-                        yield gr.skip(), gr.skip(), result.status, gr.skip()
+                        yield gr.skip(), gr.skip(), result.status, gr.skip(), gr.skip()
                         continue
                     shown = len(result.gallery)
                     download = str(result.download) if result.download else None
-                    yield result.gallery, download, result.status, result.seed
+                    yield result.gallery, download, result.status, result.seed, 0 if result.finished else gr.skip()
             except (ValueError, RuntimeError, OSError) as error:  # bad pipeline input, out of memory, load failure
                 yield from stop(f"Generation failed: {error}", log_traceback=True)
-
-    def cancelled_status(shown: list | None, requested: Any) -> str:
-        """The status after Cancel: the gallery holds exactly the images kept (a run starts with an empty one)."""
-        kept = len(shown or [])
-        return (
-            f"Cancelled: kept {kept} of {requested} images. Finished batches are kept; "
-            "the batch in progress was dropped."
-        )
 
     def select_model(name: str):
         """Lays the inputs out for the newly selected model from its configs: nothing is loaded here."""
@@ -143,10 +144,12 @@ def build_demo(service: AppService) -> gr.Blocks:
             gr.Column(visible=selected.kind == "text"),
             gr.Markdown(visible=selected.kind == "unconditional"),
             gr.Slider(value=selected.default_guidance, visible=selected.kind != "unconditional"),
-            model_details(selected, service.device),
+            service.model_details(name),
         )
 
     with gr.Blocks(title="medgen: synthetic medical images", delete_cache=(3600, 7200)) as demo:
+        # The image count of this page's run in progress (queued or running); 0 when there is none.
+        running = gr.State(0)
         gr.Markdown("# medgen: synthetic medical images")
         gr.Markdown(f"**{NOTICE}**", elem_id="notice")
         with gr.Row():
@@ -187,10 +190,10 @@ def build_demo(service: AppService) -> gr.Blocks:
                 with gr.Row():
                     generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
                     cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
-                details = gr.Markdown(model_details(info, service.device), elem_id="model-details")
+                details = gr.Markdown(service.model_details(), elem_id="model-details")
                 gr.Markdown(
-                    "Runs are queued; all images of a run are made together in one batch. Cancel stops the current "
-                    "run within one denoising step: finished batches are kept, the batch in progress is dropped."
+                    "Runs are queued; images are made a few at a time and appear as they are finished. Cancel stops "
+                    "the current run within one denoising step: finished images are kept, those in progress dropped."
                 )
             with gr.Column(scale=3, min_width=360):
                 # The progress bar has a place of its own, so it covers neither the images nor the status line.
@@ -221,10 +224,15 @@ def build_demo(service: AppService) -> gr.Blocks:
             outputs=[condition, prompt_group, unconditional_note, guidance_scale, details],
             queue=False, api_visibility="private",
         )
+        # At the click the page marks a run as in progress (a queued run can be cancelled too) and empties the
+        # gallery, so that what it shows at Cancel is what this run kept; then the run is queued.
         generate_event = generate_button.click(
+            lambda requested: (requested, []), inputs=count, outputs=[running, gallery], queue=False,
+            api_visibility="private",
+        ).then(
             zero_gpu(generate),
             inputs=[condition, prompt, negative_prompt, count, num_inference_steps, guidance_scale, seed, sampler, postprocess, model],
-            outputs=[gallery, download, status, seed_used],
+            outputs=[gallery, download, status, seed_used, running],
             # Inputs reach `generate` as sent and are checked by `service.request` alone: gradio's own
             # checks would refuse "Pneumonia" (labels match case-insensitively) and answer "abc" with a
             # traceback instead of a message naming the input.
@@ -234,14 +242,14 @@ def build_demo(service: AppService) -> gr.Blocks:
             concurrency_id="generate",
             show_progress_on=[progress_slot],
         )
-        # The status is written a second time, after the first answer: a step update already on its way when
-        # Cancel was clicked would otherwise overwrite it with "Generating...".
+        # With a run in progress, the status is written a second time, after the first answer: a step update
+        # already on its way when Cancel was clicked would otherwise overwrite it with "Generating...".
+        cancel_note = gr.State("")
         cancel_button.click(
-            cancelled_status, inputs=[gallery, count], outputs=status, cancels=[generate_event], queue=False,
-            api_visibility="private", preprocess=False,
+            cancel_outputs, inputs=[running, gallery], outputs=[status, running, cancel_note], cancels=[generate_event],
+            queue=False, api_visibility="private", preprocess=False,
         ).then(
-            cancelled_status, inputs=[gallery, count], outputs=status, queue=False, api_visibility="private",
-            preprocess=False,
+            lambda note: note or gr.skip(), inputs=cancel_note, outputs=status, queue=False, api_visibility="private",
         )
         seed_used.change(
             lambda used: "" if used is None else str(int(used)), inputs=seed_used, outputs=seed_shown, queue=False,

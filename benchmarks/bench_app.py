@@ -1,12 +1,15 @@
-"""How the app feels: time from a Generate click to the first image and to all N, and how fast Cancel frees the worker.
+"""How the app feels: time from a Generate click to the first image and to all N, per batch size, and how fast
+Cancel frees the worker.
 
     python benchmarks/bench_app.py                                   # the embedded default pipeline, CPU
-    python benchmarks/bench_app.py --pipeline path/to/pipeline --count 4 --steps 25
+    python benchmarks/bench_app.py --pipeline path/to/pipeline --count 4 --steps 15 --batch-sizes 16,2,1
 
-It calls the same function the Generate button calls (`AppService.run`: batched pipeline calls, the
-ZIP written after each batch) and the same cancel path (an event the step callback checks), so the
-numbers are what a user waits for minus network and browser time. It also times one plain batched
-pipeline call for the same N images and prints the ratio app time / pipeline call (goal: <= 1.3).
+It calls the same function the Generate button calls (`AppService.run`: small batched pipeline calls whose
+images reach the gallery as each finishes, the ZIP written after each batch) and the same cancel path (an
+event the step callback checks), so the numbers are what a user waits for minus network and browser time.
+Each batch size is run side by side in the same process, interleaved, so they share the machine's state;
+a batch size of the run's count or more is one pipeline call for the whole run. It also times one plain
+batched pipeline call for the same N images and prints the ratio app time / pipeline call (goal: <= 1.3).
 Prints a table.
 """
 
@@ -18,7 +21,8 @@ import sys
 import threading
 import time
 
-from medgen.app_logic import AppService, pipeline_with_sampler, stream_generation
+from medgen.app import AppService, pipeline_with_sampler, stream_generation
+from medgen.app.streaming import call_kwargs
 
 
 def time_run(service: AppService, request) -> tuple[float, float]:
@@ -36,16 +40,10 @@ def time_batched_call(service: AppService, request) -> float:
     import torch
 
     pipe = pipeline_with_sampler(service.pipe, request.sampler)
-    kwargs = {"num_inference_steps": request.num_inference_steps, "output_type": "np"}
-    if service.info.kind == "label":
-        kwargs.update(labels=[request.condition] * request.count, guidance_scale=request.guidance_scale)
-    elif service.info.kind == "text":
-        kwargs.update(prompt=request.prompt, num_images_per_prompt=request.count, guidance_scale=request.guidance_scale)
-    else:
-        kwargs.update(num_images_per_prompt=request.count)
+    kwargs = call_kwargs(service.info.kind, request, request.count)
     generators = [torch.Generator().manual_seed(seed) for seed in request.seeds]
     # In a thread, as the app runs it: torch's intra-op threading differs between the main and other threads.
-    worker = threading.Thread(target=lambda: pipe(**kwargs, generator=generators))
+    worker = threading.Thread(target=lambda: pipe(**kwargs, generator=generators, output_type="np"))
     start = time.perf_counter()
     worker.start()
     worker.join()
@@ -56,7 +54,7 @@ def time_cancel(service: AppService, request, after_steps: int) -> tuple[float, 
     """Seconds from setting Cancel to the end of the stream, and to the worker really stopping."""
     cancel, worker_done = threading.Event(), threading.Event()
     cancelled_at = None
-    for update in stream_generation(service.pipe, request, cancel=cancel, worker_done=worker_done):
+    for update in stream_generation(service.pipe, request, cancel=cancel, worker_done=worker_done, batch_size=service.batch_size):
         if update.kind == "step" and update.steps_done >= after_steps and cancelled_at is None:
             cancelled_at = time.perf_counter()
             cancel.set()
@@ -70,8 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline", default=None, help="pipeline folder or Hub id (default: $MEDGEN_PIPELINE, then the embedded default)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     parser.add_argument("--count", type=int, default=4, help="images per run (default 4)")
-    parser.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs after one warm-up run (default 2)")
+    parser.add_argument("--steps", type=int, default=15, help="denoising steps (default 15, the app's default)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per batch size after one warm-up run (default 3)")
+    parser.add_argument(
+        "--batch-sizes", default=None,
+        help="comma list of images per pipeline call to compare side by side (default: COUNT, i.e. the whole run in "
+        "one call, and the app's default)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -81,42 +84,47 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"bench_app: error: {error}", file=sys.stderr)
         return 2
+    default_batch = service.batch_size
+    batch_sizes = (
+        [int(value) for value in args.batch_sizes.split(",")] if args.batch_sizes
+        else list(dict.fromkeys([args.count, default_batch]))
+    )
     info = service.info
     inputs = {"condition": info.labels[0] if info.kind == "label" else None, "prompt": "chest x-ray" if info.kind == "text" else None}
     request = service.request(**inputs, count=args.count, num_inference_steps=args.steps, seed=0)
     time_run(service, service.request(**inputs, count=1, num_inference_steps=2, seed=0))  # warm-up
 
-    firsts, totals, calls, cancels, frees = [], [], [], [], []
+    firsts: dict[int, list[float]] = {size: [] for size in batch_sizes}
+    totals: dict[int, list[float]] = {size: [] for size in batch_sizes}
+    cancels: dict[int, list[float]] = {size: [] for size in batch_sizes}
+    calls: list[float] = []
     for _ in range(args.repeats):
-        first, total = time_run(service, request)
-        firsts.append(first)
-        totals.append(total)
         calls.append(time_batched_call(service, request))
-        long_request = service.request(**inputs, count=args.count, num_inference_steps=max(args.steps, 10), seed=0)
-        stream_end, worker_free = time_cancel(service, long_request, after_steps=3)
-        cancels.append(stream_end)
-        frees.append(worker_free)
+        for size in batch_sizes:  # interleaved, so that a slow moment of the machine hits every size alike
+            service.batch_size = size
+            first, total = time_run(service, request)
+            firsts[size].append(first)
+            totals[size].append(total)
+            long_request = service.request(**inputs, count=args.count, num_inference_steps=max(args.steps, 10), seed=0)
+            cancels[size].append(time_cancel(service, long_request, after_steps=3)[1])
+    service.batch_size = default_batch
 
-    def cell(values: list[float]) -> str:
-        return f"{statistics.median(values):8.3f} s"
+    def median(values: list[float]) -> str:
+        return f"{statistics.median(values):.3f}"
 
-    per_step = statistics.median(totals) / args.steps
+    call = statistics.median(calls)
     print(f"\nmedgen app benchmark: {info.source} ({info.class_name}, {info.image_size} px) on {service.device}, "
-          f"{args.count} images x {args.steps} steps, median of {args.repeats}\n")
-    rows = [
-        ("pipeline load", f"{load_s:8.3f} s"),
-        ("click -> first image", cell(firsts)),
-        (f"click -> {args.count} images (with ZIP)", cell(totals)),
-        ("one denoising step of the batch (mean)", f"{per_step:8.3f} s"),
-        (f"one batched pipeline call ({args.count} images)", cell(calls)),
-        ("app / batched call ratio (goal <= 1.3)", f"{statistics.median(totals) / statistics.median(calls):8.2f} x"),
-        ("cancel -> stream ends", cell(cancels)),
-        ("cancel -> worker free", cell(frees)),
-    ]
-    width = max(len(name) for name, _ in rows)
-    print(f"| {'measure':<{width}} | {'time':>10} |\n|{'-' * (width + 2)}|{'-' * 12}|")
-    for name, value in rows:
-        print(f"| {name:<{width}} | {value:>10} |")
+          f"{args.count} images x {args.steps} steps, median of {args.repeats}; pipeline load {load_s:.2f} s; "
+          f"one plain batched call for all {args.count} images: {call:.3f} s\n")
+    header = ["images per call", "calls", "click -> first image (s)", f"click -> {args.count} images + ZIP (s)",
+              "app / one call", "cancel -> worker free (s)"]
+    print("| " + " | ".join(header) + " |\n|" + "|".join("-" * (len(name) + 2) for name in header) + "|")
+    for size in batch_sizes:
+        calls_per_run = -(-args.count // size)
+        name = f"{size}{' (app default)' if size == default_batch else ''}"
+        cells = [name, str(calls_per_run), median(firsts[size]), median(totals[size]),
+                 f"{statistics.median(totals[size]) / call:.2f} x", median(cancels[size])]
+        print("| " + " | ".join(cell.rjust(len(head)) for cell, head in zip(cells, header)) + " |")
     return 0
 
 

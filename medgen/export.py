@@ -506,6 +506,15 @@ class RunWriter:
         """Write ``params.json`` (all run parameters and one record per written image)."""
         if self._closed:
             return self.params_path
+        with atomic_write(self.params_path, "w", overwrite=False) as file:
+            json.dump(self.document(complete), file, indent=2, default=_json_default)
+            file.write("\n")
+        self._closed = True
+        self.written.append(self.params_path)
+        return self.params_path
+
+    def document(self, complete: bool = True) -> dict[str, Any]:
+        """What ``params.json`` holds for the images written so far (also before the run is closed)."""
         document = {
             **self.params,
             "formats": list(self.formats),
@@ -522,12 +531,7 @@ class RunWriter:
                 "patient_id": self.study.patient_id,
                 "patient_name": self.study.patient_name,
             }
-        with atomic_write(self.params_path, "w", overwrite=False) as file:
-            json.dump(document, file, indent=2, default=_json_default)
-            file.write("\n")
-        self._closed = True
-        self.written.append(self.params_path)
-        return self.params_path
+        return document
 
     def __enter__(self) -> RunWriter:
         return self

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from helpers import tiny_label_pipeline
 
-from medgen.app_logic import AppService
+from medgen.app import AppService
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

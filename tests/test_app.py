@@ -54,7 +54,7 @@ def test_pipeline_is_repeatable_and_takes_comma_lists(app_module):
 
 def test_the_model_dropdown_lists_the_given_folders_then_the_builtins(served):
     service, client = served
-    from medgen.app_models import builtin_models
+    from medgen.app.models import builtin_models
 
     names = service.catalog.names
     assert names[:2] == ["tiny-chest", "tiny-brain"] and names[2:] == list(builtin_models())
@@ -88,7 +88,7 @@ def test_api_generates_the_requested_count_with_the_seed_shown(served):
     assert [item["caption"] for item in gallery] == [f"pneumonia · seed {s}" for s in (11, 12, 13)]
     assert "Done: 3 images" in status
     with Image.open(gallery[0]["image"]) as image:
-        assert image.size == (16, 16)
+        assert image.size == (256, 256)  # 16 px images shown enlarged 16 times; the ZIP holds them at 16 px
 
 
 def test_api_is_reproducible_for_a_fixed_seed(served):
@@ -158,7 +158,7 @@ def test_cancel_frees_the_worker_within_a_step_and_keeps_finished_images(served)
 def test_api_matches_the_condition_case_insensitively(served):
     _, client = served
     gallery, _, status, _ = client.predict(condition="Pneumonia", count=1, num_inference_steps=2, seed=2, api_name="/generate")
-    assert [item["caption"] for item in gallery] == ["pneumonia · seed 2"] and "Done: 1 images" in status
+    assert [item["caption"] for item in gallery] == ["pneumonia · seed 2"] and status.startswith("Done: 1 image in ")
 
 
 @pytest.mark.parametrize(
@@ -197,7 +197,7 @@ def test_api_generates_with_a_non_default_model(served):
     assert [item["caption"] for item in gallery] == [f"pituitary · seed {s}" for s in (4, 5, 6)]
     assert "Done: 3 images" in status
     with Image.open(gallery[0]["image"]) as image:
-        assert image.size == (16, 16)  # a latent model: 8 x 8 latents, decoded to 16 px
+        assert image.size == (256, 256)  # a latent model: 8 x 8 latents, decoded to 16 px, shown enlarged
 
 
 def test_a_condition_of_another_model_and_an_unknown_model_are_refused_by_name(served):
@@ -212,3 +212,20 @@ def test_first_seed_used_is_empty_until_a_run(served):
     _, client = served
     props = [c for c in client.config["components"] if c.get("props", {}).get("elem_id") == "seed-shown"][0]["props"]
     assert props.get("value") == "" and props["placeholder"]  # empty, not 0, before any run
+
+
+def test_cancel_with_no_run_in_progress_leaves_the_status_as_it_is(app_module):
+    """Issue: Cancel when idle said "Cancelled: kept 0 of 4 images" (after a run: overwrote "Done")."""
+    import gradio as gr
+
+    status, running, note = app_module.cancel_outputs(0, [{"image": "a.png"}] * 4)
+    assert isinstance(status, type(gr.skip())) and running == 0 and note == ""
+    status, running, note = app_module.cancel_outputs(8, [{"image": "a.png"}] * 2)
+    assert status == note and status.startswith("Cancelled: kept 2 of 8 images.") and running == 0
+
+
+def test_the_details_line_names_the_selected_model(served):
+    service, client = served
+    props = [c for c in client.config["components"] if c.get("props", {}).get("elem_id") == "model-details"][0]["props"]
+    assert props["value"].startswith("Model: **tiny-chest** (from `")
+    assert service.model_details("chest-xray").startswith("Model: **chest-xray** (built-in; ")

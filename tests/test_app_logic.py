@@ -14,19 +14,29 @@ import pytest
 from helpers import tiny_label_pipeline, tiny_unconditional_pipeline
 from PIL import Image
 
-from medgen import app_logic
-from medgen.app_models import ModelCatalog, builtin_models, describe_pipeline, describe_pipeline_folder
-from medgen.app_logic import (
+from medgen.app import (
     MAX_IMAGES,
+    SAMPLERS,
     AppService,
+    ModelCatalog,
+    builtin_models,
+    cancel_clicked,
+    default_pipeline_dir,
+    describe_pipeline,
+    describe_pipeline_folder,
+    display_image,
     export_zip,
     load_app_pipeline,
     make_request,
     resolve_pipeline_source,
     resolve_pipeline_sources,
     run_parameters,
+    select_device,
     stream_generation,
+    zero_gpu,
 )
+from medgen.app import loading as app_loading
+from medgen.app import streaming as app_streaming
 
 
 class UNetCallCounter:
@@ -64,13 +74,13 @@ def test_pipeline_source_order_cli_then_env_then_default(monkeypatch):
     env = {"MEDGEN_PIPELINE": "from/env"}
     assert resolve_pipeline_source("from/cli", env) == "from/cli"
     assert resolve_pipeline_source(None, env) == "from/env"
-    assert resolve_pipeline_source(None, {}) == str(app_logic.default_pipeline_dir())
-    assert app_logic.default_pipeline_dir().name == "chest-xray"
+    assert resolve_pipeline_source(None, {}) == str(default_pipeline_dir())
+    assert default_pipeline_dir().name == "chest-xray"
 
 
 def test_missing_default_pipeline_says_how_to_choose_one(monkeypatch, tmp_path):
     missing_default = tmp_path / "default_pipeline"
-    monkeypatch.setattr(app_logic, "default_pipeline_dir", lambda: missing_default)
+    monkeypatch.setattr(app_loading, "default_pipeline_dir", lambda: missing_default)
     with pytest.raises(FileNotFoundError, match="--pipeline") as error:
         load_app_pipeline(missing_default, device="cpu")
     assert "MEDGEN_PIPELINE" in str(error.value)
@@ -96,7 +106,7 @@ def test_asking_for_cuda_without_a_gpu_is_an_error():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match="cuda"):
-        app_logic.select_device("cuda")
+        select_device("cuda")
 
 
 def test_ui_description_follows_the_pipeline(label_pipe):
@@ -120,7 +130,7 @@ def test_zero_gpu_decorator_is_a_no_op_without_spaces():
     def fn():
         return 1
 
-    assert app_logic.zero_gpu(fn) is fn
+    assert zero_gpu(fn) is fn
 
 
 # ----------------------------------------------------------------------------------------------
@@ -169,17 +179,19 @@ def test_multi_label_condition_takes_a_set_of_findings():
 # ----------------------------------------------------------------------------------------------
 
 
-def test_stream_makes_the_count_in_one_batched_call_and_reports_every_step(service, label_pipe):
+def test_stream_makes_the_count_in_small_batched_calls_and_reports_every_step(service, label_pipe):
     request = service.request(condition="effusion", count=3, num_inference_steps=2, seed=5)
     counter = UNetCallCounter(label_pipe.unet)
     try:
         updates = list(service.stream(request))
     finally:
         counter.remove()
-    assert len(counter.starts) == 2  # one UNet call per step for all 3 images, not one per image
+    # Batches of 2 (the default): 2 + 1 images, one UNet call per step for each batch, not one per image.
+    assert len(counter.starts) == 4
     kinds = [update.kind for update in updates]
-    assert kinds.count("step") == 2 and kinds.count("image") == 1 and kinds[-1] == "done"
-    assert [update.steps_done for update in updates if update.kind == "step"] == [1, 2]
+    assert kinds.count("step") == 4 and kinds.count("image") == 2 and kinds[-1] == "done"
+    assert [update.steps_done for update in updates if update.kind == "step"] == [1, 2, 3, 4]
+    assert [len(update.images) for update in updates if update.kind == "image"] == [2, 3]
     final = updates[-1]
     assert not final.cancelled and final.seeds == [5, 6, 7] and len(final.images) == 3
     assert final.images[0].shape == (16, 16, 1)
@@ -192,15 +204,71 @@ def test_stream_makes_the_count_in_one_batched_call_and_reports_every_step(servi
     ).images[0]
     np.testing.assert_allclose(final.images[1], direct, atol=1e-5)
     # Batches of any size give the same images: each image has its own generator.
-    in_pairs = list(stream_generation(label_pipe, request, batch_size=2))
-    assert [u.steps_done for u in in_pairs if u.kind == "step"] == [1, 2, 3, 4] and in_pairs[-1].steps_total == 4
-    np.testing.assert_allclose(np.stack(in_pairs[-1].images), np.stack(final.images), atol=1e-5)
+    in_one = list(stream_generation(label_pipe, request, batch_size=3))
+    assert [u.steps_done for u in in_one if u.kind == "step"] == [1, 2] and in_one[-1].steps_total == 2
+    np.testing.assert_allclose(np.stack(in_one[-1].images), np.stack(final.images), atol=1e-5)
+
+
+def test_at_default_settings_images_reach_the_gallery_as_they_finish_and_cancel_keeps_them(label_pipe, tmp_path):
+    """Issue: one run was one batch, so Cancel at default settings kept nothing."""
+    service = AppService(label_pipe, source="tiny-label", workdir=tmp_path)
+    request = service.request(condition="normal", count=4, num_inference_steps=80, seed=4)
+    cancel = threading.Event()
+    results = []
+    for result in service.run(request, cancel=cancel):
+        results.append(result)
+        if result.gallery:
+            cancel.set()  # Cancel as soon as the first images are shown
+    assert len(results[0].gallery) == 0 and results[-1].finished
+    assert len(results[-1].gallery) == 2
+    assert results[-1].status.startswith("Cancelled") and "kept 2 of 4 images" in results[-1].status
+    with zipfile.ZipFile(results[-1].download) as archive:
+        assert sum(name.endswith(".png") for name in archive.namelist()) == 2
+        assert json.loads(archive.read("medgen-images/params.json"))["seeds"] == [4, 5]
+
+
+def test_status_lines_count_one_image_in_the_singular(service):
+    request = service.request(condition="normal", count=1, num_inference_steps=2, seed=3)
+    statuses = [result.status for result in service.run(request)]
+    assert statuses[0].startswith("Generating 1 image: step 1 of 2")
+    assert statuses[-1].startswith("Done: 1 image in ") and "(seed 3)" in statuses[-1]
+    assert not any("1 images" in status for status in statuses)
+    request = service.request(condition="normal", count=2, num_inference_steps=1, seed=3)
+    assert list(service.run(request))[-1].status.startswith("Done: 2 images in ")
+
+
+def test_cancel_with_no_run_in_progress_changes_nothing():
+    """Issue: Cancel when idle said "Cancelled: kept 0 of 4 images", and after a run overwrote "Done"."""
+    assert cancel_clicked(None, 0) is None and cancel_clicked(0, 4) is None
+    assert cancel_clicked(8, 2).startswith("Cancelled: kept 2 of 8 images.")
+    assert cancel_clicked(1, 0).startswith("Cancelled: kept 0 of 1 image.")
+
+
+def test_details_line_names_a_builtin_model_as_the_dropdown_does():
+    """Issue: with chest-xray selected, the details line said `Model: default (...)`."""
+    names = builtin_models()
+    if "chest-xray" not in names:
+        pytest.skip("the built-in chest-xray pipeline is not part of this install")
+    service = AppService.from_sources([], device="cpu")
+    details = service.model_details("chest-xray")
+    assert details.startswith("Model: **chest-xray** (built-in; ") and "default" not in details
+    assert service.default_model == "chest-xray" and service.model_details() == details
+
+
+def test_small_images_are_enlarged_for_display_by_a_whole_factor_without_smoothing():
+    image = np.random.default_rng(0).random((32, 32, 1)).astype(np.float32)
+    shown = display_image(image)
+    assert shown.shape == (256, 256) and shown.dtype == np.uint8
+    np.testing.assert_array_equal(shown[::8, ::8], display_image(image, min_size=1))  # every 8th pixel: the image
+    np.testing.assert_array_equal(shown[:8, :8], np.full((8, 8), shown[0, 0]))  # each pixel a sharp 8 x 8 block
+    assert display_image(np.zeros((128, 128, 3), np.float32)).shape == (256, 256, 3)
+    assert display_image(np.zeros((512, 512), np.float32)).shape == (512, 512)  # large images stay as they are
 
 
 def test_samplers_and_postprocessing_are_applied(service):
     base = service.request(condition="normal", count=1, num_inference_steps=3, seed=2)
     images = {}
-    for sampler in app_logic.SAMPLERS:
+    for sampler in SAMPLERS:
         request = make_request(service.info, condition="normal", count=1, num_inference_steps=3, seed=2, sampler=sampler)
         images[sampler] = list(service.stream(request))[-1].images[0]
     assert not np.allclose(images["DDIM"], images["DDPM"])
@@ -257,7 +325,7 @@ def test_pipeline_errors_reach_the_caller(service, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(app_logic, "pipeline_with_sampler", lambda pipe, sampler: broken)
+    monkeypatch.setattr(app_streaming, "pipeline_with_sampler", lambda pipe, sampler: broken)
     with pytest.raises(RuntimeError, match="out of memory"):
         list(stream_generation(service.pipe, request))
 
@@ -273,7 +341,8 @@ def test_run_streams_gallery_and_a_zip_of_png_dicom_and_params(service, tmp_path
     shown = [len(result.gallery) for result in results]
     assert shown == sorted(shown) and shown[-1] == 2 and results[-1].finished
     assert results[-1].gallery[1][1] == "effusion · seed 10"
-    assert results[-1].gallery[0][0].dtype == np.uint8
+    # The gallery shows each 16 px image enlarged 16 times (pixel blocks); the ZIP holds it at true size.
+    assert results[-1].gallery[0][0].dtype == np.uint8 and results[-1].gallery[0][0].shape == (256, 256)
     assert "Done: 2 images" in results[-1].status
 
     with zipfile.ZipFile(results[-1].download) as archive:
@@ -290,7 +359,7 @@ def test_run_streams_gallery_and_a_zip_of_png_dicom_and_params(service, tmp_path
     assert dataset.SyntheticData == "YES" and dataset.Rows == 16
     with Image.open(folder / "medgen_00000.png") as png:
         assert png.size == (16, 16) and png.mode == "L"
-        np.testing.assert_array_equal(np.asarray(png), results[-1].gallery[0][0])
+        np.testing.assert_array_equal(np.asarray(png), results[-1].gallery[0][0][::16, ::16])
 
 
 def test_export_without_images_is_an_error(service, tmp_path):
@@ -301,7 +370,7 @@ def test_export_without_images_is_an_error(service, tmp_path):
 
 def test_cancelled_run_reports_what_was_kept(label_pipe, tmp_path):
     service = AppService(label_pipe, source="tiny-label", workdir=tmp_path, batch_size=1)
-    request = service.request(condition="normal", count=3, num_inference_steps=20, seed=4)
+    request = service.request(condition="normal", count=3, num_inference_steps=80, seed=4)
     cancel = threading.Event()
     results = []
     for result in service.run(request, cancel=cancel):
@@ -408,7 +477,7 @@ def test_models_are_listed_at_start_and_loaded_on_first_use(model_folders, tmp_p
     request = service.request(model="brain", condition="Glioma", count=2, num_inference_steps=2, seed=0)
     results = list(service.run(request))
     assert results[0].status == "Loading model brain..."
-    assert results[-1].gallery[1][1] == "glioma · seed 1" and results[-1].gallery[0][0].shape == (16, 16)
+    assert results[-1].gallery[1][1] == "glioma · seed 1" and results[-1].gallery[0][0].shape == (256, 256)
     assert service.catalog.loaded_names() == ["brain"]
     with zipfile.ZipFile(results[-1].download) as archive:
         assert json.loads(archive.read("medgen-images/params.json"))["model"] == "brain"

@@ -12,7 +12,7 @@ import torch
 import medgen
 from helpers import tiny_unconditional_pipeline
 from medgen import cli
-from medgen.app_logic import load_app_pipeline
+from medgen.app import load_app_pipeline
 from medgen.pipelines import LabelConditionedPipeline, UnconditionalPipeline
 from medgen.pipelines.hub import BUILTIN_PIPELINES
 

@@ -40,7 +40,7 @@ def test_each_command_defaults_to_the_shared_step_count(argv):
 
 
 def test_python_api_and_training_config_use_it():
-    from medgen.app_logic import make_request
+    from medgen.app import make_request
     from medgen.config import DiffusionConfig
     from medgen.downstream.experiment import run_downstream
     from medgen.evaluation.api import evaluate, sample_pipeline

@@ -57,7 +57,7 @@ def test_template_front_matter_matches_the_pinned_gradio():
 
 
 def test_build_serves_every_builtin_and_the_given_folders(pipeline_dir, tmp_path):
-    from medgen.app_models import builtin_models
+    from medgen.app.models import builtin_models
     from medgen.pipelines.hub import builtin_pipeline_path
 
     out = tmp_path / "space"
@@ -82,7 +82,7 @@ def test_build_serves_every_builtin_and_the_given_folders(pipeline_dir, tmp_path
 
 
 def test_space_readme_lists_each_model_with_modality_resolution_and_labels(pipeline_dir, tmp_path):
-    from medgen.app_models import builtin_models, describe_pipeline_folder
+    from medgen.app.models import builtin_models, describe_pipeline_folder
     from medgen.pipelines.hub import builtin_pipeline_path
 
     (pipeline_dir / "README.md").write_text("---\ntags:\n- brain-mri\n---\n# tiny\n")
@@ -107,7 +107,7 @@ def test_build_without_builtins_serves_only_the_given_pipeline(pipeline_dir, tmp
 
 
 def test_builtins_with_a_clean_stored_evaluation_pass_the_privacy_gate(tmp_path):
-    from medgen.app_models import builtin_models
+    from medgen.app.models import builtin_models
     from medgen.pipelines.hub import builtin_pipeline_path
     from medgen.pipelines.publishing import PublishingRefused, stored_evaluation
 

@@ -124,7 +124,7 @@ def model_card_modality(folder: Path) -> str:
 
 def models_table(models: list[SpaceModel]) -> str:
     """The README's markdown table of the served models, read from each folder's configs and model card."""
-    from medgen.app_models import describe_pipeline_folder
+    from medgen.app.models import describe_pipeline_folder
 
     lines = ["| model | modality | resolution | labels |", "|---|---|---|---|"]
     for model in models:
@@ -181,7 +181,7 @@ def check_space_pipeline(pipeline: str, local_folder: Path | None, allow_unevalu
 
 def space_models(pipelines: list[str], include_builtins: bool) -> list[SpaceModel]:
     """The models to serve: the given pipelines first (a built-in name counts as that built-in), then the built-ins."""
-    from medgen.app_models import builtin_models, model_name
+    from medgen.app.models import builtin_models, model_name
     from medgen.pipelines.hub import BUILTIN_PIPELINES, builtin_pipeline_path
 
     builtins = builtin_models()
@@ -303,7 +303,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from medgen.app_models import split_sources
+    from medgen.app.models import split_sources
 
     output = build_space(
         split_sources(args.pipeline), args.output, title=args.title, allow_unevaluated=args.allow_unevaluated,

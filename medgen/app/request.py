@@ -1,0 +1,140 @@
+"""One click on Generate, checked: every input the UI or the API sends is validated here against the model."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from medgen.app.models import PipelineInfo
+from medgen.sampling import DEFAULT_INFERENCE_STEPS
+
+MAX_IMAGES = 16
+MAX_STEPS = 250
+MAX_GUIDANCE = 20.0
+MAX_SEED = 2**32 - 1
+RANDOM_SEED = -1
+# Display name -> diffusers scheduler class. The first is the default: a multistep solver that
+# gives good samples in 20-30 steps; DDPM needs its full training schedule to look right.
+SAMPLERS: dict[str, str] = {
+    "DPM-Solver++ (fast)": "DPMSolverMultistepScheduler",
+    "DDIM": "DDIMScheduler",
+    "DDPM": "DDPMScheduler",
+}
+DEFAULT_SAMPLER = next(iter(SAMPLERS))
+EXAMPLE_PROMPTS = (
+    "frontal chest x-ray, no acute cardiopulmonary abnormality",
+    "right lower lobe pneumonia with consolidation",
+    "small left pleural effusion",
+    "cardiomegaly with mild pulmonary edema",
+)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One validated click on Generate. `seed` is the resolved first seed; image i uses `seed + i`."""
+
+    condition: str | list[str] | None
+    prompt: str | None
+    negative_prompt: str | None
+    count: int
+    num_inference_steps: int
+    guidance_scale: float
+    seed: int
+    sampler: str
+    postprocess: str
+    model: str = ""
+
+    @property
+    def seeds(self) -> list[int]:
+        return [(self.seed + index) % (MAX_SEED + 1) for index in range(self.count)]
+
+
+def _as_int(value: Any, name: str, low: int, high: int) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a whole number from {low} to {high}; got {value!r}") from None
+    if not number.is_integer() or not low <= number <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}; got {value!r}")
+    return int(number)
+
+
+def make_request(
+    info: PipelineInfo,
+    condition: str | Sequence[str] | None = None,
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
+    count: int = 4,
+    num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
+    guidance_scale: float | None = None,
+    seed: int = RANDOM_SEED,
+    sampler: str = DEFAULT_SAMPLER,
+    postprocess: str = "none",
+    model: str = "",
+) -> GenerationRequest:
+    """Checks every user input against the pipeline and ranges; raises `ValueError` naming the bad one."""
+    from medgen.postprocess import list_presets
+
+    count = _as_int(count, "count", 1, MAX_IMAGES)
+    steps = _as_int(num_inference_steps, "num_inference_steps", 1, MAX_STEPS)
+    guidance = info.default_guidance if guidance_scale is None else guidance_scale
+    try:
+        guidance = float(guidance)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance_scale must be a number from 0 to {MAX_GUIDANCE}; got {guidance_scale!r}") from None
+    if not 0.0 <= guidance <= MAX_GUIDANCE:
+        raise ValueError(f"guidance_scale must be a number from 0 to {MAX_GUIDANCE}; got {guidance_scale!r}")
+    seed = _as_int(RANDOM_SEED if seed is None else seed, "seed", RANDOM_SEED, MAX_SEED)
+    if seed == RANDOM_SEED:
+        seed = secrets.randbelow(2**31)
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+        raise ValueError(f"Unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+    if not isinstance(postprocess, str) or postprocess not in list_presets():
+        raise ValueError(f"Unknown post-processing preset {postprocess!r}; choose one of: {', '.join(list_presets())}")
+
+    resolved_condition: str | list[str] | None = None
+    if info.kind == "label":
+        resolved_condition = _check_condition(info, condition)
+    prompt_text = negative_text = None
+    if info.kind == "text":
+        for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+            if text is not None and not isinstance(text, str):
+                raise ValueError(f"{name} must be text; got {text!r}")
+        prompt_text = (prompt or "").strip()
+        negative_text = (negative_prompt or "").strip() or None
+    return GenerationRequest(
+        condition=resolved_condition,
+        prompt=prompt_text,
+        negative_prompt=negative_text,
+        count=count,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        seed=seed,
+        sampler=sampler,
+        postprocess=postprocess,
+        model=model,
+    )
+
+
+def _check_condition(info: PipelineInfo, condition: str | Sequence[str] | None) -> str | list[str]:
+    lookup = {name.lower(): name for name in info.labels}
+    names = [condition] if isinstance(condition, str) or condition is None else list(condition)
+    if not info.multi_label and len(names) != 1:
+        raise ValueError(f"Choose exactly one condition from: {', '.join(info.labels)}; got {condition!r}")
+    resolved = []
+    for name in names:
+        if not isinstance(name, str) or name.strip().lower() not in lookup:
+            raise ValueError(f"Unknown condition {name!r}; choose from: {', '.join(info.labels)}")
+        resolved.append(lookup[name.strip().lower()])
+    # A multi-label model takes a set of findings (possibly none: "no finding"); a single-label one a name.
+    return resolved if info.multi_label else resolved[0]
+
+
+def describe_condition(request: GenerationRequest) -> str:
+    if request.prompt is not None:
+        return request.prompt or "(empty prompt)"
+    if isinstance(request.condition, list):
+        return " + ".join(request.condition) or "no finding"
+    return request.condition or "unconditional"
