@@ -80,6 +80,18 @@ def test_evaluate_reports_the_frd_of_frd_scores_own_command_on_the_same_pngs(che
     assert "FRD (radiomics)" in (tmp_path / "eval" / "report.html").read_text()
 
 
+@needs_frd
+def test_images_pyradiomics_cannot_describe_are_counted_not_fatal(chest_xrays, tmp_path):
+    reference, other = chest_xrays
+    flat = np.full((2, 1, 28, 28), 0.5, np.float32)  # a collapsed model's flat grey images: no grey-level bins
+    real = ImageSet(reference[:4])
+    mixed = frd_report(real, ImageSet(np.concatenate([other[:3], flat[:1]])), cache_dir=tmp_path, num_workers=1)
+    assert mixed["images_without_features"] == {"real": 0, "generated": 1}
+    assert mixed["n_generated"] == 3 and isinstance(mixed["frd"], float)
+    blank = frd_report(real, ImageSet(flat), cache_dir=tmp_path, num_workers=1)
+    assert "frd" not in blank and "could not describe any of the 2 images" in blank["skipped"]
+
+
 def test_without_the_extra_the_report_says_how_to_install_it_and_has_no_number(chest_xrays, monkeypatch, tmp_path):
     from medgen.evaluation import evaluate_image_sets
 

@@ -68,26 +68,44 @@ def _init_worker() -> None:
     _worker_extractor = _build_extractor()
 
 
-def _extract(images: np.ndarray, extractor: Any = None) -> tuple[list[list[float]], list[str]]:
-    """Radiomic features of `(n, H, W)` uint8 images, each through frd-score's `process_image_mask_pair`."""
+class NoRadiomicFeatures(ValueError):
+    """pyradiomics could not describe any image of a set (e.g. every image is one flat grey)."""
+
+
+def _extract(images: np.ndarray, extractor: Any = None) -> tuple[list[list[float] | None], list[str], list[str]]:
+    """Radiomic features of `(n, H, W)` uint8 images, each through frd-score's `process_image_mask_pair`.
+
+    Returns the rows (None for an image pyradiomics cannot describe), the feature names and the errors.
+    """
+    import logging
     import tempfile
 
     from frd_score import frd
     from PIL import Image
 
     extractor = extractor if extractor is not None else _worker_extractor
-    rows, names = [], []
+    rows: list[list[float] | None] = []
+    names: list[str] = []
+    errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="medgen-frd-") as folder:
         for index, image in enumerate(images):
             path = Path(folder) / f"{index}.png"
             Image.fromarray(image).save(path)
-            result = frd.process_image_mask_pair((str(path), None), feature_extractor=extractor, frd_version=FRD_VERSION)
-            if result is None:  # frd-score skips an image whose mask is empty; a whole-image mask never is
-                raise RuntimeError("frd-score returned no radiomic features for an image")
+            logging.disable(logging.ERROR)  # frd-score logs each failure with its traceback; medgen counts them instead
+            try:
+                result = frd.process_image_mask_pair((str(path), None), feature_extractor=extractor, frd_version=FRD_VERSION)
+            except (ValueError, RuntimeError, ArithmeticError) as error:  # e.g. a constant image: no grey-level bins
+                result = None
+                errors.append(f"{type(error).__name__}: {error}")
+            finally:
+                logging.disable(logging.NOTSET)
+            if result is None:
+                rows.append(None)
+                continue
             values, named, _ = result
             rows.append([float(v) for v in values])
             names = list(named)
-    return rows, names
+    return rows, names, errors
 
 
 def _as_uint8_grayscale(images: np.ndarray) -> np.ndarray:
@@ -108,19 +126,23 @@ def radiomic_features(
     """Radiomic features `(N, F)` float64 of `(N, C, H, W)` float [0, 1] images, and the F feature names.
 
     Images are spread over `num_workers` processes (default: every core this process may use) in tasks of
-    `IMAGES_PER_TASK` images; one process (or a handful of images) runs here without a pool. A feature that
-    pyradiomics cannot compute for an image is NaN (frd-score then leaves that image out of the distance).
+    `IMAGES_PER_TASK` images; one process (or a handful of images) runs here without a pool.
+    An image that pyradiomics cannot describe (a constant image has no grey-level bins) gets a row of NaN, as
+    does one with a feature it cannot compute: frd-score's distance leaves such images out. No image described
+    at all raises `NoRadiomicFeatures`.
     """
     from tqdm.auto import tqdm
 
     missing = missing_packages()
     if missing:
         raise ModuleNotFoundError(f"FRD needs {', '.join(missing)}: {INSTALL_HINT}")
+    if len(images) == 0:
+        raise ValueError("no images to extract radiomic features from")
     gray = _as_uint8_grayscale(images)
     workers = min(num_workers or default_num_workers(), math.ceil(len(gray) / IMAGES_PER_TASK))
     bar = tqdm(total=len(gray), desc=desc, disable=not progress, unit="image")
     chunks = [gray[start : start + IMAGES_PER_TASK] for start in range(0, len(gray), IMAGES_PER_TASK)]
-    results: list[tuple[list[list[float]], list[str]] | None] = [None] * len(chunks)
+    results: list[tuple[list[list[float] | None], list[str], list[str]]] = [([], [], [])] * len(chunks)
     if workers <= 1:
         extractor = _build_extractor()
         for index, chunk in enumerate(chunks):
@@ -140,9 +162,12 @@ def radiomic_features(
                 results[futures[future]] = future.result()
                 bar.update(len(chunks[futures[future]]))
     bar.close()
-    names = results[0][1]
-    features = np.array([row for rows, _ in results for row in rows], dtype=np.float64)
-    return features, names
+    names = next((names for _, names, _ in results if names), [])
+    errors = [error for _, _, chunk_errors in results for error in chunk_errors]
+    if not names:
+        raise NoRadiomicFeatures(f"pyradiomics could not describe any of the {len(gray)} images ({errors[0] if errors else 'no features'})")
+    rows = [row if row is not None else [math.nan] * len(names) for chunk_rows, _, _ in results for row in chunk_rows]
+    return np.array(rows, dtype=np.float64), names
 
 
 def package_versions() -> dict[str, str]:
@@ -264,8 +289,16 @@ def frd_report(
     if generated.fingerprint() == real.fingerprint():  # e.g. real images scored against themselves: extract once
         generated_features = real_features
     else:
-        generated_features, _ = radiomic_features(generated.images, num_workers, progress, "radiomics: generated images")
+        try:
+            generated_features, _ = radiomic_features(generated.images, num_workers, progress, "radiomics: generated images")
+        except NoRadiomicFeatures as error:
+            return {"skipped": f"no FRD: {error}", "n_real": len(real), "n_generated": 0}
     entry = frechet_radiomics_distance(real_features, generated_features, names)
+    undescribed = {
+        name: int(np.isnan(features).any(axis=1).sum()) for name, features in (("real", real_features), ("generated", generated_features))
+    }
+    if any(undescribed.values()):
+        entry["images_without_features"] = undescribed  # left out of the distance, as frd-score's v1 does
     if "frd" in entry:
         entry["frd_real_baseline"] = real_baseline_frd(real_features, len(generated_features), seed, names)
     entry.update(
