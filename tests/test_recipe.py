@@ -10,7 +10,7 @@ import torch
 from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
 
 from medgen.config import DiffusionConfig, ModelConfig, OptimConfig, load_config
-from medgen.pipelines import LabelConditionedPipeline
+from medgen.pipelines import LabelConditionedPipeline, load_pipeline
 from medgen.train import main
 from medgen.training.diffusion import RectifiedFlowObjective, build_objective, build_sampler
 from medgen.training.tasks import build_task
@@ -39,7 +39,8 @@ def test_rectified_flow_trains_and_its_saved_pipeline_samples_with_a_stock_sched
     assert "rectified flow" in (output_dir / "README.md").read_text()
 
     # round trip: medgen's loader and stock diffusers with the folder's own pipeline.py
-    pipe = LabelConditionedPipeline.from_pretrained(output_dir, use_safetensors=True)
+    pipe = load_pipeline(output_dir)
+    assert isinstance(pipe, LabelConditionedPipeline)
     assert isinstance(pipe.scheduler, DPMSolverMultistepScheduler) and pipe.scheduler.config.use_flow_sigmas
     first = pipe(labels=["normal", "pneumonia"], num_inference_steps=3, output_type="np",
                  generator=torch.Generator().manual_seed(0)).images
@@ -71,7 +72,9 @@ def test_flow_sampler_integrates_the_velocity_the_objective_trains():
     sample = noise * sampler.init_noise_sigma
     for t in sampler.timesteps:
         sample = sampler.step(noise - clean, t, sampler.scale_model_input(sample, t)).prev_sample
-    assert torch.allclose(sample, clean, atol=1e-3)
+    # the flow samplers start at sigma 0.999, not 1: a residual of 0.001 * (noise - x0)
+    assert torch.allclose(sample, clean, atol=1e-2)
+    assert not torch.allclose(noise, clean, atol=0.1)  # the check is not vacuous
 
 
 def test_default_objective_draws_the_same_timesteps_as_before():

@@ -1,0 +1,309 @@
+"""Quality per CPU-hour of training recipes for the 128 px latent built-ins, side by side in one run.
+
+Each variant changes one thing against today's recipe (train_configs/chest_xray_128.yaml) and trains
+through `medgen.train.main` on the chest-xray 128 px data (Kermany train split, latents encoded once with
+the shipped chest-xray autoencoder and cached), for the same number of images seen. Each is then scored on
+the held-out test split at one fixed N with medgen's Inception features (medgen.evaluation.features) and
+FID / precision / recall (medgen.evaluation.fidelity), against two references at the same N:
+the floor (N real training images) and the ceiling (the N test images through the autoencoder).
+One constant-learning-rate run is then extended (resuming its checkpoint is exact for a constant schedule)
+and scored at each length: the quality-vs-compute curve.
+
+    nice -n 15 env OMP_NUM_THREADS=1 python benchmarks/bench_recipe.py --output runs/bench_recipe
+    python benchmarks/bench_recipe.py --output runs/bench_recipe --report   # table + curve from what is done
+
+Every stage writes its own JSON under --output and is skipped when rerun; a variant stopped mid-training
+resumes from its newest checkpoint. Results: --output/recipe.md, recipe.json, curve.svg.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+BASE_CONFIG = REPO / "train_configs" / "chest_xray_128.yaml"
+AUTOENCODER = REPO / "medgen" / "pretrained" / "chest-xray" / "vae"
+
+# One change each against today's recipe (`baseline`); `guidance_*` only resample the baseline.
+VARIANTS: dict[str, list[str]] = {
+    "baseline": [],
+    "rectified_flow": ["diffusion.objective=rectified_flow"],
+    "constant_lr_ema": ["optim.lr_scheduler=constant_with_warmup"],
+    "scale_shift": ["model.resnet_time_scale_shift=scale_shift"],
+    "unet_m": [  # wider, attention at 16 and 8
+        "model.block_out_channels=[64,128,256]", "model.attention_levels=[false,true,true]", "model.norm_num_groups=32",
+    ],
+    "unet_l": [  # wider and deeper, attention at 16 and 8 (~20 M parameters)
+        "model.block_out_channels=[96,192,384]", "model.attention_levels=[false,true,true]",
+        "model.layers_per_block=2", "model.norm_num_groups=32",
+    ],
+}
+GUIDANCE = {"guidance_1": 1.0, "guidance_4": 4.0}  # baseline weights, other guidance scales (baseline: the config's)
+CURVE_VARIANT = "constant_lr_ema"
+CURVE_FACTORS = (2, 4)  # the curve run continues the curve variant to 2x and 4x the budget
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--output", default="runs/bench_recipe")
+    parser.add_argument("--steps", type=int, default=200, help="optimiser updates per variant (batch 32)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=20, help="learning-rate warm-up steps (every variant)")
+    parser.add_argument("--n", type=int, default=256, help="images per set for FID / precision / recall")
+    parser.add_argument("--inference-steps", type=int, default=15)
+    parser.add_argument("--variants", nargs="*", default=None, help="subset and order of stages to run")
+    parser.add_argument("--report", action="store_true", help="only write the table and curve from finished stages")
+    return parser.parse_args()
+
+
+def stage_order() -> list[str]:
+    return [
+        "baseline", "rectified_flow", "constant_lr_ema", "scale_shift", *GUIDANCE, "unet_m",
+        *(f"curve_x{factor}" for factor in CURVE_FACTORS), "unet_l",
+    ]
+
+
+# ---------------------------------------------------------------- references
+
+
+def to_unit(pixels) -> np.ndarray:
+    """Dataset pixels in [-1, 1] -> float32 [0, 1]."""
+    return ((np.asarray(pixels, dtype=np.float32) + 1.0) / 2.0).clip(0, 1)
+
+
+def load_split(split: str):
+    from medgen.config import load_config
+    from medgen.data import build_dataset
+
+    config = load_config(BASE_CONFIG, [f"data.split={split}"])
+    return build_dataset(config.data)
+
+
+def references(out: Path, n: int, extractor) -> dict:
+    """Test-split features and labels of N images, plus the floor and the ceiling (cached in references.json/.npz)."""
+    from medgen.evaluation.features import extract_features
+    from medgen.evaluation.fidelity import frechet_distance, precision_recall
+
+    path, arrays = out / "references.json", out / "references.npz"
+    if path.is_file() and arrays.is_file():
+        data = np.load(arrays)
+        return {**json.loads(path.read_text()), "test_features": data["test_features"], "test_labels": data["test_labels"]}
+    test, train = load_split("test"), load_split("train")
+    rng = np.random.default_rng(0)
+    test_index = np.sort(rng.choice(len(test), n, replace=False))
+    train_index = np.sort(rng.choice(len(train), n, replace=False))
+    test_rows = test.dataset.select(test_index.tolist())[:]  # through the dataset's transform: [-1, 1] tensors
+    test_pixels = to_unit(test_rows["pixel_values"])
+    test_labels = np.asarray(test_rows["labels"]).argmax(axis=1)
+    train_pixels = to_unit(train.dataset.select(train_index.tolist())[:]["pixel_values"])
+
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(AUTOENCODER, use_safetensors=True).eval()
+    recon = []
+    with torch.no_grad():
+        for start in range(0, n, 32):
+            batch = torch.from_numpy(test_pixels[start : start + 32] * 2 - 1)
+            recon.append(((vae.decode(vae.encode(batch).latent_dist.mode()).sample + 1) / 2).clamp(0, 1).numpy())
+    recon = np.concatenate(recon)
+
+    test_features = extract_features(extractor, test_pixels)
+    result = {"n": n, "label_names": test.label_names, "test_label_counts": np.bincount(test_labels).tolist()}
+    for name, pixels in (("floor", train_pixels), ("ceiling", recon)):
+        features = extract_features(extractor, pixels)
+        result[name] = {"fid": frechet_distance(test_features, features), **precision_recall(test_features, features)}
+    np.savez(arrays, test_features=test_features, test_labels=test_labels)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return {**result, "test_features": test_features, "test_labels": test_labels}
+
+
+# ---------------------------------------------------------------- training and scoring
+
+
+def train_variant(out: Path, name: str, overrides: list[str], steps: int, args) -> dict:
+    from medgen.config import load_config
+    from medgen.train import main
+
+    folder = out / name
+    config = load_config(BASE_CONFIG, [
+        *overrides,
+        f"model.pretrained_vae={AUTOENCODER}",
+        f"output_dir={folder}",
+        f"max_train_steps={steps}",
+        f"train_batch_size={args.batch_size}",
+        f"optim.lr_warmup_steps={args.warmup}",
+        "checkpointing_steps=50",
+        "checkpoints_total_limit=1",
+        "log_every_steps=25",
+        "report_to=none",
+    ])
+    resume = "latest" if (folder / "checkpoints").is_dir() else None
+    start = time.perf_counter()
+    main(config, resume_from_checkpoint=resume)
+    summary = json.loads((folder / "training_summary.json").read_text())
+    return {"train_seconds_this_call": time.perf_counter() - start, "loop_seconds": summary["loop_seconds"],
+            "steps": summary["steps"], "images_seen": summary["steps"] * args.batch_size,
+            "final_loss": summary["final_loss"]}
+
+
+def score(folder: Path, refs: dict, extractor, guidance: float | None, args) -> dict:
+    from medgen.evaluation.features import extract_features
+    from medgen.evaluation.fidelity import frechet_distance, precision_recall
+    from medgen.pipelines import load_pipeline
+
+    pipeline = load_pipeline(folder)
+    pipeline.set_progress_bar_config(disable=True)
+    if guidance is None:
+        guidance = float(_config_value(folder, "diffusion", "guidance_scale"))
+    names = refs["label_names"]
+    labels = [names[i] for i in refs["test_labels"]]  # the test sample's label mix
+    generator = torch.Generator().manual_seed(0)
+    images, start = [], time.perf_counter()
+    with torch.no_grad():
+        for begin in range(0, len(labels), 64):
+            images.append(pipeline(
+                labels=labels[begin : begin + 64], num_inference_steps=args.inference_steps,
+                guidance_scale=guidance, generator=generator, output_type="np",
+            ).images)
+    sample_seconds = time.perf_counter() - start
+    pixels = np.concatenate(images).transpose(0, 3, 1, 2).astype(np.float32)
+    features = extract_features(extractor, pixels)
+    test_features = refs["test_features"]
+    result = {"fid": frechet_distance(test_features, features), **precision_recall(test_features, features),
+              "guidance_scale": guidance, "sample_seconds": sample_seconds,
+              "parameters": sum(p.numel() for p in pipeline.unet.parameters())}
+    grid = folder / "bench_grid.png"
+    _save_grid(pixels, refs["test_labels"], names, grid)
+    result["grid"] = str(grid)
+    return result
+
+
+def _config_value(folder: Path, section: str, key: str):
+    import yaml
+
+    return yaml.safe_load((folder / "training_config.yaml").read_text())[section][key]
+
+
+def _save_grid(pixels: np.ndarray, labels: np.ndarray, names: list[str], path: Path, per_row: int = 8) -> None:
+    from PIL import Image
+
+    rows = []
+    for index in range(len(names)):
+        chosen = pixels[labels == index][:per_row]
+        if len(chosen):
+            rows.append(np.concatenate(list(chosen[:, 0]), axis=1))
+    width = max(row.shape[1] for row in rows)
+    rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]))) for row in rows]
+    Image.fromarray((np.concatenate(rows) * 255).round().astype(np.uint8)).save(path)
+
+
+def run_stage(out: Path, stage: str, refs: dict, extractor, args) -> dict:
+    result_path = out / f"{stage}.json"
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    if stage in GUIDANCE:
+        folder = out / "baseline"
+        if not (folder / "model_index.json").is_file():
+            raise RuntimeError(f"{stage} needs the finished baseline in {folder}")
+        baseline = json.loads((out / "baseline.json").read_text())
+        result = {"variant": stage, "change": f"guidance_scale={GUIDANCE[stage]} (baseline weights)",
+                  "training": baseline["training"]}
+        result.update(score(folder, refs, extractor, GUIDANCE[stage], args))
+    elif stage.startswith("curve_x"):
+        factor = int(stage.removeprefix("curve_x"))
+        folder = out / CURVE_VARIANT
+        training = train_variant(out, CURVE_VARIANT, VARIANTS[CURVE_VARIANT], args.steps * factor, args)
+        result = {"variant": stage, "change": f"{CURVE_VARIANT} continued to {factor}x the budget", "training": training}
+        result.update(score(folder, refs, extractor, None, args))
+    else:
+        training = train_variant(out, stage, VARIANTS[stage], args.steps, args)
+        result = {"variant": stage, "change": " ".join(VARIANTS[stage]) or "today's recipe", "training": training}
+        result.update(score(out / stage, refs, extractor, None, args))
+    result_path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"[bench_recipe] {stage}: FID {result['fid']:.1f} precision {result['precision']:.2f} recall {result['recall']:.2f}",
+          flush=True)
+    return result
+
+
+# ---------------------------------------------------------------- report
+
+
+def write_report(out: Path, args) -> None:
+    refs = json.loads((out / "references.json").read_text())
+    results = [json.loads((out / f"{s}.json").read_text()) for s in stage_order() if (out / f"{s}.json").is_file()]
+    floor, ceiling = refs["floor"], refs["ceiling"]
+    lines = [
+        f"Chest-xray 128 px (Kermany), test split, N = {refs['n']}, Inception features; budget "
+        f"{args.steps} steps x {args.batch_size} = {args.steps * args.batch_size} images seen per variant, "
+        f"{args.inference_steps} DPM-Solver++ steps.",
+        "",
+        "| variant | change | UNet params | images seen | train min | FID | FID / floor | precision | recall |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| floor | {refs['n']} real training images | | | | {floor['fid']:.1f} | 1.00 | {floor['precision']:.2f} | {floor['recall']:.2f} |",
+        f"| ceiling | test images through the autoencoder | | | | {ceiling['fid']:.1f} | {ceiling['fid'] / floor['fid']:.2f} | "
+        f"{ceiling['precision']:.2f} | {ceiling['recall']:.2f} |",
+    ]
+    for r in results:
+        t = r["training"]
+        change = r["change"] + (f" (guidance {r['guidance_scale']:g})" if r["variant"] == "baseline" else "")
+        lines.append(
+            f"| {r['variant']} | {change} | {r['parameters'] / 1e6:.1f} M | {t['images_seen']} | {t['loop_seconds'] / 60:.1f} | "
+            f"{r['fid']:.1f} | {r['fid'] / floor['fid']:.2f} | {r['precision']:.2f} | {r['recall']:.2f} |"
+        )
+    (out / "recipe.md").write_text("\n".join(lines) + "\n")
+    (out / "recipe.json").write_text(json.dumps({"references": refs, "results": results, "args": vars(args)}, indent=2) + "\n")
+    print("\n".join(lines))
+
+    curve = [r for r in results if r["variant"] == CURVE_VARIANT or r["variant"].startswith("curve_x")]
+    if curve:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        seen = [r["training"]["images_seen"] for r in curve]
+        hours = [r["training"]["loop_seconds"] / 3600 for r in curve]
+        fig, (ax_fid, ax_pr) = plt.subplots(1, 2, figsize=(9, 3.5))
+        ax_fid.plot(seen, [r["fid"] for r in curve], "o-", label=f"{CURVE_VARIANT}")
+        ax_fid.axhline(floor["fid"], color="green", ls="--", label="floor (real train)")
+        ax_fid.axhline(ceiling["fid"], color="orange", ls="--", label="ceiling (autoencoder)")
+        ax_fid.set_xlabel("images seen")
+        ax_fid.set_ylabel(f"FID (N = {refs['n']})")
+        ax_fid.legend(fontsize=7)
+        for x, y, h in zip(seen, [r["fid"] for r in curve], hours):
+            ax_fid.annotate(f"{h * 60:.0f} min", (x, y), fontsize=7)
+        ax_pr.plot(seen, [r["precision"] for r in curve], "o-", label="precision")
+        ax_pr.plot(seen, [r["recall"] for r in curve], "s-", label="recall")
+        ax_pr.set_xlabel("images seen")
+        ax_pr.set_ylim(0, 1)
+        ax_pr.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "curve.svg")
+        fig.savefig(out / "curve.png", dpi=100)
+
+
+def main() -> None:
+    args = parse_args()
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.report:
+        from medgen.evaluation.features import get_feature_extractor
+
+        torch.manual_seed(0)
+        extractor = get_feature_extractor("inception")
+        refs = references(out, args.n, extractor)
+        print(f"[bench_recipe] floor FID {refs['floor']['fid']:.1f}, ceiling FID {refs['ceiling']['fid']:.1f}", flush=True)
+        for stage in args.variants or stage_order():
+            run_stage(out, stage, refs, extractor, args)
+            write_report(out, args)
+    write_report(out, args)
+
+
+if __name__ == "__main__":
+    main()
