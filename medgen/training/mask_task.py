@@ -26,7 +26,7 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from medgen.config import TrainConfig
-from medgen.training.tasks import DiffusionTask, LabelTask
+from medgen.training.task_base import DiffusionTask
 
 SAMPLE_MASKS_PER_ROW = 1  # one real training mask per label row of the sample grid
 
@@ -114,8 +114,9 @@ class MaskTask(DiffusionTask):
         ]
 
 
-class MaskGeneratorTask(LabelTask):
-    """A label-conditioned pixel-space model over masks (one channel per class in [-1, 1]), no autoencoder."""
+class MaskGeneratorTask(DiffusionTask):
+    """A label-conditioned pixel-space model over masks (one channel per class in [-1, 1]), no autoencoder; saved as
+    a `LabelConditionedPipeline` whose UNet and scheduler become a mask pipeline's `mask_unet` / `mask_scheduler`."""
 
     def __init__(self, config: TrainConfig, label_names: list[str], multi_label: bool):
         self.mask_names = _require_masks(config, "mask_generator")
@@ -126,6 +127,35 @@ class MaskGeneratorTask(LabelTask):
     @property
     def sample_shape(self) -> tuple[int, int]:
         return len(self.mask_names), self.config.data.resolution
+
+    def build_unet(self) -> UNet2DConditionModel:
+        return UNet2DConditionModel(
+            **self.unet_kwargs("AttnDownBlock2D", "AttnUpBlock2D"),
+            mid_block_type="UNetMidBlock2D",
+            class_embed_type="projection",
+            projection_class_embeddings_input_dim=len(self.label_names) + 1,
+        )
+
+    def condition_kwargs(self, batch, drop_mask):
+        from medgen.pipelines import LabelConditionedPipeline
+
+        return {
+            "encoder_hidden_states": None,
+            "class_labels": LabelConditionedPipeline.condition_from_vectors(batch["labels"].float(), drop_mask),
+        }
+
+    def build_pipeline(self, unet, scheduler):
+        from medgen.pipelines import LabelConditionedPipeline
+
+        return LabelConditionedPipeline(
+            unet=unet,
+            scheduler=scheduler,
+            id2label={str(i): name for i, name in enumerate(self.label_names)},
+            multi_label=self.multi_label,
+        )
+
+    def sample_requests(self):
+        return [(name, {"labels": name}) for name in self.label_names] or [("samples", {})]
 
     @torch.no_grad()
     def model_input(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
