@@ -68,4 +68,33 @@ def test_models_command_ships_and_lists(run_dir, tmp_path, capsys):
     listed = json.loads(capsys.readouterr().out)
     from medgen.pipelines.hub import BUILTIN_PIPELINES
 
-    assert {name for entry in listed for name in entry["name"].split(" = ")} == set(BUILTIN_PIPELINES)
+    assert {name for entry in listed for name in [entry["name"], *entry["aliases"]]} == set(BUILTIN_PIPELINES)
+    assert all((Path(entry["folder"]) / "model_index.json").is_file() for entry in listed)
+
+
+def _description(name: str, recall: float, **evaluation) -> "ModelDescription":
+    from medgen.pipelines.catalog import ModelDescription
+
+    return ModelDescription(
+        name=name, modality="breast ultrasound", resolution=128, labels=["benign", "malignant", "normal"],
+        size_mb=9.6, latent=True, folder=f"/opt/site-packages/medgen/pretrained/{name}",
+        training_data="BUSI breast ultrasound at 128 px: 624 training images (benign 350, malignant 168, "
+        "normal 106); test = seeded random 20% per class, and a long tail of words to wrap " * 2,
+        evaluation={"fid": 266.1, "fid_real_baseline": 112.4, "precision": 0.17, "recall": recall,
+                    "recall_per_label": {"benign": recall, "malignant": 0.3, "normal": 0.2}, "n_generated": 156,
+                    "label_accuracy": 0.68, "tstr_auc": 0.728, "trtr_auc": 0.829, "memorization_alarm": False,
+                    **evaluation},
+    )
+
+
+def test_models_listing_fits_100_columns_shows_each_folder_and_explains_recall_zero():
+    from medgen.commands.models import format_table
+
+    text = format_table([_description("breast-ultrasound", 0.0), _description("lung-ct", 0.25)])
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "/opt/site-packages/medgen/pretrained/breast-ultrasound" in text
+    assert "/opt/site-packages/medgen/pretrained/lung-ct" in text
+    assert "recall 0.00*" in text and "benign 0.00*" in text and "* recall 0.00: no real test image" in text
+    assert "from_pretrained(FOLDER, trust_remote_code=True)" in text
+    # no footnote without a zero recall
+    assert "* recall 0.00" not in format_table([_description("lung-ct", 0.25)])

@@ -1,7 +1,7 @@
 """`medgen models`: list the pretrained pipelines shipped with medgen, and ship a training run as one.
 
-    medgen models                       # name, modality, resolution, labels, size, training data, evaluation
-    medgen models --json
+    medgen models                       # per model: what it is, its folder, labels, training data, evaluation
+    medgen models --json                # the same for scripts (name, aliases, folder, evaluation figures, ...)
     medgen models ship outputs/chest_xray_128 --name chest-xray --modality "chest X-ray" \\
         --training-data "Kermany pediatric CXR, train split (5,216 images)"
 """
@@ -16,10 +16,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser(
         "models",
         help="list the pretrained pipelines shipped with medgen (or ship a training run as one)",
-        description="List the built-in pretrained pipelines: name, modality, resolution, labels, size, "
-        "training data and stored evaluation figures.",
+        description="List the built-in pretrained pipelines: name, modality, resolution, size, folder (which "
+        "stock diffusers loads), labels, training data and stored evaluation figures.",
     )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--json", action="store_true",
+        help="print a JSON list for scripts (name, aliases, folder, labels, evaluation figures, ...)",
+    )
     actions = parser.add_subparsers(dest="models_action", metavar="ACTION")
     ship = actions.add_parser(
         "ship",
@@ -67,22 +70,88 @@ def list_models():
         if folder in seen or not (folder / "model_index.json").is_file():
             continue
         seen.add(folder)
-        aliases = [other for other, path in BUILTIN_PIPELINES.items() if builtin_pipeline_path(other) == folder]
-        description = describe(folder, name=" = ".join(aliases))
+        names = [other for other, path in BUILTIN_PIPELINES.items() if builtin_pipeline_path(other) == folder]
+        # the model's own name (`chest-xray`) first; generic aliases (`default`) beside it
+        primary = next((other for other in names if other != "default"), names[0])
+        description = describe(folder, name=primary)
+        description.aliases = [other for other in names if other != primary]
         descriptions.append(description)
     return descriptions
 
 
+WIDTH = 100  # a terminal's columns
+LABEL_WIDTH = 14
+RECALL_ZERO_NOTE = (
+    "* recall 0.00: no real test image lies within the k-nearest-neighbour radius (k = 3, Inception features) "
+    "of any generated image: the generated images cover none of the real images' variety as that metric sees "
+    "it. With precision near 0 as well, they are off at fine scale (blotchy: every generated feature outside "
+    "the real manifold) rather than collapsed onto a few modes. See docs/models.md and docs/evaluation.md."
+)
+
+
+def _number(value: float, digits: int = 2) -> str:
+    return f"{value:.{digits}f}"
+
+
+def _is_zero(value) -> bool:
+    return value is not None and round(value, 2) == 0
+
+
+def _detail_lines(description) -> list[tuple[str, str]]:
+    e = description.evaluation
+    star = "*"
+    rows = [("folder", description.folder), ("labels", ", ".join(description.labels) or "none (unconditional)"),
+            ("trained on", description.training_data)]
+    if "fid" in e:
+        fidelity = f"FID {e['fid']:.1f}" + (f" at N = {e['n_generated']}" if e.get("n_generated") else "")
+        if e.get("fid_real_baseline") is not None:
+            fidelity += f" (real-vs-real floor {e['fid_real_baseline']:.1f})"
+        if e.get("precision") is not None:
+            fidelity += f", precision {_number(e['precision'])}"
+        if e.get("recall") is not None:
+            fidelity += f", recall {_number(e['recall'])}{star if _is_zero(e['recall']) else ''}"
+        rows.append(("fidelity", fidelity))
+        per_label = e.get("recall_per_label") or {}
+        if per_label:
+            rows.append(("recall/label", ", ".join(
+                f"{name} {_number(value)}{star if _is_zero(value) else ''}" for name, value in per_label.items()
+            )))
+        usefulness = []
+        if e.get("label_accuracy") is not None:
+            usefulness.append(f"label accuracy {_number(e['label_accuracy'])}")
+        if e.get("tstr_auc") is not None and e.get("trtr_auc"):
+            usefulness.append(f"TSTR/TRTR AUROC {e['tstr_auc']:.3f}/{e['trtr_auc']:.3f}")
+        if usefulness:
+            rows.append(("usefulness", ", ".join(usefulness)))
+        if "memorization_alarm" in e:
+            rows.append(("memorization", "ALARM" if e["memorization_alarm"] else "no alarm"))
+    else:
+        rows.append(("evaluation", "none stored (medgen evaluate --pipeline NAME ...)"))
+    return rows
+
+
 def format_table(descriptions) -> str:
-    header = ("name", "modality", "px", "labels", "MB", "FID (real floor)", "recall per label", "label acc", "TSTR/TRTR", "training data")
-    rows = [header]
+    """One block per model, every line within `WIDTH` columns: name and what it is, then its folder (which
+    stock diffusers loads), labels, training data and stored evaluation; a note explains a recall of 0."""
+    import textwrap
+
+    lines: list[str] = []
     for d in descriptions:
-        e = d.evaluation
-        fid = f"{e['fid']:.1f} ({e['fid_real_baseline']:.1f})" if "fid" in e and "fid_real_baseline" in e else "-"
-        recall = ", ".join(f"{k} {v:.2f}" for k, v in (e.get("recall_per_label") or {}).items()) or "-"
-        accuracy = f"{e['label_accuracy']:.2f}" if "label_accuracy" in e else "-"
-        tstr = f"{e['tstr_auc']:.3f}/{e['trtr_auc']:.3f}" if e.get("tstr_auc") is not None and e.get("trtr_auc") else "-"
-        kind = f"{d.resolution}{' latent' if d.latent else ''}"
-        rows.append((d.name, d.modality, kind, ", ".join(d.labels), f"{d.size_mb:.1f}", fid, recall, accuracy, tstr, d.training_data))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+        title = d.name + (f" (also {', '.join(d.aliases)})" if d.aliases else "")
+        kind = f"{d.modality}, {d.resolution} px{' latent' if d.latent else ''}, {d.size_mb:.1f} MB"
+        lines.extend(textwrap.wrap(f"{title}: {kind}", WIDTH, subsequent_indent=" " * 2))
+        for label, text in _detail_lines(d):
+            head = f"  {label:<{LABEL_WIDTH}}"
+            lines.extend(textwrap.wrap(
+                text, WIDTH, initial_indent=head, subsequent_indent=" " * len(head),
+                break_long_words=label == "folder", break_on_hyphens=False,
+            ) or [head.rstrip()])
+        lines.append("")
+    if any(_is_zero(d.evaluation.get("recall")) or any(_is_zero(v) for v in (d.evaluation.get("recall_per_label") or {}).values())
+           for d in descriptions):
+        lines.extend(textwrap.wrap(RECALL_ZERO_NOTE, WIDTH, subsequent_indent="  "))
+    lines += [
+        "Load one by name: medgen.load_pipeline(NAME), medgen generate --pipeline NAME; with stock diffusers,",
+        "by its folder: DiffusionPipeline.from_pretrained(FOLDER, trust_remote_code=True). Scripts: --json.",
+    ]
+    return "\n".join(lines)

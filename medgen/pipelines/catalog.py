@@ -33,6 +33,8 @@ class ModelDescription:
     training_data: str
     latent: bool
     evaluation: dict[str, Any] = field(default_factory=dict)
+    folder: str = ""  # where it lies: stock diffusers loads it from there (`DiffusionPipeline.from_pretrained`)
+    aliases: list[str] = field(default_factory=list)  # other built-in names of the same folder (`default`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +79,7 @@ def describe(folder: str | Path, name: str | None = None) -> ModelDescription:
         training_data=info.get("training_data", "unknown"),
         latent=vae is not None,
         evaluation=figures,
+        folder=str(folder.resolve()),
     )
 
 
