@@ -48,10 +48,18 @@ if Version(gr.__version__) < Version(MIN_GRADIO):
 CSS = """
 #notice { border-left: 4px solid #d97706; background: rgba(217, 119, 6, 0.08); padding: 6px 12px; border-radius: 4px; }
 #notice p { margin: 0; }
-/* Synthetic images are small (32-128 px): show their pixels sharp when the gallery enlarges them. */
+/* Synthetic images are small (32-128 px): show their pixels sharp when the browser scales them. */
 #gallery img { image-rendering: pixelated; }
-/* Captions name the condition and the seed needed to regenerate an image: never cut them off. */
-#gallery .caption-label { white-space: normal; overflow: visible; text-overflow: clip; max-width: 100%; }
+/* Captions name the condition and the seed needed to regenerate an image: never cut them off, and put them under
+   the image (gradio lays them over its bottom edge, where a two-line caption hides part of the image). */
+/* As many columns of at least 140 px as fit: four on a wide page, two on a narrow one (never cut off at the side). */
+#gallery .grid-container { grid-template-columns: repeat(auto-fill, minmax(140px, 1fr)); grid-template-rows: none; }
+#gallery .thumbnail-item { display: flex; flex-direction: column; aspect-ratio: auto; height: auto; }
+#gallery .thumbnail-item > img { aspect-ratio: 1 / 1; height: auto; min-height: 0; flex: 0 0 auto; }
+#gallery .caption-label {
+    position: static; max-width: 100%; white-space: normal; overflow: visible; text-overflow: clip;
+    border: none; border-top: 1px solid var(--border-color-primary); border-radius: 0; opacity: 1;
+}
 """
 
 

@@ -65,9 +65,18 @@ def set_count(page, value: int) -> None:
     box.press("Enter")
 
 
+def status_text(page) -> str:
+    return page.locator("#status").inner_text()
+
+
 def test_pick_condition_generate_two_images(page, tmp_path):
     assert "not for diagnosis" in page.locator("#notice").inner_text()
     assert page.locator("#seed-shown textarea, #seed-shown input").first.input_value() == ""  # before any run: not 0
+    # Cancel with nothing running changes nothing (it used to say "Cancelled: kept 0 of 4 images").
+    before = status_text(page)
+    page.locator("#cancel").click()
+    page.wait_for_timeout(1500)
+    assert status_text(page) == before and "Cancelled" not in before
     page.locator("#condition input").click()
     page.get_by_role("option", name="pneumonia").click()
     set_count(page, 2)
@@ -82,6 +91,27 @@ def test_pick_condition_generate_two_images(page, tmp_path):
     page.wait_for_function("() => document.querySelector('#download')?.innerText.includes('medgen-images')")
     assert "medgen-images.zip" in page.locator("#download a").first.get_attribute("href")
     save_screenshot(page, tmp_path, "app_generated.png")
+    # Cancel after a finished run leaves its "Done" line (it used to overwrite it with "kept 2 of 2").
+    done = status_text(page)
+    page.locator("#cancel").click()
+    page.wait_for_timeout(1500)
+    assert status_text(page) == done
+
+
+def test_thumbnails_are_enlarged_and_their_captions_sit_under_them(page):
+    """Issue: 16-32 px images showed as stamps, and two-line captions covered the bottom of each thumbnail."""
+    boxes = page.evaluate(
+        """() => [...document.querySelectorAll('#gallery .thumbnail-item')].map(item => {
+            const image = item.querySelector('img'), caption = item.querySelector('.caption-label');
+            const i = image.getBoundingClientRect(), c = caption.getBoundingClientRect();
+            return {natural: image.naturalWidth, width: i.width, imageBottom: i.bottom, captionTop: c.top};
+        })"""
+    )
+    assert len(boxes) == 2
+    for box in boxes:
+        assert box["natural"] == 256  # the 16 px image, enlarged 16 times for display
+        assert box["width"] >= 100  # shown at thumbnail size, not as a 16 px stamp
+        assert box["captionTop"] >= box["imageBottom"] - 1  # the caption is under the image, not over it
 
 
 def test_cancel_a_long_run_keeps_finished_images(page, tmp_path):
