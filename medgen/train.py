@@ -41,7 +41,7 @@ from medgen.training import checkpoints, run_folder
 from medgen.training.arguments import add_arguments, resolve_config
 from medgen.training.diffusion import build_objective, build_sampler
 from medgen.training.divergence import DivergenceGuard, TrainingStopped, current_learning_rate
-from medgen.training.optim import build_lr_scheduler, build_optimizer, restart_schedule
+from medgen.training.optim import build_lr_scheduler, build_optimizer, restart_schedule, warmup_outlasts_run
 from medgen.training.samples import save_sample_grid
 
 logger = get_logger("medgen.train")
@@ -182,6 +182,9 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
                 + f", learning rate {learning_rate:.3g}."
             )
     finished = global_step >= config.max_train_steps
+    warmup_warning = warmup_outlasts_run(config, steps_per_epoch, global_step)
+    if warmup_warning:
+        logger.warning(warmup_warning, main_process_only=True)
     if finished:  # but its pipeline was never saved (stopped after the last checkpoint): save it now
         accelerator.print(finished_message(global_step, config) + " Saving its pipeline.")
 
@@ -202,6 +205,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
     loss_sum, loss_count, images_seen, window_start = 0.0, 0, 0, time.perf_counter()
     grad_norm, step_lr = torch.tensor(0.0), current_learning_rate(optimizer)
     loop_start, start_step, last_loss = time.perf_counter(), global_step, float("nan")
+    peak_lr = 0.0 if global_step < config.max_train_steps else step_lr
     try:
         for epoch in range(first_epoch, num_epochs):
             if global_step >= config.max_train_steps:
@@ -236,6 +240,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
                     if accelerator.sync_gradients:
                         grad_norm = accelerator.clip_grad_norm_(trained, config.optim.max_grad_norm)
                         step_lr = current_learning_rate(optimizer)  # the rate this update uses (logged as `lr`)
+                        peak_lr = max(peak_lr, step_lr)
                         # before the update: a diverged step never reaches the weights, a checkpoint or the pipeline
                         guard.check(global_step + 1, step_lr, grad_norm)
                     optimizer.step()
@@ -280,6 +285,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
         "loop_seconds": time.perf_counter() - loop_start,
         "final_loss": last_loss,
         "final_learning_rate": step_lr,
+        "peak_learning_rate": peak_lr,
         "mixed_precision": config.mixed_precision,
     }
     summary["images_per_second"] = (
@@ -299,15 +305,41 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
             accelerator.print(
                 f"Trained {global_step} steps in {summary['loop_seconds'] / 60:.1f} min "
                 f"({summary['images_per_second']:.1f} images/s), final loss {summary['final_loss']:.4f}, "
-                f"final learning rate {summary['final_learning_rate']:.3g}."
+                f"learning rate peaked at {peak_lr:.3g} (optim.learning_rate {config.optim.learning_rate:g}), "
+                f"final {summary['final_learning_rate']:.3g}."
             )
         accelerator.print(f"Pipeline saved to {output_dir.resolve()}")
         accelerator.print(f"Samples: {sample_path}")
-        accelerator.print(
-            f"Generate: medgen generate --pipeline {output_dir} --count 8 --output {output_dir / 'generated'}"
-        )
+        hint = generate_command(output_dir, task)
+        if hint:
+            accelerator.print(f"Generate: {hint}")
     accelerator.end_training()
     return output_dir
+
+
+def generate_command(output_dir: Path, task) -> str | None:
+    """The `medgen generate` command for the saved pipeline, with the condition its first sample-grid row used
+    (`--labels` for label models, `--prompt` for text models), so that it runs as printed; None for a task
+    whose condition the command line cannot give."""
+    import shlex
+
+    requests = task.sample_requests()
+    condition = requests[0][1] if requests else {}
+    flags: list[str] = []
+    for key, flag in (("labels", "--labels"), ("prompt", "--prompt")):
+        value = condition.get(key)
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            value = ",".join(f"{name}={weight:g}" for name, weight in value.items())
+        elif isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        flags += [flag, str(value)]
+    if set(condition) - {"labels", "prompt"}:
+        return None
+    return shlex.join(
+        ["medgen", "generate", "--pipeline", str(output_dir), *flags, "--count", "8", "--output", str(output_dir / "generated")]
+    )
 
 
 def finished_message(step: int, config: TrainConfig) -> str:
@@ -332,6 +364,7 @@ def record_precision(config: TrainConfig) -> None:
 def save_checkpoint(accelerator: Accelerator, config: TrainConfig, step: int, ema, run_id: str | None = None) -> Path:
     """All processes write their accelerate state into a temporary folder; the main process then renames it.
     Returns the checkpoint's folder (on every process)."""
+    started = time.perf_counter()
     temporary = checkpoints.temporary_path(config.output_dir, step)
     if accelerator.is_main_process:
         checkpoints.clear(temporary)
@@ -341,8 +374,15 @@ def save_checkpoint(accelerator: Accelerator, config: TrainConfig, step: int, em
         if ema is not None:
             checkpoints.save_ema(ema, temporary)
         save_config(config, temporary / "training_config.yaml")
-        checkpoints.finalize(
-            temporary, step, config.checkpoints_total_limit, run_id, max_train_steps=config.max_train_steps
+        final = checkpoints.finalize(temporary, step, run_id, max_train_steps=config.max_train_steps)
+        removed = checkpoints.prune(config.output_dir, config.checkpoints_total_limit, run_id)
+        # said in a line of its own: saving can pause the progress bar for many seconds
+        from tqdm.auto import tqdm
+
+        tqdm.write(
+            f"Saved checkpoint {final} ({time.perf_counter() - started:.1f} s)"
+            + (f"; removed {', '.join(path.name for path in removed)} (checkpoints_total_limit "
+               f"{config.checkpoints_total_limit})" if removed else "")
         )
     accelerator.wait_for_everyone()
     return checkpoints.checkpoint_dir(config.output_dir) / f"checkpoint-{step}"
@@ -380,9 +420,13 @@ def sample(accelerator, task, unet, ema, noise_scheduler, config: TrainConfig, s
 
 
 def model_card_info(config: TrainConfig, data, steps: int) -> dict:
+    from medgen.data.summary import summarize_dataset
+
     schedule = config.diffusion
+    split = summarize_dataset(data)["split"]  # None when the data has no splits: every image was read
+    read = f"split `{split}`" if split is not None else "every image: the data has no split column, so none was held out"
     return {
-        "dataset": f"`{config.data.source}` data from `{Path(config.data.path).name}` (split `{config.data.split}`)",
+        "dataset": f"`{config.data.source}` data from `{Path(config.data.path).name}` ({read})",
         "num_train_images": len(data),
         "train_steps": f"{steps} (batch {config.train_batch_size} x {config.gradient_accumulation_steps} accumulation)",
         "noise_schedule": (

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -191,3 +193,57 @@ def test_unconditional_run_on_a_folder_of_real_images(covid_notes_dir, tmp_path)
     pipe = load_pipeline(output_dir)
     assert type(pipe).__name__ == "UnconditionalPipeline"
     assert pipe(batch_size=2, num_inference_steps=2, output_type="np").images.shape == (2, 16, 16, 1)
+
+
+def _small_labelled_folder(folder: Path, per_label: int = 6) -> Path:
+    """A user's own small folder: PNGs listed in metadata.csv with a label column and no split column."""
+    from PIL import Image
+
+    folder.mkdir()
+    rows = ["file_name,label"]
+    rng = np.random.default_rng(0)
+    for label in ("benign", "malignant"):
+        for index in range(per_label):
+            name = f"{label}_{index}.png"
+            Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(folder / name)
+            rows.append(f"{name},{label}")
+    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_a_small_folder_run_says_what_it_did_and_its_generate_hint_runs_as_printed(tmp_path, capsys, caplog):
+    import logging
+    import shlex
+
+    from medgen.cli import main as cli_main
+
+    data = _small_labelled_folder(tmp_path / "own")
+    output_dir = tmp_path / "run"
+    overrides = [
+        "data.source=csv", f"data.path={data}", "data.findings_column=label", "data.resolution=16",
+        f"data.cache_dir={tmp_path / 'cache'}", "model.block_out_channels=[8, 16]", "model.norm_num_groups=8",
+        f"output_dir={output_dir}", "max_train_steps=3", "train_batch_size=4", "checkpointing_steps=1",
+        "checkpoints_total_limit=1", "sample_every_steps=0", "num_sample_images=1", "report_to=none",
+        "optim.lr_warmup_steps=500", "optim.learning_rate=1e-3",
+    ]
+    with caplog.at_level(logging.WARNING):
+        main(load_config(TINY, overrides))
+    out = capsys.readouterr().out
+    # the warmup outlasting the run is said before training, and the peak learning rate after it
+    warning = " ".join(record.getMessage() for record in caplog.records)
+    assert "optim.lr_warmup_steps 500 outlasts this run (max_train_steps 3)" in warning and "peaks at 4e-06" in warning
+    assert "learning rate peaked at 4e-06 (optim.learning_rate 0.001)" in out
+    summary = json.loads((output_dir / "training_summary.json").read_text())
+    assert summary["peak_learning_rate"] == pytest.approx(4e-6)
+    # every checkpoint save and prune is a line of its own
+    assert "Saved checkpoint" in out and "checkpoint-3" in out
+    assert "removed checkpoint-1 (checkpoints_total_limit 1)" in out and "removed checkpoint-2" in out
+    # the model card says what was read: every image, nothing held out (not "split train")
+    card = (output_dir / "README.md").read_text()
+    assert "split `train`" not in card and "the data has no split column" in card
+    # the printed generate command runs as printed
+    hint = next(line for line in out.splitlines() if line.startswith("Generate: "))
+    argv = shlex.split(hint.removeprefix("Generate: "))
+    assert argv[:2] == ["medgen", "generate"] and "--labels" in argv
+    assert cli_main([*argv[1:], "--num-inference-steps", "2"]) == 0
+    assert len(list((output_dir / "generated").glob("*.png"))) == 8

@@ -69,21 +69,26 @@ def load_ema(ema, checkpoint: Path) -> None:
     ema.load_state_dict({"shadow_params": shadow, "optimization_step": step})
 
 
-def finalize(
-    temporary: Path, step: int, total_limit: int | None, run_id: str | None = None, **state
-) -> Path:
-    """Writes the state file (step, the id of the run, any extra `state`), renames the folder into place, and
-    prunes old checkpoints of the same run."""
+def finalize(temporary: Path, step: int, run_id: str | None = None, **state) -> Path:
+    """Writes the state file (step, the id of the run, any extra `state`) and renames the folder into place."""
     (temporary / STATE_FILE).write_text(json.dumps({"step": step, "run_id": run_id, **state}, indent=2))
     final = temporary.parent / f"checkpoint-{step}"
     if final.exists():
         shutil.rmtree(final)
     temporary.rename(final)
-    if total_limit is not None:
-        own = [path for path in list_checkpoints(temporary.parent.parent) if read_state(path).get("run_id") == run_id]
-        for old in own[:-total_limit]:
-            shutil.rmtree(old)
     return final
+
+
+def prune(output_dir: str | Path, total_limit: int | None, run_id: str | None = None) -> list[Path]:
+    """Removes the oldest checkpoints of run `run_id` beyond the newest `total_limit` (None keeps all);
+    returns what it removed. Checkpoints of other runs are never touched."""
+    if total_limit is None:
+        return []
+    own = [path for path in list_checkpoints(output_dir) if read_state(path).get("run_id") == run_id]
+    removed = own[:-total_limit]
+    for old in removed:
+        shutil.rmtree(old)
+    return removed
 
 
 def read_state(checkpoint: Path) -> dict:

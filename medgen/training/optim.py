@@ -56,3 +56,25 @@ def restart_schedule(lr_scheduler, optimizer, learning_rate: float) -> float:
         group["lr"] = rate
     inner._last_lr = list(rates)
     return rates[0]
+
+
+def warmup_outlasts_run(config: TrainConfig, steps_per_epoch: int, start_step: int = 0) -> str | None:
+    """A warning when `optim.lr_warmup_steps` is so long that the learning rate never reaches
+    `optim.learning_rate` in this run (e.g. 500 warmup steps in a 250-step run peak at half the rate, and
+    a 1-step run trains at rate 0), saying the peak it reaches; None when the schedule reaches its rate."""
+    optim = config.optim
+    if not optim.lr_warmup_steps or start_step >= config.max_train_steps:
+        return None
+    probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=optim.learning_rate)
+    schedule = build_lr_scheduler(probe, config, steps_per_epoch, num_processes=1)
+    factors = [schedule.lr_lambdas[0](step) for step in range(start_step, config.max_train_steps)]
+    peak = max(factors)
+    if peak >= 1.0 - 1e-9:
+        return None
+    suggestion = config.max_train_steps // 10
+    return (
+        f"optim.lr_warmup_steps {optim.lr_warmup_steps} outlasts this run (max_train_steps {config.max_train_steps}): "
+        f"the learning rate never reaches optim.learning_rate {optim.learning_rate:g}; it peaks at "
+        f"{optim.learning_rate * peak:.3g} ({peak:.2g} of it). For the full rate, set optim.lr_warmup_steps="
+        f"{suggestion}" + (" (a tenth of the run) or lower." if suggestion else ".")
+    )
