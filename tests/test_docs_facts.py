@@ -31,3 +31,15 @@ def test_the_readmes_example_output_folders_are_ignored_by_git(folder):
     if result.returncode == 128:
         pytest.skip("not a git checkout")
     assert result.returncode == 0, f"{folder}/ is not in .gitignore"
+
+
+@pytest.mark.parametrize("card", sorted((REPO_ROOT / "medgen" / "pretrained").glob("*/README.md")), ids=lambda p: p.parent.name)
+def test_each_shipped_model_card_names_the_task_of_its_pipeline_kind(card):
+    import json
+
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(card).data
+    labelled = bool(json.loads((card.parent / "model_index.json").read_text()).get("id2label"))
+    assert data.pipeline_tag == (None if labelled else "unconditional-image-generation")
+    assert ("class-conditional-image-generation" in data.tags) == labelled
