@@ -70,12 +70,15 @@ def test_evaluate_reports_the_frd_of_frd_scores_own_command_on_the_same_pngs(che
         for index, image in enumerate(images):
             Image.fromarray((image[0] * 255).round().astype(np.uint8)).save(tmp_path / name / f"{index:03d}.png")
     expected = compute_frd([str(tmp_path / "real"), str(tmp_path / "generated")], num_workers=1)
+    labels = np.eye(2, dtype=np.float32)[[0, 1, 0, 1, 0, 1]]
     evaluate_image_sets(
-        ImageSet(other), ImageSet(reference), output_dir=tmp_path / "eval", feature_extractor="pixel", use_cache=False,
-        classifier=False, memorization_features=False,
+        ImageSet(other, labels, ["normal", "pneumonia"]), ImageSet(reference, labels, ["normal", "pneumonia"]),
+        output_dir=tmp_path / "eval", feature_extractor="pixel", use_cache=False, classifier=False,
+        memorization_features=False,
     )
     stored = json.loads((tmp_path / "eval" / "report.json").read_text())["frd"]
     assert stored["frd"] == pytest.approx(expected, rel=1e-6)
+    assert {name: entry["n_generated"] for name, entry in stored["per_label"].items()} == {"normal": 3, "pneumonia": 3}
     assert stored["n_real"] == stored["n_generated"] == 6 and "frd-score" in stored["packages"]
     assert "FRD (radiomics)" in (tmp_path / "eval" / "report.html").read_text()
 

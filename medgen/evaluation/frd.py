@@ -274,7 +274,8 @@ def frd_report(
     seed: int = 0,
     num_workers: int | None = None,
 ) -> dict[str, Any]:
-    """`report["frd"]`: FRD of the generated images against the real reference images, and its real floor.
+    """`report["frd"]`: FRD of the generated images against the real reference images, its real floor, and
+    with labelled sets the FRD of each label's images (`per_label`).
 
     Without the optional packages the entry says how to install them and holds no number. The real
     images' features are cached under `cache_dir` (None: not cached).
@@ -301,6 +302,13 @@ def frd_report(
         entry["images_without_features"] = undescribed  # left out of the distance, as frd-score's v1 does
     if "frd" in entry:
         entry["frd_real_baseline"] = real_baseline_frd(real_features, len(generated_features), seed, names)
+    if real.labels is not None and generated.labels is not None and generated.label_names == real.label_names:
+        # per label, like per_label FID: each label's generated images against that label's real images
+        entry["per_label"] = {
+            name: frechet_radiomics_distance(real_features[real.label_mask(name)], generated_features[generated.label_mask(name)], names)
+            for name in real.label_names
+            if generated.label_mask(name).any()
+        }
     entry.update(
         version=FRD_VERSION,
         definition="log of the squared Fréchet distance between radiomic features z-scored on the real images (frd-score v1)",
