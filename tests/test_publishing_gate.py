@@ -243,3 +243,14 @@ def test_evaluate_no_store_leaves_the_pipeline_folder_as_it_was(pneumoniamnist_n
     card = (folder / "README.md").read_text()
     assert cli.main([*_evaluate_argv(folder, pneumoniamnist_npz, tmp_path / "report"), "--no-store"]) == 0
     assert not (folder / "evaluation.json").exists() and (folder / "README.md").read_text() == card
+
+
+def test_storing_next_to_a_missing_local_folder_says_no_such_folder(tmp_path, monkeypatch):
+    from medgen.pipelines.publishing import local_pipeline_folder
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    folder, problem = local_pipeline_folder("runs/nope")
+    assert folder is None and problem.startswith("no such folder: runs/nope") and "Hub" not in problem
+    folder, problem = local_pipeline_folder("org/model")  # no local org/: a Hub repo id
+    assert folder is None and "Hub repo" in problem

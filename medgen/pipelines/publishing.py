@@ -140,10 +140,12 @@ def local_pipeline_folder(pipeline: str) -> tuple[Path | None, str | None]:
     """`(folder, None)` for a built-in name or a local pipeline folder that can be written to, else
     `(None, why not)`: results about a pipeline are stored next to its weights only where that is possible."""
     from medgen.files import OutputError, check_writable_dir
-    from medgen.pipelines.locate import BUILTIN_PIPELINES, builtin_pipeline_path
+    from medgen.pipelines.locate import BUILTIN_PIPELINES, builtin_pipeline_path, looks_like_a_path
 
     # The same precedence as loading: a built-in name wins over a folder of that name.
     folder = builtin_pipeline_path(pipeline) if pipeline.lower() in BUILTIN_PIPELINES else Path(pipeline).expanduser()
+    if not folder.is_dir() and looks_like_a_path(pipeline):
+        return None, f"no such folder: {pipeline} ({folder.absolute()} does not exist)"
     if not folder.is_dir():
         return None, (
             f"{pipeline} is a Hub repo, not a local folder; to store results with it, download it "
