@@ -88,6 +88,27 @@ def test_train_both_kinds_attach_and_make_pairs(pairs, tmp_path):
     assert Image.open(figure).size == (2 * 16, 2 * 16)
 
 
+def test_preview_of_checkpoints_while_training(pairs, tmp_path):
+    from medgen.training.mask_task import pipeline_from_checkpoint
+
+    run = tmp_path / "image"
+    main(load_config(TINY, _overrides(pairs, run, "mask", steps=2)))
+    checkpoint = run / "checkpoints" / "checkpoint-2"
+    pipe, config = pipeline_from_checkpoint(checkpoint)
+    saved = load_pipeline(run)  # the pipeline saved at the end: the same EMA weights as the last checkpoint
+    for name, value in saved.unet.state_dict().items():
+        torch.testing.assert_close(pipe.unet.state_dict()[name], value, msg=name)
+    figure = Image.open(preview(checkpoint, tmp_path / "checkpoint.png", count=2, steps=2))
+    assert figure.mode == "RGB" and figure.size[1] == 2 * 16
+    outline = np.array(figure)
+    assert ((outline[..., 0] == 255) & (outline[..., 1] == 64)).any()  # red mask outlines drawn
+
+    generator_run = tmp_path / "generator"
+    main(load_config(TINY, _overrides(pairs, generator_run, "mask_generator", steps=2)))
+    masks = Image.open(preview(generator_run / "checkpoints" / "checkpoint-2", tmp_path / "masks.png", count=2, steps=2))
+    assert masks.size == (2 * 8, 2 * 8)
+
+
 def test_resume_replays_mask_dropout_exactly(pairs, tmp_path):
     from safetensors.torch import load_file
 

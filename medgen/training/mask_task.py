@@ -13,6 +13,7 @@ puts its UNet and scheduler into a mask pipeline folder as `mask_unet` / `mask_s
 
     python -m medgen.training.mask_task attach runs/lung_cxr_mask_128 runs/lung_cxr_masks_64
     python -m medgen.training.mask_task preview runs/lung_cxr_mask_128 --output preview.png   # images over their masks
+    python -m medgen.training.mask_task preview runs/lung_cxr_mask_128/checkpoints/checkpoint-200 --output p.png
 """
 
 from __future__ import annotations
@@ -211,27 +212,81 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def preview(pipeline_folder: str | Path, output: str | Path, count: int = 4, seed: int = 0, steps: int = 15,
-            data_config: Any = None) -> Path:
-    """A PNG: per label, `count` images with their mask outlined; masks from the mask generator when the
-    pipeline has one, else empty masks; beside them the masks alone (what the mask generator draws)."""
+def pipeline_from_checkpoint(checkpoint: str | Path):
+    """The pipeline a mask run would save from `checkpoint` (its EMA weights when trained with EMA): to look at a
+    run while it trains. Returns `(pipeline, config)`."""
+    from safetensors.torch import load_file
+
+    from medgen.config import load_config
+    from medgen.data import build_dataset
+    from medgen.training.checkpoints import EMA_FILE
+    from medgen.training.diffusion import build_noise_scheduler, build_sampler
+
+    checkpoint = Path(checkpoint)
+    config = load_config(checkpoint / "training_config.yaml")
+    if config.model.kind not in ("mask", "mask_generator"):
+        raise ValueError(f"{checkpoint} is a {config.model.kind!r} run, not a mask run")
+    data = build_dataset(config.data)
+    task = (MaskTask if config.model.kind == "mask" else MaskGeneratorTask)(config, data.label_names, data.multi_label)
+    if (checkpoint / EMA_FILE).is_file():
+        shadow = load_file(checkpoint / EMA_FILE)
+        with torch.no_grad():
+            for index, parameter in enumerate(task.unet.parameters()):
+                parameter.copy_(shadow[f"shadow.{index}"])
+    else:
+        task.unet.load_state_dict(load_file(checkpoint / "model.safetensors"))
+    scheduler = build_sampler(build_noise_scheduler(config.diffusion), config.diffusion.sampler)
+    return task.build_pipeline(task.unet.eval(), scheduler), config
+
+
+def _test_masks(config: Any, label: str | None, count: int) -> list[np.ndarray]:
+    """The first `count` held-out (`split: test`) masks of `label`, class indices at the data resolution."""
+    import dataclasses
+
+    from medgen.data import build_dataset
+
+    data = build_dataset(dataclasses.replace(config.data, split="test", max_samples=None))
+    labels = np.asarray(data.dataset.with_format("numpy", columns=["labels"])["labels"], dtype=np.float32)
+    labels = labels.reshape(len(data), -1)
+    rows = np.flatnonzero(labels[:, data.label_names.index(label)] > 0) if label is not None else np.arange(len(data))
+    return [data.dataset[int(i)]["mask"][0].numpy() for i in rows[:count]]
+
+
+def preview(source: str | Path, output: str | Path, count: int = 4, seed: int = 0, steps: int = 15) -> Path:
+    """A PNG, one row per label: `count` images with their mask outlined. `source` is a mask pipeline folder or a
+    checkpoint of a mask run (`.../checkpoints/checkpoint-N`). Masks come from the mask generator when the pipeline
+    has one, otherwise from the run's held-out test split (checkpoints); a mask generator's checkpoint shows its
+    masks alone."""
     from PIL import Image
 
     from medgen.pipelines import MaskConditionedPipeline
 
-    pipe = MaskConditionedPipeline.from_pretrained(pipeline_folder)
+    source = Path(source)
+    config = None
+    if (source / "training_config.yaml").is_file() and not (source / "model_index.json").is_file():
+        pipe, config = pipeline_from_checkpoint(source)
+    else:
+        pipe = MaskConditionedPipeline.from_pretrained(source)
     pipe.set_progress_bar_config(disable=True)
     rows = []
     for label in pipe.labels or [None]:
-        generator = torch.Generator().manual_seed(seed)
+        generator = [torch.Generator().manual_seed(seed + i) for i in range(count)]
         labels = [label] * count if label is not None else None
-        if pipe.has_mask_generator:
-            out = pipe(labels=labels, num_inference_steps=steps, generator=generator, output_type="np")
+        if not isinstance(pipe, MaskConditionedPipeline):  # a mask generator: its masks are the images
+            masks = pipe(labels=labels, num_inference_steps=steps, generator=generator, output_type="np").images
+            tiles = [(np.repeat(mask, 3, axis=-1) * 255).astype(np.uint8) for mask in masks]
         else:
-            masks = [np.zeros(pipe.image_size, dtype=np.int64)] * count
-            out = pipe(masks=masks, labels=labels, num_inference_steps=steps, generator=generator, output_type="np")
-        tiles = [overlay(image[..., 0], mask) for image, mask in zip(out.images, out.masks)]
+            if pipe.has_mask_generator or config is None:
+                out = pipe(labels=labels, num_inference_steps=steps, generator=generator, output_type="np")
+            else:
+                masks = _test_masks(config, label, count)
+                generator, labels = generator[: len(masks)], labels[: len(masks)] if labels else None
+                out = pipe(masks=masks, labels=labels, num_inference_steps=steps, generator=generator, output_type="np")
+            masks = out.masks if out.masks is not None else np.zeros(out.images.shape[:3], dtype=np.uint8)
+            tiles = [overlay(image[..., 0], mask) for image, mask in zip(out.images, masks)]
         rows.append(np.concatenate(tiles, axis=1))
+    width = max(row.shape[1] for row in rows)
+    rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows]
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
@@ -246,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     attach.add_argument("generator")
     attach.add_argument("--output", default=None)
     show = commands.add_parser("preview", help="images over their mask outlines, per label")
-    show.add_argument("pipeline")
+    show.add_argument("pipeline", help="a mask pipeline folder, or a checkpoint folder of a mask run")
     show.add_argument("--output", required=True)
     show.add_argument("--count", type=int, default=4)
     show.add_argument("--seed", type=int, default=0)
