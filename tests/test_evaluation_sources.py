@@ -58,7 +58,7 @@ def test_cli_reads_a_metadata_folder_and_splits_it_by_patient(tmp_path, capsys):
     folder = _image_folder(tmp_path / "data")
     code = main([
         "evaluate", "--generated", str(_generated(tmp_path)), "--data", str(folder), "--label-column", "label",
-        "--group-column", "patient_id", "--output", str(tmp_path / "out"), "--feature-extractor", "pixel",
+        "--split", "all", "--group-column", "patient_id", "--output", str(tmp_path / "out"), "--feature-extractor", "pixel",
         "--no-classifier", "--no-cache",
     ])
     assert code == 0, capsys.readouterr().err
@@ -74,12 +74,12 @@ def test_cli_group_column_errors_name_the_column(tmp_path, pneumoniamnist_npz, c
 
     folder = _image_folder(tmp_path / "data")
     generated = _generated(tmp_path)
-    common = ["evaluate", "--generated", str(generated), "--output", str(tmp_path / "out"), "--feature-extractor", "pixel"]
+    common = ["evaluate", "--generated", str(generated), "--output", str(tmp_path / "out"), "--feature-extractor", "pixel", "--split", "all"]
     assert main([*common, "--data", str(folder), "--label-column", "label", "--group-column", "patient"]) == 2
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
     assert last.startswith("medgen evaluate: error:") and "'patient'" in last and "Traceback" not in err
-    assert main([*common, "--data", str(pneumoniamnist_npz), "--group-column", "patient_id"]) == 2
+    assert main([*common, "--data", str(pneumoniamnist_npz), "--group-column", "patient_id", "--split", "test"]) == 2
     assert "needs CSV data" in capsys.readouterr().err
     assert main([*common, "--data", str(folder), "--filter", "label"]) == 2
     assert "--filter 'label'" in capsys.readouterr().err

@@ -211,7 +211,7 @@ def _evaluate_argv(pipeline: Path, data: Path, output: Path) -> list[str]:
 def test_evaluate_stores_its_summary_and_the_card_section_which_the_gate_reads(pneumoniamnist_npz, tmp_path, capsys, uploads):
     folder = Path(tiny_label_pipeline().save_pretrained(tmp_path / "pipe"))
     assert "No stored evaluation" in ModelCard.load(folder / "README.md").text
-    assert cli.main(_evaluate_argv(folder, pneumoniamnist_npz, tmp_path / "report")) == 0
+    assert cli.main([*_evaluate_argv(folder, pneumoniamnist_npz, tmp_path / "report"), "--store-in-pipeline"]) == 0
     assert f"evaluation stored: {folder / 'evaluation.json'}" in capsys.readouterr().out
 
     report = json.loads((tmp_path / "report" / "report.json").read_text())

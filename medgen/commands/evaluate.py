@@ -9,9 +9,15 @@ Examples::
     medgen evaluate --pipeline runs/kermany/pipeline --data ../shared/data/kermany-cxr-224 --label-column label \
         --group-column patient_id --output eval/kermany
 
-With --pipeline naming a local folder (or a built-in name whose folder is writable), a summary of the report
-is stored as evaluation.json in the pipeline folder and shown in its model card: `push_to_hub` and
-`medgen space build` read it (see medgen.pipelines.publishing). --no-store skips that.
+Nothing is written into a pipeline folder unless asked: --store-in-pipeline stores a summary of the report as
+evaluation.json in the (local) pipeline folder and shows it in its model card, where `push_to_hub` and
+`medgen space build` read it (see medgen.pipelines.publishing); where it will go is said before sampling.
+A built-in pipeline's folder is written only by the maintainers' shipping step (--store-in-builtin, after
+`medgen models ship`).
+
+When the pipeline folder records its training config, the real images are read with its preprocessing, and
+reference images that are training images (same pixels) are refused unless --allow-training-overlap.
+Data options a training config takes are accepted as `data.KEY=VALUE` (e.g. data.empty_findings=skip).
 """
 
 from __future__ import annotations
@@ -45,7 +51,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="training config (YAML): read the real data exactly as that run read its training data "
         "(same normalization, resizing, label mapping and filters)",
     )
-    parser.add_argument("--split", default="test", help="real reference split: MedMNIST split or value of the CSV's split column (default test)")
+    parser.add_argument(
+        "--split", default="test",
+        help="real reference split: MedMNIST split or value of the CSV's split column (default test); a split the "
+        "data does not have is an error; 'all' scores against every row of data without splits, deliberately",
+    )
     parser.add_argument(
         "--train-split",
         help="real training split for memorization and the classifier (default: train, or the training config's split)",
@@ -60,6 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--split-column", help="CSV column naming each row's split (default: split, when present)")
     parser.add_argument("--path-column", help="CSV column with each image's path (default: file_name or Path)")
+    parser.add_argument("--mask-column", help="CSV column with each image's mask (e.g. mask_file_name): mask faithfulness of a mask pipeline")
     parser.add_argument(
         "--group-column",
         help="CSV column grouping images, e.g. patient_id: the training / held-out split used by memorization "
@@ -86,6 +97,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--cache-dir", help="cache for real features and classifier weights (default ~/.cache/medgen/evaluation)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     parser.add_argument("--no-classifier", action="store_true", help="skip label accuracy and TSTR")
+    parser.add_argument("--no-mask-faithfulness", action="store_true", help="mask pipelines: skip the segmenter's Dice on images drawn from the test masks")
     parser.add_argument(
         "--no-feature-memorization", action="store_true",
         help="search nearest training images in pixel space only (skips embedding the training split)",
@@ -97,10 +109,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--max-real", type=positive_int, help="read at most this many real images per split (quick runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    store = parser.add_mutually_exclusive_group()
+    store.add_argument(
+        "--store-in-pipeline", action="store_true",
+        help="store the summary (evaluation.json) and the model card's Evaluation section in the --pipeline folder "
+        "(a local folder, not a built-in); push_to_hub and medgen space build need it",
+    )
+    store.add_argument(
+        "--store-in-builtin", action="store_true",
+        help="maintainers, after `medgen models ship`: store the evaluation in a built-in pipeline's folder inside "
+        "the medgen package",
+    )
+    store.add_argument("--no-store", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for scripts
     parser.add_argument(
-        "--no-store", action="store_true",
-        help="do not store the summary (evaluation.json) and the model card's Evaluation section in the pipeline "
-        "folder (stored by default when --pipeline is a local folder; push_to_hub and medgen space build need it)",
+        "--allow-training-overlap", action="store_true",
+        help="score even when reference images are images the pipeline was trained on (found by content hash when "
+        "the pipeline folder records its training config); the report and any stored evaluation are marked "
+        "'not held out', and publishing refuses them",
+    )
+    parser.add_argument(
+        "--no-autoencoder-ceiling", action="store_true",
+        help="latent pipelines: skip scoring reference images passed through the pipeline's autoencoder",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="data.KEY=VALUE",
+        help="data options as a training config takes them, e.g. data.empty_findings=skip data.resize_mode=pad "
+        "(values read as YAML)",
     )
     parser.set_defaults(run=run)
     return parser
@@ -116,23 +150,68 @@ def _filters(items: list[str]) -> dict[str, list[str]]:
     return filters
 
 
+# set by evaluate itself: the split flags and the pipeline's image geometry
+NOT_OVERRIDABLE = {
+    "split": "--split / --train-split", "resolution": "the pipeline's image size", "channels": "the pipeline's images",
+    "streaming": "evaluate (it reads whole splits)",
+}
+
+
+def _data_overrides(items: list[str]) -> dict[str, object]:
+    """`data.KEY=VALUE` arguments as DataConfig fields (values parsed as YAML, as training overrides are)."""
+    import dataclasses
+    import difflib
+
+    import yaml
+
+    from medgen.data import DataConfig
+
+    known = [field.name for field in dataclasses.fields(DataConfig)]
+    overrides: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or section != "data" or not dot or not name:
+            raise ValueError(
+                f"{item!r}: medgen evaluate takes data options as data.KEY=VALUE (e.g. data.empty_findings=skip); "
+                "other arguments start with --"
+            )
+        if name in NOT_OVERRIDABLE:
+            raise ValueError(f"{item!r}: data.{name} is set by {NOT_OVERRIDABLE[name]}")
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean data.{close[0]}?" if close else f"; data options are {known}"
+            raise ValueError(f"{item!r}: unknown data option {name!r}{hint}")
+        try:
+            overrides[name] = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            raise ValueError(f"{item!r}: the value is not valid YAML ({error})") from error
+    return overrides
+
+
 def _real_data(args: argparse.Namespace) -> tuple[object, dict, str]:
-    """(data, extra DataConfig fields, training split) from --config or --data and the CSV options."""
+    """(data, extra DataConfig fields, training split) from --config or --data, the CSV options and the
+    data.KEY=VALUE overrides."""
     options = {
         "findings_column": args.label_column,
         "filters": _filters(args.filter) or None,
         "split_column": args.split_column,
         "path_column": args.path_column,
+        "mask_column": args.mask_column,
     }
     options = {name: value for name, value in options.items() if value is not None}
+    overrides = _data_overrides(args.overrides)
     if args.config is None:
-        return args.data, options, args.train_split or "train"
+        return args.data, {**options, **overrides}, args.train_split or "train"
     if options:
         flags = ", ".join("--" + name.replace("_", "-").replace("findings", "label") for name in options)
-        raise ValueError(f"{flags}: these describe --data; with --config the training config's data section is read as it is")
+        raise ValueError(
+            f"{flags}: these describe --data; with --config the training config's data section is read as it is "
+            "(change it with data.KEY=VALUE, as for training)"
+        )
     from medgen.config import load_config
 
-    data = load_config(args.config).data
+    data = load_config(args.config, list(args.overrides)).data
     return data, {}, args.train_split or data.split
 
 
@@ -142,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
     if args.memorization_train_images < 0:
         raise ValueError(f"--memorization-train-images must be >= 0 (0: all), got {args.memorization_train_images}")
     data, data_options, train_split = _real_data(args)
+    store_folder = _store_target(args)
     report = evaluate(
         pipeline=args.pipeline,
         data=data,
@@ -166,34 +246,99 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         use_cache=not args.no_cache,
         classifier=not args.no_classifier,
+        mask_faithfulness=not args.no_mask_faithfulness,
         memorization_features=not args.no_feature_memorization,
         memorization_train_images=args.memorization_train_images or None,
+        allow_training_overlap=args.allow_training_overlap,
+        autoencoder_ceiling=not args.no_autoencoder_ceiling,
     )
-    fid = report.get("fid")
-    baseline = (report.get("fid_real_baseline") or {}).get("fid")
-    alarm = report["memorization"]["alarm"]
-    print(
-        f"FID {fid:.3f} (real baseline {baseline:.3f}, {report['feature_extractor']['name']} features); "
-        f"precision {report.get('precision', float('nan')):.3f}, recall {report.get('recall', float('nan')):.3f}; "
-        f"memorization alarm: {'YES' if alarm else 'no'}"
-        if fid is not None and baseline is not None
-        else f"memorization alarm: {'YES' if alarm else 'no'}"
-    )
+    for line in summary_lines(report):
+        print(line)
+    faithfulness = report.get("mask_faithfulness") or {}
+    if faithfulness.get("ratio") is not None:
+        print(
+            f"mask faithfulness: Dice {faithfulness['dice_generated']:.3f} on images drawn from the test masks, "
+            f"{faithfulness['dice_real_test']:.3f} on the real test images (ratio {faithfulness['ratio']:.3f})"
+        )
     print(f"report: {args.output}/report.html")
-    if args.pipeline is not None and not args.no_store:
-        print(_store_in_pipeline_folder(args.pipeline, report))
+    if store_folder is not None:
+        print(_store(store_folder, report))
     return 0
 
 
-def _store_in_pipeline_folder(pipeline: str, report: dict) -> str:
-    """Stores the report's summary in the evaluated pipeline's folder when it is local and writable;
-    returns a line saying where it went, or why not."""
-    from medgen.files import OutputError
-    from medgen.pipelines.publishing import local_pipeline_folder, store_evaluation
+def summary_lines(report: dict) -> list[str]:
+    """The console summary: the model's fidelity figures beside the floors and the autoencoder ceiling, the
+    memorization verdict and whether the reference images were held out."""
+    baselines = report.get("baselines") or {}
+    columns = [("model", report)] + [
+        (name, baselines.get(key) or {})
+        for key, name in (("real_halves", "floor: real halves"), ("training", "floor: training"), ("autoencoder", "ceiling: autoencoder"))
+    ]
 
-    folder, problem = local_pipeline_folder(pipeline)
+    def value(entry: dict, metric: str) -> str:
+        number = (entry.get("kid") or {}).get("mean") if metric == "KID" else entry.get(metric.lower())
+        return "-" if number is None else f"{number:.4g}"
+
+    lines = [f"{'':10}" + "".join(f"{name:>22}" for name, _ in columns)]
+    for metric in ("FID", "KID", "Precision", "Recall"):
+        lines.append(f"{metric:10}" + "".join(f"{value(entry, metric):>22}" for _, entry in columns))
+    for name, entry in columns[1:]:
+        if entry.get("skipped"):
+            lines.append(f"{name}: {entry['skipped']}")
+    alarm = report["memorization"]["alarm"]
+    lines.append(f"features: {report['feature_extractor']['name']}; memorization alarm: {'YES' if alarm else 'no'}")
+    overlap = report.get("training_overlap") or {}
+    if overlap.get("held_out") is False:
+        lines.append(f"NOT HELD OUT: {overlap['n_overlap']} of {overlap['n_reference']} reference images are training images")
+    elif overlap.get("held_out"):
+        lines.append(f"reference images checked against {overlap['n_training']} training images: none is a training image")
+    elif overlap.get("why_not"):
+        lines.append(f"reference images not checked against training images: {overlap['why_not']}")
+    return lines
+
+
+def _store_target(args: argparse.Namespace):
+    """The pipeline folder the evaluation will be stored in (said before sampling), or None; a request that
+    cannot be honoured is an error now, not after sampling."""
+    if not (args.store_in_pipeline or args.store_in_builtin):
+        return None
+    flag = "--store-in-pipeline" if args.store_in_pipeline else "--store-in-builtin"
+    if args.pipeline is None:
+        raise ValueError(f"{flag} stores the evaluation in the --pipeline folder; with --generated there is none")
+    from medgen.evaluation.provenance import is_builtin_folder
+    from medgen.pipelines.hub import BUILTIN_PIPELINES
+    from medgen.pipelines.publishing import local_pipeline_folder
+
+    folder, problem = local_pipeline_folder(args.pipeline)
+    builtin = args.pipeline.lower() in BUILTIN_PIPELINES or (folder is not None and is_builtin_folder(folder))
+    if args.store_in_pipeline and builtin:
+        raise ValueError(
+            f"--store-in-pipeline: {args.pipeline} is a built-in pipeline shipped inside medgen"
+            + (f" ({folder})" if folder else "")
+            + "; its stored evaluation is written only when it is shipped (medgen models ship, then "
+            "--store-in-builtin). To keep an evaluation of your own, copy the folder and evaluate the copy"
+        )
+    if args.store_in_builtin and not builtin:
+        raise ValueError(
+            f"--store-in-builtin is for the built-in pipelines inside medgen; {args.pipeline} is not one "
+            "(use --store-in-pipeline)"
+        )
+    if args.store_in_builtin and args.allow_training_overlap:
+        raise ValueError("--store-in-builtin with --allow-training-overlap: a built-in's evaluation must be on held-out images")
     if folder is None:
-        return f"note: evaluation not stored in the pipeline folder: {problem}; the report above is complete"
+        raise ValueError(f"{flag}: {problem}")
+    print(
+        f"The evaluation will be stored in {folder} ({flag}): evaluation.json and the Evaluation section of its README.md",
+        flush=True,
+    )
+    return folder
+
+
+def _store(folder, report: dict) -> str:
+    """Stores the report's summary in the pipeline folder; returns a line saying where it went, or why not."""
+    from medgen.files import OutputError
+    from medgen.pipelines.publishing import store_evaluation
+
     try:
         path = store_evaluation(folder, report)
     except OutputError as error:

@@ -29,7 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="turn a training output into a shipped pipeline folder (fp16, current pipeline.py, model card)",
         description="Re-save the pipeline trained in RUN_DIR as a shipped folder (default medgen/pretrained/NAME): "
         "current pipeline.py, fp16 safetensors, training config and samples, medgen_model.json. Then store its "
-        "evaluation with `medgen evaluate --pipeline <folder> --config RUN_DIR/training_config.yaml --split test`.",
+        "evaluation with `medgen evaluate --pipeline <folder> --config RUN_DIR/training_config.yaml --split test "
+        "--store-in-builtin` (--store-in-pipeline for a folder outside medgen/pretrained).",
     )
     ship.add_argument("run_dir", help="training output folder (holds model_index.json)")
     ship.add_argument("--name", required=True, help="model name, e.g. chest-xray")
@@ -47,9 +48,12 @@ def run(args: argparse.Namespace) -> int:
 
         folder = ship(args.run_dir, args.name, args.modality, args.training_data, args.output, args.overwrite)
         print(f"Shipped {args.name} to {folder}")
+        from medgen.evaluation.provenance import is_builtin_folder
+
+        store = "--store-in-builtin" if is_builtin_folder(folder) else "--store-in-pipeline"
         print(
             f"Next: medgen evaluate --pipeline {folder} --config {args.run_dir}/training_config.yaml "
-            f"--split test --num-samples 256 --output <report folder>"
+            f"--split test --num-samples 256 --output <report folder> {store}"
         )
         return 0
     descriptions = list_models()

@@ -175,7 +175,7 @@ def check_space_pipeline(pipeline: str, local_folder: Path | None, allow_unevalu
     raise PublishingRefused(
         f"refusing to {action}: {problem}. Pass --allow-unevaluated if the repo was evaluated (push_to_hub "
         f"refuses unevaluated pipelines), or download it (`hf download {pipeline} --local-dir DIR`), run "
-        "`medgen evaluate --pipeline DIR --data REAL_DATA --output EVAL_DIR` and build from DIR."
+        "`medgen evaluate --pipeline DIR --data REAL_DATA --output EVAL_DIR --store-in-pipeline` and build from DIR."
     )
 
 

@@ -15,7 +15,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from medgen.evaluation.images import ImageSet, check_same_geometry, load_generated_folder, load_real_split
+from medgen.evaluation.images import (
+    ALL_ROWS,
+    PREPROCESSING_FIELDS,
+    ImageSet,
+    check_same_geometry,
+    load_generated_folder,
+    load_real_split,
+    read_image_set,
+    real_data_config,
+)
 from medgen.sampling import DEFAULT_INFERENCE_STEPS
 
 EXTRACTOR_DESCRIPTIONS = {
@@ -87,6 +96,10 @@ def evaluate_image_sets(
     progress: bool = False,
     seed: int = 0,
     extra: dict[str, Any] | None = None,
+    training_floor_images: ImageSet | None = None,
+    autoencoded: ImageSet | None = None,
+    autoencoder_note: str | None = None,
+    notes: list[str] | None = None,
 ) -> dict[str, Any]:
     """Computes every metric of report.json for in-memory image sets; writes the report when `output_dir` is given.
 
@@ -105,6 +118,12 @@ def evaluate_image_sets(
         progress: show a progress bar for each stage (features per set, classifier training, TSTR).
         classifier: train/load the small CNN for `label_accuracy` and `tstr`.
         classifier_recipe: a `ClassifierRecipe` (steps, batch size, seed); default recipe when None.
+        training_floor_images: real training images for the training floor (`baselines.training`): as many of
+            them as there are generated images, scored against `real` like the generated images. Default:
+            `train` when it is a separate split.
+        autoencoded: reference images passed through the pipeline's autoencoder, for the autoencoder ceiling
+            of a latent pipeline (`baselines.autoencoder`); `autoencoder_note` says why there is none.
+        notes: notes to put first in the report's `notes`.
     """
     from medgen.evaluation.diversity import mean_pairwise_ms_ssim, ms_ssim_settings
     from medgen.evaluation.features import cached_features, default_cache_dir, extract_features, get_feature_extractor
@@ -125,7 +144,7 @@ def evaluate_image_sets(
             f"generated images are labelled {generated.label_names} but the real data has labels {real.label_names}"
         )
     cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
-    notes: list[str] = []
+    notes = list(notes or [])
     report: dict[str, Any] = {
         "n_generated": len(generated),
         "n_real": len(real),
@@ -181,7 +200,8 @@ def evaluate_image_sets(
 
     # 4. Memorization and 5. classifier need a training split disjoint from the reference split,
     # by patient when groups are known.
-    if train is None or train.fingerprint() == real.fingerprint():
+    separate_train = not (train is None or train.fingerprint() == real.fingerprint())
+    if not separate_train:
         train, held_out = _split_halves(real, seed)
         notes.append(
             "no separate training split: memorization and the classifier use two seeded halves of the real data "
@@ -196,6 +216,17 @@ def evaluate_image_sets(
             )
     if train.groups is not None:
         report["groups"] = {"n_train": int(len(np.unique(train.groups))), "n_held_out": int(len(np.unique(held_out.groups)))}
+
+    # 2b. Floors and ceiling: the same fidelity figures for sets whose answer is known.
+    if training_floor_images is None and not separate_train:
+        training_note = "no separate training split (two seeded halves of the reference images stand in for it)"
+    else:
+        training_note = None
+    report["baselines"] = _baselines(
+        real_features, len(generated), real, training_floor_images if training_floor_images is not None else (train if separate_train else None),
+        training_note, autoencoded, autoencoder_note, extractor, cache, batch_size, progress, precision_recall_k, seed,
+    )
+    since = lap("baselines", since)
     check_same_geometry(train, generated)
     train_features = held_out_features = feature_index = None
     if memorization_features:
@@ -237,6 +268,61 @@ def evaluate_image_sets(
     if output_dir is not None:
         write_report(report, generated, real, train, output_dir)
     return report
+
+
+BASELINE_DESCRIPTIONS = {
+    "real_halves": "floor: two disjoint random subsets of the real reference images, N images each",
+    "training": "floor: N real training images (what the model learnt from) against all the reference images",
+    "autoencoder": "ceiling: N reference images passed through the pipeline's own autoencoder, against all the reference images",
+}
+
+
+def _baselines(
+    real_features: np.ndarray,
+    n_generated: int,
+    real: ImageSet,
+    training: ImageSet | None,
+    training_note: str | None,
+    autoencoded: ImageSet | None,
+    autoencoder_note: str | None,
+    extractor: Any,
+    cache: Path | None,
+    batch_size: int,
+    progress: bool,
+    k: int,
+    seed: int,
+) -> dict[str, Any]:
+    """FID, KID, precision and recall of three reference sets beside the model's: two real halves and real
+    training images (floors: what real images score at this N) and, for latent pipelines, reconstructions
+    through the autoencoder (a ceiling: the best a model decoding with that autoencoder can reach)."""
+    from medgen.evaluation.features import cached_features
+    from medgen.evaluation.fidelity import fidelity_figures, real_halves_floor
+
+    result: dict[str, Any] = {}
+    halves = real_halves_floor(real_features, n_generated, k, seed)
+    result["real_halves"] = (
+        {"what": BASELINE_DESCRIPTIONS["real_halves"], **halves} if halves is not None
+        else {"skipped": "fewer than 4 reference images"}
+    )
+    if training is None:
+        result["training"] = {"skipped": training_note or "no real training images"}
+    elif len(training) < 2 or len(real_features) < 2:
+        result["training"] = {"skipped": "fewer than 2 training images"}
+    else:
+        check_same_geometry(real, training)
+        size = min(n_generated, len(training))
+        # the same seeded choice as the feature-space memorization subset, so that their features are shared
+        index = np.sort(np.random.default_rng(seed).choice(len(training), size=size, replace=False)) if size < len(training) else None
+        subset = training if index is None else training.subset(index)
+        features = cached_features(extractor, subset.images, subset.fingerprint(), cache, batch_size, progress, "features: training floor images")
+        result["training"] = {"what": BASELINE_DESCRIPTIONS["training"], "n": int(size), **fidelity_figures(real_features, features, k, seed)}
+    if autoencoded is None:
+        result["autoencoder"] = {"skipped": autoencoder_note or "no autoencoder"}
+    else:
+        check_same_geometry(real, autoencoded)
+        features = cached_features(extractor, autoencoded.images, autoencoded.fingerprint(), cache, batch_size, progress, "features: autoencoded reference images")
+        result["autoencoder"] = {"what": BASELINE_DESCRIPTIONS["autoencoder"], "n": int(len(autoencoded)), **fidelity_figures(real_features, features, k, seed)}
+    return result
 
 
 def write_report(report: dict[str, Any], generated: ImageSet, real: ImageSet, train: ImageSet, output_dir: str | Path) -> Path:
@@ -300,6 +386,53 @@ def pipeline_image_geometry(pipe: Any) -> tuple[int, int]:
     return int(vae.config.out_channels), int(side) * 2 ** (len(vae.config.block_out_channels) - 1)
 
 
+def sampling_labels(
+    pipe: Any, labels: Sequence[str] | None = None, prompt_template: str = "chest x-ray, {labels}"
+) -> tuple[str, list[str | None]]:
+    """`(kind, labels to sample)` without sampling: kind is "label", "text" or "unconditional" (whose one
+    "label" is None). Unknown labels, and a text pipeline without labels, are errors."""
+    parameters = inspect.signature(pipe.__call__).parameters
+    pipeline_labels = list(getattr(pipe, "labels", None) or [])
+    kind = "label" if pipeline_labels else ("text" if "prompt" in parameters else "unconditional")
+    if kind == "unconditional":
+        if labels:
+            raise ValueError(f"the pipeline is unconditional: it takes no labels, got {list(labels)}")
+        return kind, [None]
+    if kind == "label":
+        lookup = {name.lower(): name for name in pipeline_labels}
+        unknown = [name for name in labels or [] if name.lower() not in lookup]
+        if unknown:
+            raise ValueError(f"unknown label(s) {unknown} for this pipeline; valid labels: {pipeline_labels}")
+        return kind, [lookup[name.lower()] for name in labels] if labels else pipeline_labels
+    if not labels:
+        raise ValueError("a text-to-image pipeline needs labels to build prompts from (labels=[...])")
+    if "{labels}" not in prompt_template:
+        raise ValueError(f"prompt_template {prompt_template!r} has no '{{labels}}' slot for the label")
+    return kind, list(labels)
+
+
+def check_labels_match(requested: Sequence[str | None], real: ImageSet, columns_hint: str = "") -> None:
+    """Raises `ValueError` before sampling when a label to sample is not a label of the real data, naming both
+    lists and the options that fix it (`--label-column`, `--labels`)."""
+    wanted = [name for name in requested if name is not None]
+    if not wanted:
+        return
+    if not real.label_names:
+        raise ValueError(
+            f"the pipeline makes images labelled {wanted} but the real data ({real.source}) was read without labels "
+            f"[]: name the column holding each image's label with --label-column COLUMN{columns_hint}"
+        )
+    lookup = {name.lower() for name in real.label_names}
+    missing = [name for name in wanted if name.lower() not in lookup]
+    if missing:
+        shared = [name for name in wanted if name.lower() in lookup]
+        raise ValueError(
+            f"labels {missing} of the pipeline ({wanted}) are not labels of the real data {real.label_names} "
+            f"({real.source}): read the right column with --label-column COLUMN{columns_hint}"
+            + (f", or sample only the shared labels with --labels {' '.join(shared)}" if shared else "")
+        )
+
+
 def sample_pipeline(
     pipe: Any,
     num_samples: int,
@@ -323,25 +456,7 @@ def sample_pipeline(
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     parameters = inspect.signature(pipe.__call__).parameters
-    pipeline_labels = list(getattr(pipe, "labels", None) or [])
-    kind = "label" if pipeline_labels else ("text" if "prompt" in parameters else "unconditional")
-    if kind == "unconditional":
-        if labels:
-            raise ValueError(f"the pipeline is unconditional: it takes no labels, got {list(labels)}")
-        requested: list[str | None] = [None]
-    else:
-        if kind == "label":
-            lookup = {name.lower(): name for name in pipeline_labels}
-            unknown = [name for name in labels or [] if name.lower() not in lookup]
-            if unknown:
-                raise ValueError(f"unknown label(s) {unknown} for this pipeline; valid labels: {pipeline_labels}")
-            requested = [lookup[name.lower()] for name in labels] if labels else pipeline_labels
-        else:
-            if not labels:
-                raise ValueError("a text-to-image pipeline needs labels to build prompts from (labels=[...])")
-            if "{labels}" not in prompt_template:
-                raise ValueError(f"prompt_template {prompt_template!r} has no '{{labels}}' slot for the label")
-            requested = list(labels)
+    kind, requested = sampling_labels(pipe, labels, prompt_template)
     counts = [num_samples // len(requested) + (i < num_samples % len(requested)) for i in range(len(requested))]
     images, image_labels = [], []
     index = 0
@@ -414,6 +529,9 @@ def evaluate(
     group_column: str | None = None,
     prompt_template: str = "chest x-ray, {labels}",
     progress: bool = False,
+    allow_training_overlap: bool = False,
+    autoencoder_ceiling: bool = True,
+    mask_faithfulness: bool = True,
     **metric_options: Any,
 ) -> dict[str, Any]:
     """Evaluates a pipeline (sampling `num_samples` images) or a folder of generated images against real data.
@@ -423,8 +541,9 @@ def evaluate(
         data: real data: a `DataConfig` (e.g. a training config's `data`: read with its normalization,
             resizing, label mapping and filters), or a path the data layer reads (MedMNIST `.npz`, a folder
             with `metadata.csv`, a CSV, DICOM).
-        split: the real reference split (MedMNIST splits, or the value of a CSV's split column); data
-            without splits is split into two seeded halves.
+        split: the real reference split (MedMNIST splits, or the value of a CSV's split column). A split the
+            data does not have is an error; `"all"` reads data without splits whole (memorization and the
+            classifier then use two seeded halves of it).
         num_samples: total number of images to sample, split evenly over `labels`.
         labels: labels to sample (default: all of the pipeline's labels).
         generated: a folder of images to score instead of sampling (see `load_generated_folder` for labels).
@@ -436,7 +555,18 @@ def evaluate(
             memorization and the classifier never puts one group on both sides.
         prompt_template: how text-to-image pipelines are prompted for each label (the training config's
             `data.prompt_template`), e.g. "chest x-ray, pneumonia".
+        allow_training_overlap: when the pipeline folder records its training data (`training_config.yaml`),
+            reference images that are training images (same pixels) are an error before sampling; True scores
+            anyway and marks the report `training_overlap.held_out = False` (publishing refuses it).
+        autoencoder_ceiling: for latent pipelines, also score reference images passed through the pipeline's
+            autoencoder (`baselines.autoencoder`).
+        mask_faithfulness: for a mask-conditioned pipeline, also draw images from the test masks and score them with
+            a segmenter trained on the real training pairs (`medgen.evaluation.mask_faithfulness`).
         metric_options: passed on to `evaluate_image_sets` (feature_extractor, cache_dir, classifier, ...).
+
+    With `data` a path and a pipeline folder that records its training config, the real images are read with
+    the recorded preprocessing (`resize_mode`, `normalization`, `clahe`, `window`) unless `data_options` sets
+    them; what is used is printed. Labels to sample are compared with the real data's labels before sampling.
 
     Returns:
         The report as a dict (also written to `output/report.json`).
@@ -449,15 +579,24 @@ def evaluate(
         raise ValueError(f"num_samples must be >= 2 (FID needs at least two images), got {num_samples}")
     data_options = dict(data_options or {})
     started = time.perf_counter()
+    notes: list[str] = []
+    autoencoded: ImageSet | None = None
+    autoencoder_note = "a folder of images was scored: no pipeline, no autoencoder"
+    training_floor_images: ImageSet | None = None
+    overlap_report: dict[str, Any] = {"checked": False, "held_out": None}
     if generated is not None:
         channels, height, width = _peek_size(Path(generated))
         if height != width:
             raise ValueError(f"generated images in {generated} are {height}x{width}; the data layer reads square images only")
-        real = load_real_split(data, split, height, channels, max_real, group_column, summary_dir=output, **data_options)
+        reference_config = real_data_config(data, split, height, channels, max_real, **data_options)
+        real = read_image_set(reference_config, group_column, output)
         generated_set = load_generated_folder(generated, real.label_names)
+        overlap_report["why_not"] = "a folder of images was scored: no pipeline records its training data"
         extra: dict[str, Any] = {"generated_folder": str(generated)}
     else:
         import torch
+
+        from medgen.evaluation.provenance import pipeline_folder, recorded_training_data
 
         if isinstance(pipeline, (str, Path)):
             from medgen.pipelines import load_pipeline
@@ -465,9 +604,30 @@ def evaluate(
             pipe = load_pipeline(pipeline)
         else:
             pipe = pipeline
-        # the real data is read before sampling, so that a wrong path or column fails in seconds, not after it
+        folder = pipeline_folder(pipeline if isinstance(pipeline, (str, Path)) else pipe)
+        recorded, recorded_where = recorded_training_data(folder)
+        # everything that can fail is checked before sampling, so that a wrong path, column, label or split
+        # fails in seconds, not after it
         channels, height = pipeline_image_geometry(pipe)
-        real = load_real_split(data, split, height, channels, max_real, group_column, summary_dir=output, **data_options)
+        preprocessing = None
+        if recorded is not None and not _is_data_config(data):
+            data_options, preprocessing = _recorded_preprocessing(recorded, data_options, recorded_where)
+        reference_config = real_data_config(data, split, height, channels, max_real, **data_options)
+        real = read_image_set(reference_config, group_column, output)
+        kind, requested = sampling_labels(pipe, labels, prompt_template)
+        check_labels_match(requested, real, _columns_hint(reference_config))
+        if recorded is None:
+            overlap_report["why_not"] = recorded_where
+        else:
+            overlap_report, training_floor_images = _check_training_overlap(
+                real, reference_config, recorded, recorded_where, allow_training_overlap
+            )
+            if overlap_report.get("n_overlap"):
+                notes.append(
+                    f"NOT HELD OUT: {overlap_report['n_overlap']} of the {len(real)} reference images are training images "
+                    "of this pipeline (allow_training_overlap): the figures do not measure generalisation, and "
+                    "publishing refuses a stored evaluation marked so"
+                )
         pipe.to(_resolve_device(device))
         pipe.set_progress_bar_config(disable=True)
         with torch.inference_mode():
@@ -480,21 +640,40 @@ def evaluate(
                 f"the pipeline made {images.shape[1]} px images with {images.shape[-1]} channel(s); "
                 f"its config announced {height} px and {channels}"
             )
+        sampling_duration = round(time.perf_counter() - started, 3)
         generated_set = _labelled_set(images, image_labels, real, f"pipeline {pipeline if isinstance(pipeline, (str, Path)) else type(pipeline).__name__}")
+        if getattr(pipe, "vae", None) is None:
+            autoencoder_note = "not a latent pipeline: it makes pixels directly, no autoencoder bounds it"
+        elif not autoencoder_ceiling:
+            autoencoder_note = "not measured (autoencoder_ceiling=False)"
+        else:
+            from medgen.evaluation.autoencoder import autoencode
+
+            size = min(len(generated_set), len(real))
+            index = np.sort(np.random.default_rng(seed).choice(len(real), size=size, replace=False))
+            reconstructed = autoencode(pipe.vae, real.images[index], sample_batch_size, progress)
+            autoencoded = ImageSet(reconstructed, source=f"{real.source} through the pipeline's autoencoder")
         extra = {
             "pipeline": str(pipeline) if isinstance(pipeline, (str, Path)) else type(pipeline).__name__,
             "sampling": {
                 "num_samples": num_samples, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
                 "seed": seed, "seed_rule": "image i uses torch.Generator('cpu').manual_seed(seed + i)",
-                **({"prompt_template": prompt_template} if "prompt" in inspect.signature(pipe.__call__).parameters else {}),
-                "duration_s": round(time.perf_counter() - started, 3),
+                **({"prompt_template": prompt_template} if kind == "text" else {}),
+                "duration_s": sampling_duration,
             },
         }
+        if preprocessing is not None:
+            extra["preprocessing"] = preprocessing
     train = None
-    if train_split is not None and train_split != split:
-        train = load_real_split(
-            data, train_split, real.size[0], real.images.shape[1], None, group_column, summary_dir=output, **data_options
-        )
+    if split == ALL_ROWS:
+        if train_split is not None:
+            notes.append(f"split {ALL_ROWS!r} (data without splits): no separate training split is read")
+    elif train_split is not None and train_split != split:
+        train_config = real_data_config(data, train_split, real.size[0], real.images.shape[1], None, quiet=True, **data_options)
+        if training_floor_images is not None and train_config.to_dict() == overlap_report.get("_training_config"):
+            train = training_floor_images  # the pipeline's recorded training data, already read
+        else:
+            train = read_image_set(train_config, group_column, output)
         if train.fingerprint() == real.fingerprint():
             train = None
     extra["split"] = split
@@ -503,4 +682,106 @@ def evaluate(
     extra["train_split"] = train_split if train is not None else None
     if train is not None:
         extra["n_train"] = len(train)
-    return evaluate_image_sets(generated_set, real, train, output_dir=output, progress=progress, seed=seed, extra=extra, **metric_options)
+    extra["training_overlap"] = overlap_report
+    if generated is None and mask_faithfulness:  # a mask-conditioned pipeline: do its images follow their masks?
+        from medgen.evaluation.mask_faithfulness import evaluate_mask_faithfulness
+
+        section = evaluate_mask_faithfulness(
+            pipe, reference_config, train_split, max_masks=num_samples, num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale, batch_size=sample_batch_size, seed=seed, cache_dir=metric_options.get("cache_dir"),
+            use_cache=metric_options.get("use_cache", True), output=output, progress=progress,
+        )
+        if section is not None:
+            extra["mask_faithfulness"] = section
+    return evaluate_image_sets(
+        generated_set, real, train, output_dir=output, progress=progress, seed=seed, extra=extra, notes=notes,
+        training_floor_images=training_floor_images, autoencoded=autoencoded, autoencoder_note=autoencoder_note,
+        **metric_options,
+    )
+
+
+def _is_data_config(data: Any) -> bool:
+    from medgen.data import DataConfig
+
+    return isinstance(data, DataConfig)
+
+
+def _columns_hint(config: Any) -> str:
+    """" (columns of X: [...])" for CSV data, else ""."""
+    if config.source != "csv":
+        return ""
+    from medgen.data.tables import locate_csv, read_table
+
+    try:
+        _, csv_path = locate_csv(config.path, config.csv_path)
+        return f" (columns of {csv_path}: {list(read_table(csv_path).columns)})"
+    except (OSError, ValueError):
+        return ""
+
+
+def _recorded_preprocessing(recorded: Any, data_options: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`data_options` completed with the pipeline's recorded preprocessing (the user's options win); prints
+    what is used and every override. Returns the options and what to record in the report."""
+    from medgen.evaluation.provenance import recorded_preprocessing
+
+    recorded_values = recorded_preprocessing(recorded)
+    options = {**recorded_values, **data_options}
+    overridden = {name: options[name] for name in recorded_values if name in data_options and data_options[name] != recorded_values[name]}
+    used = ", ".join(f"{name}={options[name]}" for name in recorded_values)
+    print(f"Real images are read with the pipeline's recorded preprocessing ({used}; from {where})", flush=True)
+    for name, value in overridden.items():
+        print(
+            f"note: data.{name}={value} overrides the pipeline's recorded {name}={recorded_values[name]}: the real images "
+            "are not read the way its training images were",
+            flush=True,
+        )
+    return options, {"from": where, "recorded": recorded_values, "overridden": overridden}
+
+
+class TrainingOverlapError(ValueError):
+    """Reference images are images the pipeline was trained on."""
+
+
+def _check_training_overlap(
+    real: ImageSet, reference_config: Any, recorded: Any, where: str, allow: bool
+) -> tuple[dict[str, Any], ImageSet | None]:
+    """Reads the pipeline's recorded training data as the reference images were read and compares their
+    content hashes. Returns the report entry and the training images (None when they could not be read);
+    overlap raises `TrainingOverlapError` unless `allow`."""
+    from medgen.data import DataConfig
+    from medgen.evaluation.provenance import training_overlap
+
+    values = recorded.to_dict()
+    for name in (*PREPROCESSING_FIELDS, "resolution", "channels"):
+        values[name] = getattr(reference_config, name)
+    values["streaming"] = False
+    entry: dict[str, Any] = {"checked": False, "held_out": None, "training_data": f"{recorded.path} [{recorded.split}]", "recorded_in": where}
+    if not Path(recorded.path).exists():
+        entry["why_not"] = f"the training data recorded in {where} ({recorded.path}) is not found here"
+        print(f"note: reference images not checked against the training images: {entry['why_not']}", flush=True)
+        return entry, None
+    try:
+        config = DataConfig.from_dict(values)
+        training = read_image_set(config, None, None, what="Training data recorded by the pipeline")
+    except (FileNotFoundError, ValueError) as error:
+        entry["why_not"] = f"the training data recorded in {where} could not be read ({error})"
+        print(f"note: reference images not checked against the training images: {entry['why_not']}", flush=True)
+        return entry, None
+    found = training_overlap(real, training)
+    entry.update({key: value for key, value in found.items() if not key.startswith("_")})
+    entry["checked"] = True
+    entry["held_out"] = found["n_overlap"] == 0
+    entry["_training_config"] = config.to_dict()
+    if found["n_overlap"] and not allow:
+        raise TrainingOverlapError(
+            f"{found['n_overlap']} of the {len(real)} reference images ({real.source}) are images this pipeline was "
+            f"trained on (the same pixels as images of its training data {recorded.path} [{recorded.split}], recorded "
+            f"in {where}); scores against them say nothing about unseen images. Score against images the model did "
+            "not see (a held-out split, e.g. --split test with a split column or a training config that sets "
+            "holdout_fraction), or pass --allow-training-overlap to score anyway: the report and any stored "
+            "evaluation are then marked 'not held out', and publishing refuses them"
+        )
+    disjoint = np.isin(training.image_hashes(), real.image_hashes(), invert=True)
+    if not disjoint.any():  # every training image is a reference image: no training floor from them
+        return entry, None
+    return entry, (training if disjoint.all() else training.subset(disjoint))

@@ -108,3 +108,26 @@ def real_baseline_fid(features: np.ndarray, size: int, seed: int = 0) -> dict[st
     order = np.random.default_rng(seed).permutation(len(features))
     first, second = features[order[:size]], features[order[size : 2 * size]]
     return {"fid": frechet_distance(first, second), "n_per_subset": int(size)}
+
+
+def fidelity_figures(real: np.ndarray, other: np.ndarray, k: int = 3, seed: int = 0) -> dict[str, float | dict | None]:
+    """FID, KID (mean, std) and precision/recall of feature set `other` against `real`: the figures a model is
+    scored with, for any image set (a second real set for a floor, reconstructions for a ceiling)."""
+    figures: dict[str, float | dict | None] = {
+        "fid": frechet_distance(real, other),
+        "kid": kernel_distance(real, other, seed=seed),
+    }
+    if min(len(real), len(other)) > k:
+        figures.update(precision_recall(real, other, k=k))
+    return figures
+
+
+def real_halves_floor(features: np.ndarray, size: int, k: int = 3, seed: int = 0) -> dict[str, float | dict | None] | None:
+    """Every fidelity figure between two disjoint random subsets of the real reference images, each of `size`
+    images (capped at half the set), as `real_baseline_fid` draws them: what two real samples score at this N."""
+    size = min(size, len(features) // 2)
+    if size < 2:
+        return None
+    order = np.random.default_rng(seed).permutation(len(features))
+    first, second = features[order[:size]], features[order[size : 2 * size]]
+    return {**fidelity_figures(first, second, k, seed), "n_per_set": int(size)}

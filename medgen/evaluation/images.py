@@ -113,6 +113,14 @@ class ImageSet:
         """`(N, H, W)` float32: the channel mean, which the intensity statistics are defined on."""
         return self.images.mean(axis=1)
 
+    def image_hashes(self) -> np.ndarray:
+        """`(N,)` content hash of each image (its 8-bit pixels and shape): two images with the same hash show
+        the same pixels, whatever file or path they came from."""
+        pixels = np.ascontiguousarray((self.images * 255).round().astype(np.uint8))
+        return np.array(
+            [hashlib.sha256(str(image.shape).encode() + image.tobytes()).hexdigest()[:32] for image in pixels]
+        )
+
     def fingerprint(self) -> str:
         """Content hash of images and labels: the cache key for features and classifiers."""
         digest = hashlib.sha256()
@@ -293,26 +301,80 @@ def _image_groups(built: Any, sources: Sequence[str], group_column: str) -> np.n
     return groups
 
 
-def load_real_split(
+# Splits of data that has none: "all" reads every row (or file) deliberately.
+ALL_ROWS = "all"
+# How images are turned into pixels; a pipeline's saved training config records them, and real images are
+# read the same way unless the user overrides them.
+PREPROCESSING_FIELDS = ("resize_mode", "normalization", "clahe", "window")
+
+
+def _csv_columns(config: Any) -> tuple[Path, list[str]]:
+    from medgen.data.tables import locate_csv, read_table
+
+    _, csv_path = locate_csv(config["path"], config.get("csv_path"))
+    return csv_path, list(read_table(csv_path).columns)
+
+
+def check_split_exists(values: dict[str, Any], split: str) -> None:
+    """Raises `ValueError` when `split` is not a split of the data described by the `DataConfig` fields
+    `values`: reading data without splits would otherwise silently score against every row, training images
+    included. `split="all"` on data without splits reads every row deliberately."""
+    source = values.get("source")
+    if source == "medmnist":
+        if split == ALL_ROWS:
+            raise ValueError(
+                f"--split all: {values.get('path')} is a MedMNIST file with the splits train, val and test; choose one"
+            )
+        return
+    if source in ("folder", "dicom"):
+        if split != ALL_ROWS:
+            raise ValueError(
+                f"--split {split!r}: {values.get('path')} ({source} data) has no splits, so every image would be read, "
+                "training images included. Ways on: a folder with metadata.csv and a split column (--split-column), "
+                "a training config whose data section sets holdout_fraction (--config), or --split all to score "
+                "against every image deliberately"
+            )
+        return
+    if source != "csv":
+        return
+    csv_path, columns = _csv_columns(values)
+    split_column = values.get("split_column") or ("split" if "split" in columns else None)
+    if split_column is not None or values.get("holdout_fraction") is not None:
+        if split == ALL_ROWS:
+            raise ValueError(
+                f"--split all: {csv_path} has splits ({'column ' + repr(split_column) if split_column else 'holdout_fraction'}); "
+                "choose one of them (e.g. --split test)"
+            )
+        return
+    if split != ALL_ROWS:
+        raise ValueError(
+            f"--split {split!r}: {csv_path} has no split column, so every row would be read, training images "
+            f"included. Its columns are {columns}. Ways on: --split-column COLUMN (the column naming each row's "
+            "split); --config RUN/training_config.yaml when the training config sets data.holdout_fraction (its "
+            "held-out rows are split 'test'), or data.holdout_fraction=0.2 on this command line to hold out the "
+            "same rows a training run with that setting held out; or --split all to score against every row "
+            "deliberately (memorization and the classifier then use two seeded halves)"
+        )
+
+
+def real_data_config(
     data: Any,
     split: str,
     resolution: int | None = None,
     channels: int = 1,
     max_samples: int | None = None,
-    group_column: str | None = None,
-    summary_dir: str | Path | None = None,
+    *,
+    check_split: bool = True,
+    quiet: bool = False,
     **options: Any,
-) -> ImageSet:
-    """Reads one split of real data through the data layer (`medgen.data.build_dataset`).
+) -> Any:
+    """The `DataConfig` that reads one split of real data (see `load_real_split` for the arguments).
 
-    `data` is a `DataConfig` (its split and resolution are replaced; everything else, e.g. normalization,
-    filters and label mapping, is read as configured) or a path whose source is inferred
-    (`infer_data_source`); `options` are further `DataConfig` fields (e.g. `findings_column`, `filters`).
-    `group_column` names a CSV column (e.g. `patient_id`) whose value becomes each image's group.
-    What was read (images per label, files left out and why) is printed and, with `summary_dir`, saved
-    there as `data_summary_<split>.json`.
+    For a path to a CSV folder whose `metadata.csv` has a `label` column, and no label option given, the
+    labels are read from that column (the `datasets` imagefolder convention). With `check_split`, a split the
+    data does not have is an error (`check_split_exists`).
     """
-    from medgen.data import DataConfig, build_dataset, format_data_summary, summarize_dataset, write_data_summary
+    from medgen.data import DataConfig
 
     if isinstance(data, DataConfig):
         # A configured dataset is read as configured: reading it at another size would compare the
@@ -328,6 +390,13 @@ def load_real_split(
         if not path.exists():
             raise FileNotFoundError(f"real data not found: {path} (expected a .npz file, an image folder or DICOM files)")
         values = {"source": options.pop("source", None) or infer_data_source(path), "path": str(path)}
+        label_options = ("findings_column", "label_columns", "text_column")
+        if values["source"] == "csv" and not any(options.get(name) for name in label_options):
+            csv_path, columns = _csv_columns({**values, **options})
+            if "label" in columns:
+                options["findings_column"] = "label"
+                if not quiet:
+                    print(f"Labels read from column 'label' of {csv_path} (--label-column names another column)", flush=True)
     values.update(options)
     values["split"] = split
     values["streaming"] = False  # scores read the whole split: through the cache, not a stream
@@ -336,12 +405,33 @@ def load_real_split(
         values["resolution"] = int(resolution)
     if max_samples is not None:
         values["max_samples"] = int(max_samples)
-    config = DataConfig.from_dict(values)
-    built = build_dataset(config)
+    if check_split:
+        check_split_exists(values, split)
+    return DataConfig.from_dict(values)
+
+
+def read_image_set(
+    config: Any, group_column: str | None = None, summary_dir: str | Path | None = None, what: str | None = None
+) -> ImageSet:
+    """Reads a `DataConfig` through the data layer into an `ImageSet`; prints (and, with `summary_dir`, saves as
+    `data_summary_<split>.json`) what was read. `what` names the set in the printed line."""
+    from medgen.data import build_dataset, format_data_summary, summarize_dataset, write_data_summary
+
+    split = config.split
+    try:
+        built = build_dataset(config)
+    except ValueError as error:
+        if "data.empty_findings" in str(error):
+            # the data layer's hint is written for training configs; say how evaluate takes it
+            raise ValueError(
+                f"{error}. On the medgen evaluate command line: data.empty_findings=skip (or a label name, "
+                "e.g. data.empty_findings='No Finding')"
+            ) from error
+        raise
     dataset = built.dataset  # rows read as float tensors in [-1, 1] (the cache holds integers)
     if len(dataset) == 0:
         raise ValueError(f"real data {config.path} split {split!r} is empty")
-    print(f"Real data, split {split!r}: " + format_data_summary(summarize_dataset(built)), flush=True)
+    print(f"{what or 'Real data'}, split {split!r}: " + format_data_summary(summarize_dataset(built)), flush=True)
     if summary_dir is not None:
         write_data_summary(built, summary_dir, filename=f"data_summary_{split}.json")
     pixels = np.asarray(dataset["pixel_values"][:], dtype=np.float32)
@@ -361,6 +451,31 @@ def load_real_split(
     )
 
 
+def load_real_split(
+    data: Any,
+    split: str,
+    resolution: int | None = None,
+    channels: int = 1,
+    max_samples: int | None = None,
+    group_column: str | None = None,
+    summary_dir: str | Path | None = None,
+    **options: Any,
+) -> ImageSet:
+    """Reads one split of real data through the data layer (`medgen.data.build_dataset`).
+
+    `data` is a `DataConfig` (its split and resolution are replaced; everything else, e.g. normalization,
+    filters and label mapping, is read as configured) or a path whose source is inferred
+    (`infer_data_source`); `options` are further `DataConfig` fields (e.g. `findings_column`, `filters`).
+    A folder whose `metadata.csv` has a `label` column is read as labelled by it unless a label option is
+    given. `split` must be a split the data has; `"all"` reads data without splits whole (`check_split_exists`).
+    `group_column` names a CSV column (e.g. `patient_id`) whose value becomes each image's group.
+    What was read (images per label, files left out and why) is printed and, with `summary_dir`, saved
+    there as `data_summary_<split>.json`.
+    """
+    config = real_data_config(data, split, resolution, channels, max_samples, **options)
+    return read_image_set(config, group_column, summary_dir)
+
+
 __all__ = [
     "ImageSet",
     "as_image_batch",
@@ -368,5 +483,7 @@ __all__ = [
     "infer_data_source",
     "load_generated_folder",
     "load_real_split",
+    "read_image_set",
+    "real_data_config",
     "save_generated_folder",
 ]

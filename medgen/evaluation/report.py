@@ -50,7 +50,7 @@ def _fmt(value: Any) -> str:
 
 # (label, how to get the value from the report, what a good value looks like)
 SUMMARY_ROWS = (
-    ("FID", lambda r: r.get("fid"), "lower is better; compare with the real baseline below"),
+    ("FID", lambda r: r.get("fid"), "lower is better; read it between the floors and the ceiling below"),
     ("FID real baseline (two real subsets)", lambda r: (r.get("fid_real_baseline") or {}).get("fid"), "the floor at this N"),
     ("KID mean", lambda r: (r.get("kid") or {}).get("mean"), "lower is better; ~0 for matching distributions"),
     ("KID std", lambda r: (r.get("kid") or {}).get("std"), ""),
@@ -68,7 +68,76 @@ SUMMARY_ROWS = (
     ("TSTR AUC (trained on synthetic)", lambda r: (r.get("tstr") or {}).get("synthetic_trained_auc"), "compare with the real-trained AUCs"),
     ("Real-trained AUC", lambda r: (r.get("tstr") or {}).get("real_trained_auc"), ""),
     ("Real-trained AUC, same N", lambda r: (r.get("tstr") or {}).get("real_trained_same_size_auc"), ""),
+    ("Mask faithfulness: Dice on generated images", lambda r: (r.get("mask_faithfulness") or {}).get("dice_generated"),
+     "segmenter trained on real pairs, images drawn from the test masks, Dice against those masks"),
+    ("Mask faithfulness: Dice on real test images", lambda r: (r.get("mask_faithfulness") or {}).get("dice_real_test"), "the same segmenter's ceiling"),
+    ("Mask faithfulness: ratio", lambda r: (r.get("mask_faithfulness") or {}).get("ratio"), "near 1: the images follow their masks as real images do"),
 )
+
+
+# (column title, report.baselines key) beside the model's own figures
+BASELINE_COLUMNS = (
+    ("floor: two real halves", "real_halves"),
+    ("floor: real training images", "training"),
+    ("ceiling: autoencoder", "autoencoder"),
+)
+FIDELITY_METRICS = (
+    ("FID", lambda e: e.get("fid"), "lower is better"),
+    ("KID mean", lambda e: (e.get("kid") or {}).get("mean"), "lower is better"),
+    ("Precision", lambda e: e.get("precision"), "higher is better"),
+    ("Recall", lambda e: e.get("recall"), "higher is better"),
+)
+BASELINES_EXPLAINED = (
+    "<p>Each figure of the model stands beside sets whose answer is known, scored against the same reference "
+    "images with the same features. <b>Floors</b> are what real images reach at this N: two disjoint halves of "
+    "the reference images, and real <i>training</i> images (the data the model learnt from) against the reference "
+    "images. No model is expected to beat them; the training floor also shows how far the reference split differs "
+    "from the training data. The <b>autoencoder ceiling</b> (latent pipelines) scores reference images passed "
+    "through the pipeline's own autoencoder: a latent model decodes every image with it, so its FID cannot "
+    "fall much below this value, however well the denoiser is trained. Read the model between them: close to the "
+    "ceiling, the autoencoder limits the images (a better autoencoder is the way on); far above it, the denoiser "
+    "does (more or better training).</p>"
+)
+
+
+def _baselines_table(report: dict) -> str:
+    baselines = report.get("baselines") or {}
+    rows = []
+    for name, get, hint in FIDELITY_METRICS:
+        cells = [html.escape(name), f"<b>{_fmt(get(report))}</b>"]
+        cells += [_fmt(get(baselines.get(key) or {})) for _, key in BASELINE_COLUMNS]
+        rows.append(cells + [html.escape(hint)])
+    skipped = "".join(
+        f"<li>{html.escape(title)}: {html.escape(str((baselines.get(key) or {}).get('skipped')))}</li>"
+        for title, key in BASELINE_COLUMNS if (baselines.get(key) or {}).get("skipped")
+    )
+    sizes = "; ".join(
+        f"{title}: {_fmt((baselines.get(key) or {}).get('n_per_set', (baselines.get(key) or {}).get('n')))} images"
+        for title, key in BASELINE_COLUMNS if not (baselines.get(key) or {}).get("skipped")
+    )
+    table = _table(rows, ["metric", "model", *(title for title, _ in BASELINE_COLUMNS), "how to read"])
+    return (
+        table + (f"<p>Set sizes: {html.escape(sizes)}.</p>" if sizes else "")
+        + (f"<ul>{skipped}</ul>" if skipped else "") + BASELINES_EXPLAINED
+    )
+
+
+def _held_out(report: dict) -> str:
+    overlap = report.get("training_overlap") or {}
+    if overlap.get("held_out") is False:
+        return (
+            f'<p class="warning">NOT HELD OUT: {_fmt(overlap.get("n_overlap"))} of the {_fmt(overlap.get("n_reference"))} '
+            "reference images are images the model was trained on. These figures do not measure how the model "
+            "generalises; publishing refuses an evaluation marked so.</p>"
+        )
+    if overlap.get("held_out"):
+        return (
+            f"<p>Reference images checked against the {_fmt(overlap.get('n_training'))} training images the pipeline "
+            "records (content hashes): none of them is a training image.</p>"
+        )
+    if overlap.get("why_not"):
+        return f"<p>Reference images not checked against training images: {_fmt(overlap.get('why_not'))}.</p>"
+    return ""
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -103,6 +172,8 @@ def write_html(report: dict, path: str | Path, figures: dict[str, str]) -> Path:
         if isinstance(values, dict)
     ]
     statistic_table = _table(statistic_rows, ["statistic", "real mean", "generated mean", "real spread", "generated spread", "Wasserstein"])
+    if (report.get("mask_faithfulness") or {}).get("figure"):
+        figures = {**figures, "mask faithfulness: conditioning mask (green), segmenter's mask (red)": report["mask_faithfulness"]["figure"]}
     figure_html = "".join(
         f'<figure><img src="{html.escape(src)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
         for caption, src in figures.items()
@@ -123,7 +194,9 @@ figure {{ display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }}
 Feature extractor: <b>{_fmt(extractor.get('name'))}</b> ({_fmt(extractor.get('description'))}).
 Synthetic images are for research and teaching only, not for diagnosis.</p>
 {'<p class="warning">Memorization alarm: some generated images are closer to training images than real unseen images are. Inspect the nearest-neighbour pairs before sharing these images.</p>' if (report.get('memorization') or {}).get('alarm') else ''}
+{_held_out(report)}
 <h2>Summary</h2>{summary}
+<h2>The model between floors and ceiling</h2>{_baselines_table(report)}
 <h2>Per label</h2>{per_label}
 <h2>Image statistics</h2>{statistic_table}
 <h2>Figures</h2>{figure_html}

@@ -162,7 +162,7 @@ def evaluation_section(folder: str | Path) -> str:
     if summary is None:
         reason = "" if not (Path(folder) / EVALUATION_FILE).is_file() else f" ({problem})"
         lines.append(
-            f"No stored evaluation of these weights{reason}. `medgen evaluate --pipeline <this folder> --data <real data>` "
+            f"No stored evaluation of these weights{reason}. `medgen evaluate --pipeline <this folder> --data <real data> --store-in-pipeline` "
             f"stores one in `{EVALUATION_FILE}`; `push_to_hub` and `medgen space build` require it."
         )
     else:

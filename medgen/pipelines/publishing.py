@@ -60,6 +60,8 @@ def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, 
             "train_split": report.get("train_split"),
             "n_real": report.get("n_real"),
             "n_train": report.get("n_train"),
+            # False: reference images were training images (evaluate --allow-training-overlap); the gate refuses it
+            "held_out": (report.get("training_overlap") or {}).get("held_out"),
         },
         "n_generated": report.get("n_generated"),
         "feature_extractor": (report.get("feature_extractor") or {}).get("name"),
@@ -67,6 +69,8 @@ def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, 
         "fid_real_baseline": number((report.get("fid_real_baseline") or {}).get("fid")),
         "precision": number(report.get("precision")),
         "recall": number(report.get("recall")),
+        "fid_training_floor": number(((report.get("baselines") or {}).get("training") or {}).get("fid")),
+        "fid_autoencoder_ceiling": number(((report.get("baselines") or {}).get("autoencoder") or {}).get("fid")),
         "memorization": {
             "alarm": bool(memorization["alarm"]),
             **{
@@ -183,13 +187,20 @@ def check_before_publishing(
             f"{describe_memorization(summary['memorization'])}. Generated images that copy training images can "
             "leak patient data"
         )
+    if summary is not None and problem is None and (summary.get("data") or {}).get("held_out") is False:
+        problem = (
+            f"the stored evaluation of {name or folder} ({summary.get('date', 'undated')}) was scored against images "
+            "the model was trained on (not held out), so its figures do not vouch for unseen data"
+        )
     if problem is None:
         return f"stored evaluation of {summary.get('date', 'undated')}: no memorization alarm ({describe_memorization(summary['memorization'])})"
     if allow_unevaluated:
         note = f"{action} without a clean stored evaluation ({override}): {problem}"
         logger.warning(note)
         return note
-    command = f"medgen evaluate --pipeline {evaluate_target or folder} --data REAL_DATA --output EVAL_DIR"
+    pretrained = Path(__file__).resolve().parent.parent / "pretrained"  # built-ins are stored by their shipping step
+    flag = "--store-in-builtin" if Path(folder).resolve().is_relative_to(pretrained) else "--store-in-pipeline"
+    command = f"medgen evaluate --pipeline {evaluate_target or folder} --data REAL_DATA --output EVAL_DIR {flag}"
     raise PublishingRefused(
         f"refusing to {action}: {problem}. Store an evaluation with `{command}` (it writes {EVALUATION_FILE} into "
         f"the pipeline folder), or pass {override} to {action} anyway."
