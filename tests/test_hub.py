@@ -281,6 +281,12 @@ def test_a_missing_folder_named_like_a_path_is_one_line_without_the_hub(name, tm
     assert len(lines) == 1 and lines[0].startswith(f"medgen generate: error: no such folder"), lines
 
 
+def test_a_misspelt_builtin_name_suggests_the_closest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^no such folder or built-in pipeline: chestxray \(did you mean chest-xray\?\)$"):
+        medgen.load_pipeline("chestxray")
+
+
 def test_a_repo_id_that_cannot_be_downloaded_says_no_such_folder_in_one_line(tmp_path, monkeypatch):
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError

@@ -87,8 +87,12 @@ def resolve_pipeline_folder(name_or_path: str | os.PathLike, **download_kwargs: 
         raise ValueError(f"{path} is a file; a pipeline is a folder with a model_index.json. {accepted_sources()}.")
     if looks_like_a_path(name_or_path):
         if "/" not in name and "\\" not in name and isinstance(name_or_path, str):
+            import difflib
+
+            close = difflib.get_close_matches(name.lower(), list(BUILTIN_PIPELINES), n=1)
             raise FileNotFoundError(
-                f"no such folder or built-in pipeline: {name} (built-in names: {', '.join(BUILTIN_PIPELINES)})"
+                f"no such folder or built-in pipeline: {name}"
+                + (f" (did you mean {close[0]}?)" if close else f" (built-in names: {', '.join(BUILTIN_PIPELINES)})")
             )
         raise FileNotFoundError(f"no such folder: {name} ({path.absolute()} does not exist)")
     from huggingface_hub import snapshot_download
