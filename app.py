@@ -77,13 +77,21 @@ def condition_props(info: PipelineInfo) -> dict[str, Any]:
 
 
 def cancel_outputs(running: int | None, shown: list | None) -> tuple[Any, Any, str]:
-    """Cancel's answer: (status, run in progress, note for the follow-up event). Idle, it leaves the status as it
-    is (e.g. "Done: ...") and says in a pop-up that there was nothing to cancel."""
+    """Cancel's answer: (status, run in progress, note for `after_cancel`). With no run in progress it leaves the
+    status as it is (e.g. "Done: ...") and the note empty."""
     status = cancel_clicked(running, len(shown or []))
     if status is None:
-        gr.Info(NOTHING_TO_CANCEL)
         return gr.skip(), 0, ""
     return status, 0, status
+
+
+def after_cancel(note: str) -> Any:
+    """Writes the cancelled status again (a step update on its way at the click would otherwise overwrite it), or,
+    when there was nothing to cancel, says so in a pop-up and leaves the status alone."""
+    if not note:
+        gr.Info(NOTHING_TO_CANCEL)
+        return gr.skip()
+    return note
 
 
 def build_demo(service: AppService) -> gr.Blocks:
@@ -250,15 +258,13 @@ def build_demo(service: AppService) -> gr.Blocks:
             concurrency_id="generate",
             show_progress_on=[progress_slot],
         )
-        # With a run in progress, the status is written a second time, after the first answer: a step update
-        # already on its way when Cancel was clicked would otherwise overwrite it with "Generating...".
+        # The follow-up is queued (it is not waited for: Cancel has acted already), so that its pop-up can reach
+        # the page; events outside the queue cannot show one.
         cancel_note = gr.State("")
         cancel_button.click(
             cancel_outputs, inputs=[running, gallery], outputs=[status, running, cancel_note], cancels=[generate_event],
             queue=False, api_visibility="private", preprocess=False,
-        ).then(
-            lambda note: note or gr.skip(), inputs=cancel_note, outputs=status, queue=False, api_visibility="private",
-        )
+        ).then(after_cancel, inputs=cancel_note, outputs=status, api_visibility="private", show_progress="hidden")
         seed_used.change(
             lambda used: "" if used is None else str(int(used)), inputs=seed_used, outputs=seed_shown, queue=False,
             api_visibility="private",

@@ -75,7 +75,7 @@ def test_pick_condition_generate_two_images(page, tmp_path):
     # Cancel with nothing running changes nothing (it used to say "Cancelled: kept 0 of 4 images").
     before = status_text(page)
     page.locator("#cancel").click()
-    page.wait_for_timeout(1500)
+    page.get_by_text("Nothing to cancel: no run is in progress.").first.wait_for()  # a pop-up says so
     assert status_text(page) == before and "Cancelled" not in before
     page.locator("#condition input").click()
     page.get_by_role("option", name="pneumonia").click()
