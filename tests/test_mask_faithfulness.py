@@ -4,6 +4,7 @@ the real test images."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from medgen.evaluation.mask_faithfulness import faithfulness_scores, is_mask_pipeline, mask_faithfulness, sample_from_masks
 from medgen.segmentation.pairs import Pairs
 from medgen.segmentation.segmenter import SegmenterRecipe, train_segmenter
-from segmentation_helpers import disc_pairs
+from segmentation_helpers import disc_pairs, write_pair_folder
 
 FAST = SegmenterRecipe(channels=(8, 16), steps=80, batch_size=8, learning_rate=1e-2, image_size=None, max_shift=2)
 
@@ -92,3 +93,44 @@ def test_only_mask_pipelines_are_mask_pipelines():
 
     assert is_mask_pipeline(tiny_mask_pipeline(mask_generator=False))
     assert not is_mask_pipeline(tiny_label_pipeline())
+
+
+def test_medgen_evaluate_on_a_mask_pipeline_adds_mask_faithfulness(tmp_path, monkeypatch, capsys):
+    from mask_helpers import tiny_mask_pipeline
+
+    from medgen.cli import main
+
+    # the standard segmenter trains for minutes; a tiny one keeps the test to seconds
+    monkeypatch.setattr("medgen.segmentation.segmenter.STANDARD", dataclasses.replace(FAST, steps=10))
+    real = disc_pairs(24, seed=0, size=16, labels=("normal", "tuberculosis"))
+    write_pair_folder(real, tmp_path / "real", split=["test" if i % 3 == 0 else "train" for i in range(len(real))])
+    tiny_mask_pipeline().save_pretrained(tmp_path / "pipe")
+    argv = [
+        "evaluate", "--pipeline", str(tmp_path / "pipe"), "--data", str(tmp_path / "real"), "--label-column", "label",
+        "--mask-column", "mask_file_name", "--num-samples", "6", "--num-inference-steps", "2", "--output",
+        str(tmp_path / "out"), "--feature-extractor", "pixel", "--no-classifier", "--no-cache", "--device", "cpu", "--no-store",
+    ]
+    assert main(argv) == 0
+    assert "mask faithfulness: Dice" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    section = report["mask_faithfulness"]
+    assert section["n_test_masks"] == 6 and section["n_train_pairs"] == 16
+    assert section["test_split"] == "test" and section["train_split"] == "train"
+    assert 0 <= section["dice_generated"] <= 1 and 0 <= section["dice_real_test"] <= 1
+    assert (tmp_path / "out" / "figures" / "mask_faithfulness.png").is_file()
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Mask faithfulness: ratio" in html and "figures/mask_faithfulness.png" in html
+
+
+def test_evaluate_says_why_mask_faithfulness_is_skipped_and_ignores_other_pipelines():
+    from helpers import tiny_label_pipeline
+    from mask_helpers import tiny_mask_pipeline
+
+    from medgen.data import DataConfig
+    from medgen.evaluation.mask_faithfulness import evaluate_mask_faithfulness
+
+    without_masks = DataConfig(source="csv", path="anywhere", split="test")
+    assert "no mask column" in evaluate_mask_faithfulness(tiny_mask_pipeline(), without_masks, "train")["skipped"]
+    with_masks = DataConfig(source="csv", path="anywhere", split="test", mask_column="mask_file_name")
+    assert "no training split" in evaluate_mask_faithfulness(tiny_mask_pipeline(), with_masks, "test")["skipped"]
+    assert evaluate_mask_faithfulness(tiny_label_pipeline(), with_masks, "train") is None

@@ -106,3 +106,16 @@ def test_joined_pairs_keep_labels_and_sources():
     joined = concatenate_pairs([first, second])
     assert len(joined) == 6 and joined.counts() == {"small": 3, "large": 3}
     assert joined.sources[4] == "disc_1_0"
+
+
+def test_specks_below_the_minimum_object_size_are_dropped_from_predictions():
+    from medgen.segmentation.segmenter import remove_small_objects
+
+    masks = np.zeros((2, 1, 20, 20), np.uint8)
+    masks[0, 0, 2:10, 2:10] = 1  # 64 px: kept
+    masks[0, 0, 15, 15] = masks[0, 0, 16, 16] = 1  # one diagonal 2 px speck (8-connected): dropped
+    masks[1, 0, 0:3, 0:3] = 1  # 9 px on an otherwise empty image: dropped
+    cleaned = remove_small_objects(masks, 0.025)  # 10 px of 400
+    assert cleaned[0, 0].sum() == 64 and cleaned[1].sum() == 0
+    assert masks.sum() == 64 + 2 + 9  # the input is left as it was
+    assert remove_small_objects(masks, 0.0) is masks

@@ -37,6 +37,9 @@ class SegmenterRecipe:
     image_size: int | None = 64  # side the images and masks are resized to; None keeps their size
     max_shift: int = 4  # pixels at image_size
     contrast_jitter: float = 0.1
+    # predicted connected components smaller than this fraction of the image are dropped (specks: on an image
+    # whose reference mask is empty, one speck turns Dice from 1 into 0)
+    min_object_fraction: float = 0.0
     version: int = 1
 
     def describe(self) -> dict:
@@ -50,6 +53,8 @@ class SegmenterRecipe:
             "augmentation": f"the same random shift up to {self.max_shift} px of image and mask (reflect padding), "
             f"image contrast x U(1 +/- {self.contrast_jitter})",
             "input": "pairs as given" if self.image_size is None else f"images (area) and masks (area, >= 0.5) resized to {self.image_size} px",
+            "post-processing": f"predicted components under {self.min_object_fraction:g} of the image area dropped"
+            if self.min_object_fraction else "none",
         }
 
 
@@ -185,7 +190,25 @@ def predict_masks(segmenter: Segmenter, images: np.ndarray, device: str = "cpu",
             outputs.append((_resize(logits, (height, width)) > 0).to(torch.uint8))
     if not outputs:
         return np.zeros((0, segmenter.num_classes, height, width), dtype=np.uint8)
-    return torch.cat(outputs).numpy()
+    return remove_small_objects(torch.cat(outputs).numpy(), segmenter.recipe.min_object_fraction)
+
+
+def remove_small_objects(masks: np.ndarray, min_fraction: float) -> np.ndarray:
+    """Binary masks `(N, K, H, W)` without the connected components (8-connected) smaller than `min_fraction` of
+    the image area."""
+    from skimage.measure import label
+
+    if not min_fraction:
+        return masks
+    masks = masks.copy()
+    min_pixels = min_fraction * masks.shape[2] * masks.shape[3]
+    for image in masks:
+        for channel in image:
+            components = label(channel, connectivity=2)
+            small = np.bincount(components.ravel()) < min_pixels
+            small[0] = False
+            channel[small[components]] = 0
+    return masks
 
 
 def _cache_path(cache_dir: Path, pairs: Pairs, recipe: SegmenterRecipe, seed: int) -> Path:
