@@ -181,6 +181,38 @@ def test_train_script_reports_config_errors_without_traceback(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("medgen train: error: command-line override 'data.resolutoin=64'")
 
 
+def test_medgen_train_on_several_processes_checks_the_config_before_launching(tmp_path, capsys, monkeypatch):
+    # `accelerate launch medgen/train.py` can only report a config error after starting the script, and then
+    # adds a traceback of its own; `medgen train --num-processes N` checks first and launches quietly.
+    from medgen.cli import main as cli_main
+
+    launched = []
+
+    def fake_run(command, *args, **kwargs):
+        launched.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert cli_main(["train", "--config", str(TINY), "--num-processes", "2", "data.resolutoin=64"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert not launched and len(lines) == 1 and "did you mean data.resolution?" in lines[0]
+
+    output_dir = tmp_path / "run"
+    argv = ["train", "--config", str(TINY), "--num-processes", "2", "--output-dir", str(output_dir), "max_train_steps=4"]
+    assert cli_main(argv) == 0
+    command = launched[-1]
+    assert command[1:4] == ["-m", "accelerate.commands.launch", "--quiet"]
+    assert command[command.index("--num_processes") + 1] == "2"
+    script = command.index(str(REPO_ROOT / "medgen" / "train.py"))
+    assert command[script + 1:] == ["--config", str(TINY), "--output_dir", str(output_dir), "max_train_steps=4"]
+    # a folder holding another run is refused here too, before any process starts
+    output_dir.mkdir()
+    (output_dir / "model_index.json").write_text("{}")
+    launched.clear()
+    assert cli_main(argv) == 2 and not launched
+    assert "already holds an earlier run" in capsys.readouterr().err
+
+
 def test_unconditional_run_on_a_folder_of_real_images(covid_notes_dir, tmp_path):
     output_dir = tmp_path / "uncond"
     overrides = [

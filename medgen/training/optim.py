@@ -75,6 +75,6 @@ def warmup_outlasts_run(config: TrainConfig, steps_per_epoch: int, start_step: i
     return (
         f"optim.lr_warmup_steps {optim.lr_warmup_steps} outlasts this run (max_train_steps {config.max_train_steps}): "
         f"the learning rate never reaches optim.learning_rate {optim.learning_rate:g}; it peaks at "
-        f"{optim.learning_rate * peak:.3g} ({peak:.2g} of it). For the full rate, set optim.lr_warmup_steps="
+        f"{optim.learning_rate * peak:.3g} ({peak * 100:.2g}% of it). For the full rate, set optim.lr_warmup_steps="
         f"{suggestion}" + (" (a tenth of the run) or lower." if suggestion else ".")
     )
