@@ -136,6 +136,20 @@ def test_a_split_the_data_does_not_have_is_an_error_naming_the_columns_and_the_w
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["n_real"] == 24 and report["split"] == "all" and report["train_split"] is None
 
+    # a pipeline whose training config held out images is pointed at it
+    held_out = pipeline_folder(tmp_path / "held_out", data=data, holdout_fraction=0.25, holdout_order="random")
+    capsys.readouterr()
+    assert main(argv(held_out, data, tmp_path / "out", "--split", "test")) == 2
+    assert f"--config {held_out / 'training_config.yaml'} --split test" in capsys.readouterr().err
+    assert main([
+        "evaluate", "--pipeline", str(held_out), "--config", str(held_out / "training_config.yaml"), "--split", "test",
+        "--output", str(tmp_path / "held_out_report"), "--num-samples", "8", "--num-inference-steps", "2",
+        "--feature-extractor", "pixel", "--no-classifier", "--no-cache", "--device", "cpu", "--no-progress",
+        "--no-feature-memorization",
+    ]) == 0
+    overlap = json.loads((tmp_path / "held_out_report" / "report.json").read_text())["training_overlap"]
+    assert overlap["held_out"] is True and overlap["n_reference"] == 6 and overlap["n_training"] == 18
+
 
 def test_reference_images_the_pipeline_was_trained_on_are_refused_or_marked_and_the_gate_refuses_them(tmp_path, capsys, sampled):
     from medgen.pipelines.publishing import PublishingRefused, check_before_publishing

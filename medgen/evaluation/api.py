@@ -612,7 +612,15 @@ def evaluate(
         preprocessing = None
         if recorded is not None and not _is_data_config(data):
             data_options, preprocessing = _recorded_preprocessing(recorded, data_options, recorded_where)
-        reference_config = real_data_config(data, split, height, channels, max_real, **data_options)
+        try:
+            reference_config = real_data_config(data, split, height, channels, max_real, **data_options)
+        except ValueError as error:
+            if recorded is not None and recorded.holdout_fraction is not None and "has no split column" in str(error):
+                raise ValueError(
+                    f"{error}. This pipeline's training config holds out {recorded.holdout_fraction:g} of its data as "
+                    f"split 'test': --config {recorded_where} --split test scores against exactly those images"
+                ) from error
+            raise
         real = read_image_set(reference_config, group_column, output)
         kind, requested = sampling_labels(pipe, labels, prompt_template)
         check_labels_match(requested, real, _columns_hint(reference_config))
