@@ -268,8 +268,9 @@ class TrainConfig:
     ema: EMAConfig = field(default_factory=EMAConfig)
     text: TextConfig = field(default_factory=TextConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
-    # more image sets for the autoencoder stage (`model.kind: vae`), read like `data` and trained on together,
-    # so that one autoencoder serves several modalities; resolution and channels must match `data`
+    # more image sets, read like `data` and trained on together: for the autoencoder stage (`model.kind: vae`), so
+    # that one autoencoder serves several modalities, or for a text model across sets (`model.kind: text`, each set
+    # usually with its own `prompts`; medgen.data.multisource); resolution and channels must match `data`
     extra_data: list[DataConfig] = field(default_factory=list)
     output_dir: str = "outputs/run"
     seed: int = 0
@@ -304,8 +305,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
         if not 0.0 <= self.class_balance <= 1.0:
             raise ValueError(f"class_balance must be in [0, 1] (0 natural frequencies, 1 balanced), got {self.class_balance}")
-        if self.extra_data and self.model.kind != "vae":
-            raise ValueError(f"extra_data trains one autoencoder on several sets: it needs model.kind: vae, not {self.model.kind!r}")
+        if self.extra_data and self.model.kind not in ("vae", "text"):
+            raise ValueError(
+                f"extra_data trains one autoencoder or one text model on several sets: it needs model.kind vae or text, "
+                f"not {self.model.kind!r}"
+            )
         for index, extra in enumerate(self.extra_data):
             if (extra.resolution, extra.channels) != (self.data.resolution, self.data.channels):
                 raise ValueError(

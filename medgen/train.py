@@ -102,6 +102,10 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
             accelerator.end_training()
             return vae_dir
         config.model.pretrained_vae = str(vae_dir)
+    if extra_data:  # a text model across several sets: one training set, labels `<set>/<label>`
+        from medgen.data.multisource import combine_datasets
+
+        data = combine_datasets([data, *extra_data])
     from medgen.training.tasks import build_task
 
     task = build_task(config, data.label_names, data.multi_label)

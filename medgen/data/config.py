@@ -103,6 +103,10 @@ class DataConfig:
         max_samples: keep at most this many samples (first ones, after filtering).
         prompt_template: prompt for label-only data; `{labels}` becomes the present label
             names joined by ", ", or "no finding" when none is set.
+        prompts: a prompt set of `medgen.data.prompts` (`kermany`, `busi`, `covid_notes`,
+            `lung_cxr_tb`, `brain_mri`, `lung_ct`) for `source="csv"`: each image's `text` becomes
+            several phrasings of what its CSV row says (modality, view, label, subtype, notes);
+            replaces `text_column` and `prompt_template`.
     """
 
     source: str
@@ -138,6 +142,7 @@ class DataConfig:
     streaming: bool = False
     max_samples: int | None = None
     prompt_template: str = "chest x-ray, {labels}"
+    prompts: str | None = None
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -221,8 +226,13 @@ class DataConfig:
                 raise ValueError("DataConfig.mask_classes names the classes of mask_column: set mask_column too")
         if self.mask_column is not None and self.streaming:
             raise ValueError("DataConfig.mask_column needs the cached data: set streaming to false")
+        if self.prompts is not None:
+            from medgen.data.prompts import get_prompt_set
+
+            get_prompt_set(self.prompts)  # an unknown name fails here, naming the sets
         if self.source != "csv":
             csv_only = {
+                "prompts": self.prompts,
                 "holdout_fraction": self.holdout_fraction,
                 "label_columns": self.label_columns,
                 "findings_column": self.findings_column,

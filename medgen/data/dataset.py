@@ -53,6 +53,7 @@ from medgen.data.tables import (
     row_number,
     select_split,
 )
+from medgen.data.prompts import PROMPTS_VERSION, row_prompt
 from medgen.data.text import clean_report, template_prompt
 from medgen.data.transforms import ModelRangeTransform, pixels_from_bytes, preprocess_mask, preprocess_unit, quantize
 
@@ -72,7 +73,7 @@ SKIP_BLANK = "blank finding"
 SKIP_MISSING_MASK = "missing mask"
 SKIP_UNREADABLE_MASK = "unreadable mask"
 # DataConfig fields added after caches existed: left out of the cache key while unset, so old caches stay valid.
-KEY_ONLY_WHEN_SET = ("stratify_columns", "mask_column", "mask_classes")
+KEY_ONLY_WHEN_SET = ("stratify_columns", "mask_column", "mask_classes", "prompts")
 
 
 @dataclass
@@ -386,7 +387,8 @@ def _fingerprint(cfg: DataConfig, plan: _Plan) -> str:
     for name in KEY_ONLY_WHEN_SET:
         if not config[name]:
             config.pop(name)
-    digest = hashlib.sha256(json.dumps({"version": CACHE_VERSION, "config": config}, sort_keys=True).encode())
+    version = CACHE_VERSION + (f"+prompts{PROMPTS_VERSION}" if cfg.prompts else "")  # phrasings are stored text
+    digest = hashlib.sha256(json.dumps({"version": version, "config": config}, sort_keys=True).encode())
     for name in plan.files:
         try:
             stat = os.stat(name)
@@ -647,7 +649,13 @@ def _plan_csv(cfg: DataConfig) -> _Plan:
                 skipped.append((str(path), f"{SKIP_MISSING_MASK}: {mask_path} not found (listed in {origin})"))
                 continue
             mask = str(mask_path)
-        text = clean_report(row[cfg.text_column]) if cfg.text_column else ""
+        if cfg.prompts:  # phrasings of what the row says (medgen.data.prompts)
+            try:
+                text = row_prompt(cfg.prompts, row, str(row[path_column]))
+            except ValueError as error:
+                raise ValueError(f"{csv_path}, row {number} ({row[path_column]}): {error}") from None
+        else:
+            text = clean_report(row[cfg.text_column]) if cfg.text_column else ""
         if not text and names:
             text = template_prompt(present_labels(vector, names), cfg.prompt_template)
         samples.append(_Sample(str(path), vector, text, origin, mask))

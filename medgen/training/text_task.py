@@ -8,6 +8,7 @@ its guidance batch. `train.py` trains the autoencoder first when `model.pretrain
 
 from __future__ import annotations
 
+import random
 from collections import OrderedDict
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from medgen.config import TrainConfig
+from medgen.data.prompts import choose_phrasing, default_sample_prompts
 from medgen.text_encoders import encode_prompts, load_text_encoder
 from medgen.training.task_base import DiffusionTask
 
@@ -117,7 +119,9 @@ class TextTask(DiffusionTask):
         texts = batch["text"]
         if isinstance(texts, str):
             texts = [texts]
-        prompts = ["" if drop else str(text) for text, drop in zip(texts, drop_mask.tolist())]
+        # texts with several phrasings (medgen.data.prompts): one per image, drawn from the training loop's step seed
+        rng = random.Random(torch.initial_seed())
+        prompts = ["" if drop else choose_phrasing(str(text), rng) for text, drop in zip(texts, drop_mask.tolist())]
         hidden_states, attention_mask = self._encode(prompts)
         return {"encoder_hidden_states": hidden_states, "encoder_attention_mask": attention_mask}
 
@@ -137,6 +141,9 @@ class TextTask(DiffusionTask):
     def sample_prompts(self) -> list[str]:
         if self.config.text.sample_prompts:
             return list(self.config.text.sample_prompts)
+        described = default_sample_prompts([self.config.data, *self.config.extra_data])
+        if described:  # sets read with prompt sets: one canonical prompt per group
+            return described
         if self.label_names:
             from medgen.data.text import template_prompt
 
