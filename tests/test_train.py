@@ -163,6 +163,20 @@ def test_two_process_training_with_accelerate_launch(pneumoniamnist_npz, tmp_pat
     assert [p.name for p in checkpoints.list_checkpoints(output_dir)] == ["checkpoint-2", "checkpoint-4"]
 
 
+@pytest.mark.slow
+def test_medgen_train_launches_two_processes(pneumoniamnist_npz, tmp_path):
+    output_dir = tmp_path / "launched"
+    command = [
+        sys.executable, "-m", "medgen", "train", "--num-processes", "2", "--config", str(TINY),
+        *tiny_overrides(pneumoniamnist_npz, output_dir, steps=2),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Pipeline saved to" in result.stdout
+    assert [p.name for p in checkpoints.list_checkpoints(output_dir)] == ["checkpoint-2"]
+
+
 def test_train_script_reports_config_errors_without_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data:\n  source: medmnist\n  path: x.npz\nmodel:\n  kind: diffusion\n")
