@@ -85,6 +85,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--prompt-template", default="chest x-ray, {labels}",
         help="text-to-image pipelines: prompt for each label, as in the training config (default 'chest x-ray, {labels}')",
     )
+    parser.add_argument(
+        "--prompt-groups", action="store_true",
+        help="text pipelines trained on sets with prompt sets (data.prompts): sample every prompt group (modality + "
+        "finding) with its prompts and score it against its held-out images, per set and per modality "
+        "(OUTPUT/prompt_groups.json; medgen.evaluation.prompt_groups)",
+    )
     parser.add_argument("--output", required=True, help="report folder (report.json, report.html, figures/)")
     parser.add_argument(
         "--feature-extractor", choices=("inception", "pixel"), default="inception",
@@ -221,6 +227,10 @@ def run(args: argparse.Namespace) -> int:
     if args.memorization_train_images < 0:
         raise ValueError(f"--memorization-train-images must be >= 0 (0: all), got {args.memorization_train_images}")
     data, data_options, train_split = _real_data(args)
+    if args.prompt_groups:  # a text model across sets, scored per prompt group
+        from medgen.evaluation.prompt_groups import run_command
+
+        return run_command(args, data, data_options, train_split)
     store_folder = _store_target(args)
     report = evaluate(
         pipeline=args.pipeline,

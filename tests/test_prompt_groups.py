@@ -1,0 +1,68 @@
+"""`medgen evaluate --prompt-groups`: a text pipeline scored per prompt group of the sets it was trained on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from conftest import SHARED_DATA
+from helpers import tiny_text_pipeline
+from medgen import cli
+from medgen.data import DataConfig
+from medgen.evaluation.prompt_groups import REPORT_FILE, evaluate_prompt_groups, plan_groups
+
+
+def _set(tmp_path, folder: str, prompts: str, order: str) -> dict:
+    path = SHARED_DATA / folder
+    if not path.exists():
+        pytest.skip(f"real data not found at {path}")
+    return {"source": "csv", "path": str(path), "findings_column": "label", "prompts": prompts, "resolution": 16,
+            "holdout_fraction": 0.2, "holdout_order": order, "cache_dir": str(tmp_path / "cache")}
+
+
+def test_groups_come_from_the_prompt_sets_and_name_their_prompts():
+    sets = [DataConfig(source="csv", path="x/kermany-cxr-224", findings_column="label", prompts="kermany")]
+    groups = plan_groups(sets)
+    assert [g.name for g in groups] == ["chest x-ray / normal", "chest x-ray / bacterial pneumonia", "chest x-ray / viral pneumonia"]
+    viral = groups[2]
+    assert viral.label == "pneumonia" and viral.filters == {"label": ["pneumonia"], "subtype": ["virus"]}
+    assert viral.prompts[0] == "pediatric chest x-ray, viral pneumonia" and len(viral.prompts) == 3
+    with pytest.raises(ValueError, match="without a prompt set"):
+        plan_groups([DataConfig(source="csv", path="x/notes", findings_column="label")])
+
+
+def test_medgen_evaluate_prompt_groups_scores_every_group_on_held_out_images(tmp_path):
+    sets = [_set(tmp_path, "busi-ultrasound", "busi", "random"), _set(tmp_path, "lung-ct-iqothnccd", "lung_ct", "last")]
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"data": sets[0], "extra_data": sets[1:], "model": {"kind": "text"}}))
+    tiny_text_pipeline().save_pretrained(tmp_path / "pipe")
+    code = cli.main([
+        "evaluate", "--pipeline", str(tmp_path / "pipe"), "--config", str(config), "--prompt-groups",
+        "--num-samples", "12", "--num-inference-steps", "2", "--max-real", "6", "--feature-extractor", "pixel",
+        "--no-cache", "--no-classifier", "--no-feature-memorization", "--no-progress", "--output", str(tmp_path / "eval"),
+    ])
+    assert code == 0
+    summary = json.loads((tmp_path / "eval" / REPORT_FILE).read_text())
+    names = [(g["set"], g["group"]) for g in summary["groups"]]
+    assert names == [
+        ("busi-ultrasound", "breast ultrasound / benign"), ("busi-ultrasound", "breast ultrasound / malignant"),
+        ("busi-ultrasound", "breast ultrasound / normal"), ("lung-ct-iqothnccd", "chest CT / benign"),
+        ("lung-ct-iqothnccd", "chest CT / malignant"), ("lung-ct-iqothnccd", "chest CT / normal"),
+    ]
+    malignant = summary["groups"][1]
+    assert malignant["prompts"] == {"breast ultrasound, malignant lesion": 1, "breast sonogram: malignant findings": 1}
+    assert malignant["label"] == "malignant" and malignant["num_real_test"] == 6
+    assert malignant["label_figures"]["fid"] is not None and summary["sets"]["busi-ultrasound"]["n_generated"] == 6
+    assert sorted(summary["modality"]["per_modality"]) == ["breast ultrasound", "chest CT"]
+    assert (tmp_path / "eval" / "busi-ultrasound" / "report.json").is_file()
+    assert (tmp_path / "eval" / "modality" / "report.json").is_file()
+
+
+def test_a_pipeline_without_prompts_is_refused(tmp_path):
+    from helpers import tiny_label_pipeline
+
+    sets = [DataConfig.from_dict(_set(tmp_path, "busi-ultrasound", "busi", "random"))]
+    with pytest.raises(ValueError, match="takes no prompt"):
+        evaluate_prompt_groups(tiny_label_pipeline(), sets)
