@@ -35,6 +35,7 @@ from medgen.app import (
     PipelineInfo,
     cancel_clicked,
     count_of,
+    mask_help,
     resolve_pipeline_sources,
     zero_gpu,
 )
@@ -49,7 +50,9 @@ CSS = """
 #notice { border-left: 4px solid #d97706; background: rgba(217, 119, 6, 0.08); padding: 6px 12px; border-radius: 4px; }
 #notice p { margin: 0; }
 /* Synthetic images are small (32-128 px): show their pixels sharp when the browser scales them. */
-#gallery img { image-rendering: pixelated; }
+#gallery img, #mask img { image-rendering: pixelated; }
+/* An uploaded mask is as small as the images (e.g. 16-64 px): fill its box so that it can be seen. */
+#mask img { width: 100%; height: 100%; object-fit: contain; }
 /* Captions name the condition and the seed needed to regenerate an image: never cut them off, and put them under
    the image (gradio lays them over its bottom edge, where a two-line caption hides part of the image). */
 /* As many columns of at least 140 px as fit: four on a wide page, two on a narrow one (never cut off at the side). */
@@ -72,8 +75,22 @@ def condition_props(info: PipelineInfo) -> dict[str, Any]:
         "label": "Findings" if info.multi_label else "Condition",
         "info": ("Pick any number of findings; none means 'no finding'." if info.multi_label
                  else "The finding the images should show."),
-        "visible": info.kind == "label",
+        "visible": info.kind == "label" or (info.kind == "mask" and bool(info.labels)),
     }
+
+
+def uploaded_file(value: Any, name: str) -> str | None:
+    """The server path of a file the page (or `gradio_client.handle_file`) uploaded, or None for no file.
+
+    The generate event skips gradio's preprocessing (see below), which is also where gradio checks that a file
+    path sent by a client lies in its upload folder; the check is made here instead, so a client cannot make
+    the app read another file of the server."""
+    path = value.get("path") if isinstance(value, dict) else value
+    if path in (None, ""):
+        return None
+    if not isinstance(path, str) or not gr.utils.is_in_or_equal(path, gr.utils.get_upload_folder()):
+        raise ValueError(f"{name} must be a file uploaded with the request (gradio_client: handle_file(path))")
+    return path
 
 
 def cancel_outputs(running: int | None, shown: list | None) -> tuple[Any, Any, str]:
@@ -114,15 +131,17 @@ def build_demo(service: AppService) -> gr.Blocks:
         sampler: str = DEFAULT_SAMPLER,
         postprocess: str = "none",
         model: str | None = None,
+        mask: Any = None,
         progress: gr.Progress = gr.Progress(),
     ) -> Iterator[tuple[Any, ...]]:
         """Generates `count` images with `model` (default: the one selected at start) in small batched calls; each
-        batch reaches the gallery as soon as it is finished. Returns (gallery, zip, status, seed used)."""
+        batch reaches the gallery as soon as it is finished. `mask` (mask models): an uploaded PNG every image
+        follows; none: a mask is sampled per image. Returns (gallery, zip, status, seed used)."""
         try:
             request = service.request(
                 model=model, condition=condition, prompt=prompt, negative_prompt=negative_prompt, count=count,
                 num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
-                sampler=sampler, postprocess=postprocess,
+                sampler=sampler, postprocess=postprocess, mask=uploaded_file(mask, "mask"),
             )
         except ValueError as error:
             # A typing mistake, not a fault: a short message, no traceback in the server log.
@@ -157,6 +176,8 @@ def build_demo(service: AppService) -> gr.Blocks:
             raise gr.Error(str(error), print_exception=False) from None
         return (
             gr.Dropdown(**condition_props(selected)),
+            gr.Column(visible=selected.kind == "mask"),
+            mask_help(selected) if selected.kind == "mask" else "",
             gr.Column(visible=selected.kind == "text"),
             gr.Markdown(visible=selected.kind == "unconditional"),
             gr.Slider(value=selected.default_guidance, visible=selected.kind != "unconditional"),
@@ -175,6 +196,11 @@ def build_demo(service: AppService) -> gr.Blocks:
                     info="Each model is loaded on its first run; switching is instant.",
                 )
                 condition = gr.Dropdown(**condition_props(info), elem_id="condition")
+                with gr.Column(visible=info.kind == "mask") as mask_group:
+                    mask = gr.Image(
+                        label="Mask", type="filepath", image_mode="L", sources=["upload"], height=220, elem_id="mask",
+                    )
+                    mask_note = gr.Markdown(mask_help(info) if info.kind == "mask" else "", elem_id="mask-help")
                 with gr.Column(visible=info.kind == "text") as prompt_group:
                     prompt = gr.Textbox(value="", label="Prompt", placeholder=EXAMPLE_PROMPTS[1], lines=2, elem_id="prompt")
                     gr.Examples(examples=[[text] for text in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
@@ -237,7 +263,7 @@ def build_demo(service: AppService) -> gr.Blocks:
 
         model.change(
             select_model, inputs=model,
-            outputs=[condition, prompt_group, unconditional_note, guidance_scale, details],
+            outputs=[condition, mask_group, mask_note, prompt_group, unconditional_note, guidance_scale, details],
             queue=False, api_visibility="private",
         )
         # At the click the page marks a run as in progress (a queued run can be cancelled too) and empties the
@@ -247,7 +273,10 @@ def build_demo(service: AppService) -> gr.Blocks:
             api_visibility="private",
         ).then(
             zero_gpu(generate),
-            inputs=[condition, prompt, negative_prompt, count, num_inference_steps, guidance_scale, seed, sampler, postprocess, model],
+            inputs=[
+                condition, prompt, negative_prompt, count, num_inference_steps, guidance_scale, seed, sampler, postprocess,
+                model, mask,
+            ],
             outputs=[gallery, download, status, seed_used, running],
             # Inputs reach `generate` as sent and are checked by `service.request` alone: gradio's own
             # checks would refuse "Pneumonia" (labels match case-insensitively) and answer "abc" with a

@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 from helpers import tiny_label_pipeline
+from mask_helpers import tiny_mask_pipeline
 
 from medgen.app import AppService
 
@@ -30,23 +31,24 @@ def free_port() -> int:
 BRAIN_LABELS = ("glioma", "meningioma", "no_tumor", "pituitary")
 
 
-def tiny_model_folders(tmp_path_factory) -> tuple[Path, Path]:
-    """Two saved tiny pipelines with different labels: `tiny-chest` (3 labels) and `tiny-brain` (latent, 4 labels)."""
+def tiny_model_folders(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """Three saved tiny pipelines: `tiny-chest` (3 labels), `tiny-brain` (latent, 4 labels) and `tiny-mask` (a mask
+    model with labels normal / tuberculosis, one mask class "lung" and a mask generator)."""
     root = tmp_path_factory.mktemp("pipelines")
     tiny_label_pipeline(labels=("normal", "pneumonia", "effusion")).save_pretrained(root / "tiny-chest")
     tiny_label_pipeline(labels=BRAIN_LABELS, latent=True, seed=1).save_pretrained(root / "tiny-brain")
-    return root / "tiny-chest", root / "tiny-brain"
+    tiny_mask_pipeline().save_pretrained(root / "tiny-mask")
+    return root / "tiny-chest", root / "tiny-brain", root / "tiny-mask"
 
 
 def serve_tiny_app(app_module, tmp_path_factory, batch_size: int = 2):
     """
-    Serves the app on two tiny pipelines given as `--pipeline` folders (`tiny-chest` selected at start) next to
+    Serves the app on three tiny pipelines given as `--pipeline` folders (`tiny-chest` selected at start) next to
     the built-in ones; returns (service, demo, url). Runs are made in batches of `batch_size`, so a run of
     more images shows finished batches before the end. Close with `demo.close()`.
     """
-    chest, brain = tiny_model_folders(tmp_path_factory)
     service = AppService.from_sources(
-        [str(chest), str(brain)], device="cpu", workdir=tmp_path_factory.mktemp("downloads"), batch_size=batch_size
+        [str(folder) for folder in tiny_model_folders(tmp_path_factory)], device="cpu", workdir=tmp_path_factory.mktemp("downloads"), batch_size=batch_size
     )
     demo = app_module.build_demo(service)
     port = free_port()

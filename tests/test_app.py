@@ -10,6 +10,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from app_server import load_app_module, serve_tiny_app
@@ -57,7 +58,7 @@ def test_the_model_dropdown_lists_the_given_folders_then_the_builtins(served):
     from medgen.app.models import builtin_models
 
     names = service.catalog.names
-    assert names[:2] == ["tiny-chest", "tiny-brain"] and names[2:] == list(builtin_models())
+    assert names[:3] == ["tiny-chest", "tiny-brain", "tiny-mask"] and names[3:] == list(builtin_models())
     config = client.config
     dropdown = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "model"][0]["props"]
     assert [choice[1] for choice in dropdown["choices"]] == names and dropdown["value"] == "tiny-chest"
@@ -178,7 +179,7 @@ def test_input_errors_replace_the_status_with_a_short_message_and_log_no_traceba
 
 def test_a_nan_seed_sent_as_raw_json_is_refused_naming_the_seed(served, capfd):
     _, client = served
-    body = b'{"data": ["normal", "", "", 1, 2, 2.0, NaN, "DDIM", "none", "tiny-chest"]}'
+    body = b'{"data": ["normal", "", "", 1, 2, 2.0, NaN, "DDIM", "none", "tiny-chest", null]}'
     call = client.src.rstrip("/") + "/gradio_api/call/generate"
     request = urllib.request.Request(call, data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -229,3 +230,47 @@ def test_the_details_line_names_the_selected_model(served):
     props = [c for c in client.config["components"] if c.get("props", {}).get("elem_id") == "model-details"][0]["props"]
     assert props["value"].startswith("Model: **tiny-chest** (from `")
     assert service.model_details("chest-xray").startswith("Model: **chest-xray** (built-in; ")
+
+
+def test_a_mask_model_follows_an_uploaded_mask_and_zips_it_beside_each_image(served, tmp_path):
+    _, client = served
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 4:12] = 255
+    Image.fromarray(mask).save(tmp_path / "square.png")
+    gallery, archive, status, _ = client.predict(
+        model="tiny-mask", condition="tuberculosis", mask=gradio_client.handle_file(str(tmp_path / "square.png")),
+        count=2, num_inference_steps=2, seed=0, api_name="/generate",
+    )
+    assert status.startswith("Done: 2 images") and gallery[0]["caption"] == "tuberculosis · seed 0"
+    with Image.open(gallery[0]["image"]) as image:
+        assert image.size == (2 * 256 + 4, 256)  # the image beside its mask's outline
+    with zipfile.ZipFile(archive) as zip_file:
+        with Image.open(io.BytesIO(zip_file.read("medgen-images/medgen_00001_mask.png"))) as saved:
+            assert np.array_equal(np.asarray(saved), mask)
+        with Image.open(io.BytesIO(zip_file.read("medgen-images/medgen_00001.png"))) as saved:
+            assert saved.size == (16, 16)
+    # No upload: the model's mask generator samples one per image.
+    gallery, archive, status, _ = client.predict(
+        model="tiny-mask", condition="normal", count=1, num_inference_steps=2, seed=0, api_name="/generate"
+    )
+    assert status.startswith("Done: 1 image in ")
+    with zipfile.ZipFile(archive) as zip_file:
+        assert "medgen-images/medgen_00000_mask.png" in zip_file.namelist()
+
+
+def test_a_mask_path_that_was_not_uploaded_is_refused(served, app_module):
+    """A client cannot make the app read a file of the server by sending its path as the mask: gradio refuses it,
+    and so does the app's own check (the event skips gradio's preprocessing)."""
+    _, client = served
+    server_file = str(Path(__file__).resolve())
+    mask = {"path": server_file, "meta": {"_type": "gradio.FileData"}}
+    body = json.dumps({"data": ["normal", "", "", 1, 2, 2.0, 0, "DDIM", "none", "tiny-mask", mask]}).encode()
+    call = client.src.rstrip("/") + "/gradio_api/call/generate"
+    request = urllib.request.Request(call, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        event_id = json.loads(response.read())["event_id"]
+    with urllib.request.urlopen(f"{call}/{event_id}", timeout=60) as response:
+        assert response.read().decode().startswith("event: error")
+    with pytest.raises(ValueError, match="mask must be a file uploaded with the request"):
+        app_module.uploaded_file(mask, "mask")
+    assert app_module.uploaded_file(None, "mask") is None and app_module.uploaded_file({"path": ""}, "mask") is None

@@ -516,3 +516,78 @@ def test_pipeline_sources_come_from_repeated_or_comma_separated_flags_else_the_e
     assert resolve_pipeline_sources(["a, b", "c", "a"], {}) == ["a", "b", "c"]
     assert resolve_pipeline_sources(None, {"MEDGEN_PIPELINE": "x,y"}) == ["x", "y"]
     assert resolve_pipeline_sources(None, {}) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Mask models
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mask_service(tmp_path_factory):
+    from mask_helpers import tiny_mask_pipeline
+
+    pipe = tiny_mask_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    return AppService(pipe, source="tiny-mask", workdir=tmp_path_factory.mktemp("mask-downloads"))
+
+
+def test_a_mask_model_is_described_from_its_folder_as_when_loaded(mask_service, tmp_path):
+    info = mask_service.info
+    assert (info.kind, info.labels, info.mask_classes, info.mask_generator) == (
+        "mask", ["normal", "tuberculosis"], ("lung",), True
+    )
+    mask_service.pipe.save_pretrained(tmp_path / "tiny-mask")
+    assert describe_pipeline_folder(tmp_path / "tiny-mask", "tiny-mask") == info
+
+
+def test_an_uploaded_mask_is_followed_shown_outlined_and_zipped_beside_the_image(mask_service, tmp_path):
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 3:13] = 255  # a black-and-white PNG, as drawn in any editor
+    Image.fromarray(mask).save(tmp_path / "lungs.png")
+    request = mask_service.request(
+        condition="Tuberculosis", mask=str(tmp_path / "lungs.png"), count=2, num_inference_steps=2, seed=1
+    )
+    assert request.mask.max() == 1 and request.mask.sum() == 80
+    results = list(mask_service.run(request))
+    shown, caption = results[-1].gallery[0]
+    assert caption == "tuberculosis · seed 1"
+    assert shown.shape == (256, 2 * 256 + 4, 3)  # the image, a gap, the image with the mask's outline
+    assert (shown[:, :256, 0] == shown[:, :256, 1]).all()  # left: the plain (gray) image
+    outline = np.any(shown[:, 260:] != shown[:, :256], axis=2)
+    assert outline.any() and not outline[: 4 * 16 - 1].any()  # drawn where the mask is, nowhere above it
+    with zipfile.ZipFile(results[-1].download) as archive:
+        names = sorted(name.rsplit("/", 1)[-1] for name in archive.namelist())
+        assert "medgen_00000_mask.png" in names and "medgen_00001_mask.png" in names and "medgen_00001.png" in names
+        with Image.open(archive.open("medgen-images/medgen_00000_mask.png")) as saved:
+            np.testing.assert_array_equal(np.asarray(saved), mask)  # the mask each image followed, true size
+        params = json.loads(archive.read("medgen-images/params.json"))
+    assert params["labels"] == ["tuberculosis"] and params["mask_classes"] == ["lung"] and params["mask"] == "given"
+    assert [record["mask"] for record in params["images"]] == ["medgen_00000_mask.png", "medgen_00001_mask.png"]
+
+
+def test_without_an_upload_the_mask_generator_samples_one_per_image(mask_service):
+    request = mask_service.request(condition="normal", mask=None, count=2, num_inference_steps=2, seed=3)
+    final = list(mask_service.stream(request))[-1]
+    assert len(final.masks) == 2 and final.masks[0].shape == (16, 16)
+    again = list(mask_service.stream(request))[-1]
+    np.testing.assert_array_equal(final.masks[1], again.masks[1])  # seeded: the same mask again
+
+
+def test_a_bad_mask_is_refused_naming_it(mask_service, tmp_path):
+    Image.fromarray(np.full((16, 16), 7, np.uint8)).save(tmp_path / "seven.png")
+    with pytest.raises(ValueError, match=r"mask seven.png holds the values 7.*1 = lung"):
+        mask_service.request(condition="normal", mask=str(tmp_path / "seven.png"))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="broken.png is not a readable image"):
+        mask_service.request(condition="normal", mask=str(tmp_path / "broken.png"))
+    with pytest.raises(ValueError, match="missing.png not found"):
+        mask_service.request(condition="normal", mask=str(tmp_path / "missing.png"))
+
+
+def test_a_mask_model_without_a_mask_generator_needs_an_upload():
+    from mask_helpers import tiny_mask_pipeline
+
+    service = AppService(tiny_mask_pipeline(mask_generator=False), source="no-generator")
+    with pytest.raises(ValueError, match="no mask generator: upload a mask"):
+        service.request(condition="normal", mask=None)

@@ -13,7 +13,7 @@ a web server. The modules, in import order:
 - `service`: `AppService`, which puts these together for the UI.
 """
 
-from medgen.app.display import DISPLAY_MIN_SIZE, display_image
+from medgen.app.display import DISPLAY_MIN_SIZE, display_image, display_pair
 from medgen.app.downloads import export_zip, run_parameters
 from medgen.app.loading import (
     ENV_PIPELINE,
@@ -45,15 +45,15 @@ from medgen.app.request import (
     make_request,
 )
 from medgen.app.service import AppService, RunResult
-from medgen.app.status import NOTHING_TO_CANCEL, NOTICE, cancel_clicked, count_of
+from medgen.app.status import NOTHING_TO_CANCEL, NOTICE, cancel_clicked, count_of, mask_help
 from medgen.app.streaming import DEFAULT_BATCH_SIZE, GenerationUpdate, pipeline_with_sampler, stream_generation
 
 __all__ = [
     "DEFAULT_BATCH_SIZE", "DEFAULT_SAMPLER", "DISPLAY_MIN_SIZE", "ENV_PIPELINE", "EXAMPLE_PROMPTS", "MAX_GUIDANCE",
     "MAX_IMAGES", "MAX_STEPS", "NOTHING_TO_CANCEL", "NOTICE", "RANDOM_SEED", "SAMPLERS", "AppService",
-    "GenerationRequest", "GenerationUpdate", "ModelCatalog", "PipelineInfo", "RunResult", "builtin_models",
+    "GenerationRequest", "GenerationUpdate", "ModelCatalog", "PipelineInfo", "RunResult", "builtin_models", "mask_help",
     "cancel_clicked", "count_of", "default_pipeline_dir", "describe_pipeline", "describe_pipeline_folder",
-    "display_image", "export_zip", "load_app_pipeline", "make_request", "model_name", "pipeline_with_sampler",
+    "display_image", "display_pair", "export_zip", "load_app_pipeline", "make_request", "model_name", "pipeline_with_sampler",
     "resolve_pipeline_source", "resolve_pipeline_sources", "run_parameters", "select_device", "split_sources",
     "stream_generation", "zero_gpu",
 ]

@@ -32,3 +32,28 @@ def display_image(image: np.ndarray, min_size: int = DISPLAY_MIN_SIZE) -> np.nda
     if factor > 1:
         image = image.repeat(factor, axis=0).repeat(factor, axis=1)
     return image
+
+
+# Outline colours of mask classes 1, 2, ... (8-bit RGB), distinct on gray images.
+MASK_COLOURS = ((255, 64, 64), (64, 200, 255), (255, 200, 0), (120, 255, 120), (255, 100, 255), (255, 150, 60))
+
+
+def display_pair(image: np.ndarray, mask: np.ndarray, min_size: int = DISPLAY_MIN_SIZE, gap: int = 4) -> np.ndarray:
+    """The gallery view of a mask model's image: the image (enlarged as `display_image`) beside the same image
+    with the outline of each mask class drawn over it, one colour per class. Returns `(H, W * 2 + gap, 3)` uint8."""
+    from skimage.segmentation import find_boundaries
+
+    shown = display_image(image, min_size)
+    if shown.ndim == 2:
+        shown = np.repeat(shown[..., None], 3, axis=2)
+    mask = np.asarray(mask)
+    factor = shown.shape[0] // mask.shape[0]
+    if factor < 1 or shown.shape[:2] != (mask.shape[0] * factor, mask.shape[1] * factor):
+        raise ValueError(f"mask of shape {mask.shape} does not match the image of shape {np.asarray(image).shape}")
+    mask = mask.repeat(factor, axis=0).repeat(factor, axis=1)
+    outlined = shown.copy()
+    for index in range(1, int(mask.max()) + 1):
+        edge = find_boundaries(mask == index, mode="thick")  # 2 px: still visible in a shrunk thumbnail
+        outlined[edge] = MASK_COLOURS[(index - 1) % len(MASK_COLOURS)]
+    spacer = np.full((shown.shape[0], gap, 3), 255, np.uint8)
+    return np.concatenate([shown, spacer, outlined], axis=1)

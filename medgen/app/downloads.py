@@ -35,8 +35,11 @@ def run_parameters(info: PipelineInfo, request: GenerationRequest, seeds: Sequen
         "synthetic": True,
         "notice": NOTICE,
     }
-    if info.kind == "label":
+    if info.kind == "label" or (info.kind == "mask" and request.condition is not None):
         params["labels"] = request.condition if isinstance(request.condition, list) else [request.condition]
+    if info.kind == "mask":
+        params["mask_classes"] = list(info.mask_classes)
+        params["mask"] = "given" if request.mask is not None else "sampled by the model's mask generator"
     elif info.kind == "text":
         params["prompt"] = request.prompt
         params["negative_prompt"] = request.negative_prompt
@@ -54,30 +57,50 @@ class RunDownload:
     removed, and every later `add` raises the same error (the images themselves are still shown).
     """
 
-    def __init__(self, params: Mapping[str, Any], output_dir: str | os.PathLike):
+    def __init__(self, params: Mapping[str, Any], output_dir: str | os.PathLike, mask_classes: int = 0):
         from medgen.export import RunWriter, new_run_dir
 
         self.run_dir = new_run_dir(output_dir, prefix="download")
         self.files_dir = self.run_dir / "medgen-images"
         self._writer = RunWriter(self.files_dir, formats=("png", "dcm"), params=params, prefix="medgen")
+        # A one-class mask is written black and white (0/255), several classes as their indices (0, 1, 2, ...):
+        # both are what mask pipelines and `medgen` data folders read back.
+        self._mask_scale = 255 if mask_classes == 1 else 1
         self._seeds: list[int] = []
+        self._mask_files: list[Path] = []
         self._error: BaseException | None = None
         self.archive: Path | None = None
 
-    def add(self, images: Sequence[np.ndarray], seeds: Sequence[int], complete: bool = False) -> Path:
-        """Writes `images` (made from `seeds`) and returns the path of a new ZIP holding every image so far."""
+    def add(
+        self, images: Sequence[np.ndarray], seeds: Sequence[int], complete: bool = False,
+        masks: Sequence[np.ndarray] | None = None,
+    ) -> Path:
+        """Writes `images` (made from `seeds`) and returns the path of a new ZIP holding every image so far.
+        `masks` (mask models): the class-index mask each image followed, written beside it as
+        `medgen_<index>_mask.png` (8-bit: 0/255 for one class, else pixel value = class index) and named in its
+        `params.json` record."""
+        from medgen.export import write_png
         from medgen.files import atomic_write
 
         if self._error is not None:
             raise self._error
         try:
-            self._writer.write(list(images), [{"seed": int(seed)} for seed in seeds])
+            start = len(self._seeds)
+            image_params = [{"seed": int(seed)} for seed in seeds]
+            if masks:
+                for offset, (mask, record) in enumerate(zip(masks, image_params)):
+                    path = self.files_dir / f"medgen_{start + offset:05d}_mask.png"
+                    # write_png takes [0, 1] floats; k / 255 rounds back to exactly k.
+                    write_png(np.asarray(mask, dtype=np.float32) * self._mask_scale / 255.0, path)
+                    self._mask_files.append(path)
+                    record["mask"] = path.name
+            self._writer.write(list(images), image_params)
             self._seeds += [int(seed) for seed in seeds]
             document = {**self._writer.document(complete), "seeds": list(self._seeds)}
             archive = self.run_dir / f"part-{len(self._seeds):02d}" / "medgen-images.zip"
             archive.parent.mkdir()
             with atomic_write(archive, overwrite=False) as file, zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as zip_file:
-                for path in sorted(self._writer.written):
+                for path in sorted([*self._writer.written, *self._mask_files]):
                     zip_file.write(path, arcname=f"medgen-images/{path.name}")
                 zip_file.writestr("medgen-images/params.json", json.dumps(document, indent=2, default=str) + "\n")
         except BaseException as error:

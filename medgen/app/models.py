@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
 
-PipelineKind = Literal["label", "text", "unconditional"]
+PipelineKind = Literal["label", "text", "unconditional", "mask"]
 DEFAULT_BUILTIN = "default"
 MAX_LOADED_MODELS = 4
 
@@ -36,14 +36,21 @@ class PipelineInfo:
     default_guidance: float
     class_name: str
     source: str
+    # Mask models: the mask class names (class indices 1, 2, ...; 0 is the background), and whether the model
+    # can sample a mask itself (its mask generator), so that a run needs no mask from the user.
+    mask_classes: tuple[str, ...] = ()
+    mask_generator: bool = False
 
 
 def _default_guidance(kind: PipelineKind) -> float:
-    return {"label": 2.0, "text": 3.0}.get(kind, 1.0)
+    return {"label": 2.0, "text": 3.0, "mask": 2.0}.get(kind, 1.0)
 
 
 def pipeline_kind(pipe) -> PipelineKind:
-    """`"text"` for prompt pipelines (they have a tokenizer), `"label"` for finding labels, else `"unconditional"`."""
+    """`"mask"` for mask-conditioned pipelines, `"text"` for prompt pipelines (they have a tokenizer), `"label"` for
+    finding labels, else `"unconditional"`."""
+    if hasattr(pipe, "mask_classes"):
+        return "mask"
     if hasattr(pipe, "tokenizer") or type(pipe).__name__ == "TextToImagePipeline":
         return "text"
     if getattr(pipe, "labels", None):
@@ -60,12 +67,14 @@ def describe_pipeline(pipe, source: str = "") -> PipelineInfo:
         size *= 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     return PipelineInfo(
         kind=kind,
-        labels=list(pipe.labels) if kind == "label" else [],
+        labels=list(pipe.labels) if kind in ("label", "mask") else [],
         multi_label=bool(getattr(pipe.config, "multi_label", False)),
         image_size=int(size),
         default_guidance=_default_guidance(kind),
         class_name=type(pipe).__name__,
         source=str(source),
+        mask_classes=tuple(pipe.mask_classes) if kind == "mask" else (),
+        mask_generator=kind == "mask" and bool(pipe.has_mask_generator),
     )
 
 
@@ -92,18 +101,24 @@ def describe_pipeline_folder(folder: str | Path, source: str = "") -> PipelineIn
         size *= 2 ** (len(_read_json(folder / "vae" / "config.json")["block_out_channels"]) - 1)
     id2label = index.get("id2label") or {}
     labels = [id2label[key] for key in sorted(id2label, key=int)]
-    if class_name == "TextToImagePipeline" or "tokenizer" in index:
-        kind: PipelineKind = "text"
+    id2mask_class = index.get("id2mask_class") or {}
+    if class_name == "MaskConditionedPipeline":
+        kind: PipelineKind = "mask"
+    elif class_name == "TextToImagePipeline" or "tokenizer" in index:
+        kind = "text"
     else:
         kind = "label" if labels else "unconditional"
+    mask_unet = index.get("mask_unet")
     return PipelineInfo(
         kind=kind,
-        labels=labels if kind == "label" else [],
+        labels=labels if kind in ("label", "mask") else [],
         multi_label=bool(index.get("multi_label", False)),
         image_size=int(size),
         default_guidance=_default_guidance(kind),
         class_name=class_name,
         source=str(source or folder),
+        mask_classes=tuple(id2mask_class[key] for key in sorted(id2mask_class, key=int)) if kind == "mask" else (),
+        mask_generator=kind == "mask" and isinstance(mask_unet, list) and bool(mask_unet) and mask_unet[0] is not None,
     )
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from medgen.app.models import PipelineInfo
 from medgen.sampling import DEFAULT_INFERENCE_STEPS
@@ -45,6 +49,9 @@ class GenerationRequest:
     sampler: str
     postprocess: str
     model: str = ""
+    # Mask models: the mask every image of the run follows, class indices (H, W); None: each image gets a mask
+    # sampled by the model's mask generator.
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def seeds(self) -> list[int]:
@@ -73,6 +80,7 @@ def make_request(
     sampler: str = DEFAULT_SAMPLER,
     postprocess: str = "none",
     model: str = "",
+    mask: Any = None,
 ) -> GenerationRequest:
     """Checks every user input against the pipeline and ranges; raises `ValueError` naming the bad one."""
     from medgen.postprocess import list_presets
@@ -95,8 +103,9 @@ def make_request(
         raise ValueError(f"Unknown post-processing preset {postprocess!r}; choose one of: {', '.join(list_presets())}")
 
     resolved_condition: str | list[str] | None = None
-    if info.kind == "label":
+    if info.kind == "label" or (info.kind == "mask" and info.labels):
         resolved_condition = _check_condition(info, condition)
+    mask_array = read_mask(mask, info) if info.kind == "mask" else None
     prompt_text = negative_text = None
     if info.kind == "text":
         for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
@@ -115,7 +124,61 @@ def make_request(
         sampler=sampler,
         postprocess=postprocess,
         model=model,
+        mask=mask_array,
     )
+
+
+def read_mask(mask: Any, info: PipelineInfo) -> np.ndarray | None:
+    """
+    The mask a mask model's images should follow, as class indices `(H, W)` (0 = background, 1..K the model's
+    `mask_classes`), from a PNG path (what the upload box and the API send), a `{"path": ...}` file payload, a
+    PIL image or an array. A one-class model also takes a 0/255 binary mask. `None` (or an empty value) asks
+    for a sampled mask, which needs the model's mask generator. A `ValueError` names the mask and what is wrong.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(mask, dict):
+        mask = mask.get("path")
+    if mask is None or (isinstance(mask, str) and not mask.strip()):
+        if not info.mask_generator:
+            raise ValueError(
+                "This model has no mask generator: upload a mask (a PNG of class indices, 0 = background, "
+                f"1..{len(info.mask_classes)} = {', '.join(info.mask_classes)})"
+            )
+        return None
+    name = "the mask"
+    if isinstance(mask, (str, os.PathLike)):
+        name = f"mask {Path(mask).name}"
+        try:
+            with Image.open(mask) as image:
+                image.load()
+                mask = image.copy()
+        except FileNotFoundError:
+            raise ValueError(f"{name} not found: {mask}") from None
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"{name} is not a readable image: {error}") from None
+    if isinstance(mask, Image.Image):
+        mask = mask.convert("L") if mask.mode not in ("1", "L", "P", "I", "I;16") else mask
+        mask = np.array(mask)
+    array = np.asarray(mask)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 2 or min(array.shape) < 1:
+        raise ValueError(f"{name} has shape {array.shape}; expected one channel of class indices (H, W)")
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    num_classes = len(info.mask_classes)
+    values = np.unique(array)
+    if num_classes == 1 and set(values.tolist()) <= {0, 255}:
+        array = (array == 255).astype(np.uint8)  # a black-and-white binary mask
+    elif not set(values.tolist()) <= set(range(num_classes + 1)):
+        shown = ", ".join(f"{value:g}" for value in values[:8]) + (" ..." if len(values) > 8 else "")
+        classes = ", ".join(f"{index} = {name}" for index, name in enumerate(info.mask_classes, start=1))
+        raise ValueError(
+            f"{name} holds the values {shown}; this model's masks hold 0 (background) and {classes}"
+            + (" (or 0/255 black and white)" if num_classes == 1 else "")
+        )
+    return array.astype(np.int64)
 
 
 def _check_condition(info: PipelineInfo, condition: str | Sequence[str] | None) -> str | list[str]:
@@ -137,4 +200,6 @@ def describe_condition(request: GenerationRequest) -> str:
         return request.prompt or "(empty prompt)"
     if isinstance(request.condition, list):
         return " + ".join(request.condition) or "no finding"
+    if request.condition is None and request.mask is not None:
+        return "given mask"
     return request.condition or "unconditional"

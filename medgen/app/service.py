@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 import medgen.app.status as status_text
-from medgen.app.display import display_image
+from medgen.app.display import display_image, display_pair
 from medgen.app.downloads import RunDownload, prune_downloads, run_parameters
 from medgen.app.loading import (
     default_pipeline_dir,
@@ -175,16 +175,22 @@ class AppService:
         with contextlib.closing(self.stream(request, cancel=cancel)) as updates:
             for update in updates:
                 new_images, new_seeds = update.images[len(gallery):], update.seeds[len(gallery):]
-                # Only new images are converted for display; the ones shown before stay as they are.
-                gallery = gallery + [
-                    (display_image(image), f"{label} · seed {seed}") for image, seed in zip(new_images, new_seeds)
+                new_masks = update.masks[len(gallery):]
+                # Only new images are converted for display; the ones shown before stay as they are. A mask model's
+                # image is shown beside its mask's outline.
+                shown = [display_pair(*pair) for pair in zip(new_images, new_masks)] if new_masks else [
+                    display_image(image) for image in new_images
                 ]
+                gallery = gallery + [(image, f"{label} · seed {seed}") for image, seed in zip(shown, new_seeds)]
                 if update.kind == "image":
                     try:
                         if zip_download is None:
-                            zip_download = RunDownload(run_parameters(info, request, request.seeds), self.workdir)
+                            zip_download = RunDownload(
+                                run_parameters(info, request, request.seeds), self.workdir, len(info.mask_classes)
+                            )
                         complete = len(update.images) == request.count
-                        download, download_error = zip_download.add(new_images, new_seeds, complete), ""
+                        download = zip_download.add(new_images, new_seeds, complete, masks=new_masks)
+                        download_error = ""
                     except OutputError as error:
                         # The images are still worth showing; only the download is lost (e.g. a full disk).
                         download, download_error = None, f" No ZIP download: {error}."

@@ -23,6 +23,20 @@ def model_details(name: str, info: PipelineInfo, device: str, builtin: bool = Fa
     return f"Model: **{name}** ({origin}{info.class_name}, {info.image_size} px, on {device})."
 
 
+def mask_help(info: PipelineInfo) -> str:
+    """What the mask box of a mask model asks for."""
+    classes = ", ".join(f"{index} = {name}" for index, name in enumerate(info.mask_classes, start=1))
+    accepted = f"a PNG of class indices (0 = background, {classes})" + (
+        ", or black and white" if len(info.mask_classes) == 1 else ""
+    )
+    if info.mask_generator:
+        return (
+            f"Upload a mask, {accepted}, and every image follows it; leave it empty and the model samples a new "
+            "mask for each image. Each image is shown beside its mask's outline; the ZIP holds both."
+        )
+    return f"Upload a mask (this model needs one): {accepted}. Each image is shown beside its mask's outline."
+
+
 def loading_status(name: str) -> str:
     return f"Loading model {name}..."
 

@@ -33,6 +33,7 @@ class GenerationUpdate:
 
     `kind` is `"step"` after each denoising step, `"image"` when a batch of images is finished (they are
     then the last of `images`), and `"done"` once at the end, with `cancelled` telling why it ended.
+    For mask models `masks` holds the mask (class indices `(H, W)`) each image followed, else it is empty.
     """
 
     kind: Literal["step", "image", "done"]
@@ -41,6 +42,7 @@ class GenerationUpdate:
     images: list[np.ndarray] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     cancelled: bool = False
+    masks: list[np.ndarray] = field(default_factory=list)
 
 
 def pipeline_with_sampler(pipe, sampler: str):
@@ -61,7 +63,15 @@ def pipeline_with_sampler(pipe, sampler: str):
 def call_kwargs(kind: PipelineKind, request: GenerationRequest, batch_size: int) -> dict[str, Any]:
     """The pipeline call arguments for `batch_size` images of `request` (generators and output type aside)."""
     kwargs: dict[str, Any] = {"num_inference_steps": request.num_inference_steps}
-    if kind == "label":
+    if kind == "mask":
+        # One mask for every image (or, with none, one sampled per image); labels likewise, or the null label.
+        kwargs.update(
+            masks=None if request.mask is None else [request.mask] * batch_size,
+            labels=None if request.condition is None else [request.condition] * batch_size,
+            num_images_per_prompt=batch_size if request.condition is None and request.mask is None else 1,
+            guidance_scale=request.guidance_scale,
+        )
+    elif kind == "label":
         kwargs.update(labels=[request.condition] * batch_size, num_images_per_prompt=1, guidance_scale=request.guidance_scale)
     elif kind == "text":
         kwargs.update(
@@ -142,7 +152,9 @@ def stream_generation(
                 if run_pipe.interrupt:
                     break  # partially denoised: not images to show
                 images = [apply_preset(np.asarray(image, dtype=np.float32), request.postprocess)[0] for image in output.images]
-                updates.put(("images", images, batch_seeds))
+                masks = getattr(output, "masks", None)
+                masks = [] if masks is None else [np.asarray(mask) for mask in masks]
+                updates.put(("images", images, batch_seeds, masks))
         except BaseException as error:  # reported to the consumer, which re-raises it
             updates.put(("error", error))
         finally:
@@ -153,6 +165,7 @@ def stream_generation(
     worker = threading.Thread(target=work, name="medgen-generation", daemon=True)
     images: list[np.ndarray] = []
     seeds: list[int] = []
+    masks: list[np.ndarray] = []
     steps_before_batch = 0
     steps_done = 0
     worker.start()
@@ -161,17 +174,18 @@ def stream_generation(
             message = updates.get()
             if message[0] == "step":
                 steps_done = min(steps_before_batch + message[1], steps_total)
-                yield GenerationUpdate("step", steps_done, steps_total, images, seeds)
+                yield GenerationUpdate("step", steps_done, steps_total, images, seeds, masks=masks)
             elif message[0] == "images":
                 images = [*images, *message[1]]
                 seeds = [*seeds, *message[2]]
+                masks = [*masks, *message[3]]
                 steps_before_batch += request.num_inference_steps
                 steps_done = steps_before_batch
-                yield GenerationUpdate("image", steps_done, steps_total, images, seeds)
+                yield GenerationUpdate("image", steps_done, steps_total, images, seeds, masks=masks)
             elif message[0] == "error":
                 raise message[1]
             else:
-                yield GenerationUpdate("done", steps_done, steps_total, images, seeds, cancelled=cancel.is_set())
+                yield GenerationUpdate("done", steps_done, steps_total, images, seeds, cancel.is_set(), masks)
                 return
     finally:
         # Closing the iterator (gradio's cancel, a closed browser tab) must stop the worker too.
