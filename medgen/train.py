@@ -441,7 +441,22 @@ def model_card_info(config: TrainConfig, data, steps: int) -> dict:
         "ema": config.ema.use_ema,
         "license": config.license,
         "repo_id": config.hub_model_id,
+        **_several_sets_card(config, data),
     }
+
+
+def _several_sets_card(config: TrainConfig, data) -> dict:
+    """The card's data line for a model trained on several sets, and its Prompts section (medgen.data.prompts)."""
+    from medgen.data.prompts import prompt_card_section
+
+    card: dict = {}
+    if config.extra_data:
+        names = ", ".join(f"`{Path(d.path).name}` ({d.split})" for d in [config.data, *config.extra_data])
+        card["dataset"] = f"{len(config.extra_data) + 1} image sets: {names}; labels {', '.join(data.label_names)}"
+    section = prompt_card_section([config.data, *config.extra_data])
+    if section:
+        card["extra"] = section
+    return card
 
 
 def _flat_hparams(config: TrainConfig) -> dict:

@@ -261,6 +261,9 @@ def test_training_on_several_prompted_sets_and_sampling_from_a_prompt(tmp_path):
     assert all("benign" in prompt for prompt in split_phrasings(row["text"]))
 
     assert main(config) == tmp_path / "run"
+    card = (tmp_path / "run" / "README.md").read_text()  # the card says how prompts were made and what they lack
+    assert "## Prompts" in card and "The model knows only what these prompts contained" in card
+    assert "`breast ultrasound, malignant lesion`" in card and "2 image sets: `busi-ultrasound` (train)" in card
     pipe = load_pipeline(tmp_path / "run")
     assert isinstance(pipe, TextToImagePipeline)
     pipe.set_progress_bar_config(disable=True)

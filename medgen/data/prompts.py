@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 PHRASING_SEPARATOR = "\n"  # cleaned notes and templates never hold a line break
 PHRASINGS_PER_IMAGE = 8
-PROMPTS_VERSION = "1"  # bump when a phrasing changes, so cached datasets re-plan their text
+PROMPTS_VERSION = "2"  # bump when a phrasing changes, so cached datasets re-plan their text
 
 MODALITY_PHRASES: dict[str, tuple[str, ...]] = {
     "chest_xray": ("chest x-ray", "chest radiograph", "CXR", "radiograph of the chest", "chest X-ray image"),
@@ -298,7 +298,8 @@ def phrase(facts: PromptFacts, rng: random.Random) -> str:
     if facts.notes:
         if rng.random() < 0.5:
             return f"{base}; {facts.notes}"
-        return f"{facts.notes} ({MODALITY_NAMES[facts.modality]})" if rng.random() < 0.5 else base
+        # the modality first: a long note truncated to the encoder's max_length keeps it
+        return f"{MODALITY_NAMES[facts.modality]}: {facts.notes}" if rng.random() < 0.5 else base
     return base
 
 
@@ -367,3 +368,43 @@ def choose_phrasing(text: str, rng: random.Random) -> str:
 def mentions(text: str, words: Sequence[str]) -> list[str]:
     """The `words` that occur as whole words in `text` (case-insensitive): for checks of what a prompt says."""
     return [word for word in words if re.search(rf"\b{re.escape(word)}\b", text, re.IGNORECASE)]
+
+
+PROMPT_LIMITS = (
+    "The model knows only what these prompts contained: modality, view (where the set records it), population "
+    "(Kermany: children aged 1-5), the label, the Kermany subtype, and covid-cxr-notes' clinical notes. No prompt "
+    "says where a finding is, how large or how severe it is, or which side it is on (except in the clinical notes "
+    "of 100-odd covid-cxr-notes images, far too few to learn such words); brain MRI prompts do not give the sequence "
+    "or plane, which vary within every label. Words beyond the trained facts (\"right lower lobe\", \"large\", "
+    "\"cardiomegaly\") reach the model only as far as the frozen text encoder places them near a trained phrasing, "
+    "which is not reliable, and negation is learned only in the trained wordings (\"no acute findings\", \"no "
+    "tumor\"). Each modality came from one or two sources, so a modality prompt also asks for that source's "
+    "population, scanners and burned-in marks. The BUSI captions are the set's own sentences, templated from the "
+    "label: they add wording, not information."
+)
+
+
+def prompt_card_section(configs: Sequence[object]) -> str:
+    """The model card's "Prompts" section for a model trained on sets read with prompt sets; "" without any."""
+    prompted = [config for config in configs if getattr(config, "prompts", None)]
+    if not prompted:
+        return ""
+    lines = [
+        "## Prompts",
+        "",
+        "Training prompts were made from what each image's metadata says (medgen.data.prompts), in several "
+        f"phrasings per fact: every image carried {PHRASINGS_PER_IMAGE} seeded phrasings and training drew one each "
+        "time the image was shown, so the text encoder, not one fixed string, carries the meaning.",
+        "",
+        "| set | prompt set | what the prompts say | groups (canonical prompt) |",
+        "|---|---|---|---|",
+    ]
+    for config in prompted:
+        prompt_set = get_prompt_set(config.prompts)
+        groups = "; ".join(f"`{canonical_prompt(facts)}`" for facts, _ in prompt_set.groups)
+        name = str(getattr(config, "path", "")).rstrip("/").rsplit("/", 1)[-1]
+        lines.append(f"| {name} | `{prompt_set.name}` | {prompt_set.description} | {groups} |")
+    facts = PromptFacts("chest_xray", "normal_chest", view="frontal")
+    examples = ", ".join(f'"{prompt}"' for prompt in phrasings(facts, "card", 4))
+    lines += ["", f"Paraphrases of one fact (a normal frontal chest X-ray): {examples}.", "", f"**Limits.** {PROMPT_LIMITS}"]
+    return "\n".join(lines)
