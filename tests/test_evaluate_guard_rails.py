@@ -51,11 +51,13 @@ def pipeline_folder(root: Path, data: Path | None = None, labels=tuple(LABELS), 
     return folder
 
 
-def argv(pipeline: Path | str, data: Path, output: Path, *extra: str) -> list[str]:
+def argv(pipeline: Path | str, data: Path, output: Path, *extra: str, label_flag: bool = True) -> list[str]:
+    """The command line of a quick evaluation; `--label-column label` unless `label_flag` is False, so that each
+    test checks its own behaviour, not the label column being found."""
     return [
         "evaluate", "--pipeline", str(pipeline), "--data", str(data), "--output", str(output), "--num-samples", "8",
         "--num-inference-steps", "2", "--feature-extractor", "pixel", "--no-classifier", "--no-cache", "--device", "cpu",
-        "--no-progress", "--no-feature-memorization", *extra,
+        "--no-progress", "--no-feature-memorization", *(["--label-column", "label"] if label_flag else []), *extra,
     ]
 
 
@@ -189,7 +191,7 @@ def test_a_held_out_split_passes_the_training_check(tmp_path, capsys):
 
 def test_a_label_column_is_found_without_the_flag(tmp_path, capsys):
     data = image_folder(tmp_path / "data", split=True)
-    assert main(argv(pipeline_folder(tmp_path / "pipe"), data, tmp_path / "out")) == 0
+    assert main(argv(pipeline_folder(tmp_path / "pipe"), data, tmp_path / "out", label_flag=False)) == 0
     assert "Labels read from column 'label'" in capsys.readouterr().out
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["label_names"] == LABELS and set(report["per_label"]) == set(LABELS)
@@ -198,7 +200,7 @@ def test_a_label_column_is_found_without_the_flag(tmp_path, capsys):
 def test_pipeline_and_data_labels_are_compared_before_sampling(tmp_path, capsys, sampled):
     data = image_folder(tmp_path / "data", split=True)
     folder = pipeline_folder(tmp_path / "pipe", labels=("benign", "malignant"))
-    assert main(argv(folder, data, tmp_path / "out")) == 2
+    assert main(argv(folder, data, tmp_path / "out", label_flag=False)) == 2
     error = capsys.readouterr().err
     assert "['benign', 'malignant']" in error and "['normal', 'pneumonia']" in error and "--label-column" in error
     assert sampled == []
