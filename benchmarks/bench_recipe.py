@@ -13,7 +13,9 @@ and scored at each length: the quality-vs-compute curve.
     python benchmarks/bench_recipe.py --output runs/bench_recipe --report   # table + curve from what is done
 
 Every stage writes its own JSON under --output and is skipped when rerun; a variant stopped mid-training
-resumes from its newest checkpoint. Results: --output/recipe.md, recipe.json, curve.svg.
+resumes from its newest checkpoint. Two processes may share the list (`--variants` in different orders): a
+stage in progress is locked (`<stage>.lock`, the pid) and skipped by the other. Results: --output/recipe.md,
+recipe.json, curve.svg / curve.png, and each variant's `bench_grid.png` (its scored samples, one row per label).
 """
 
 from __future__ import annotations
@@ -52,10 +54,10 @@ CURVE_FACTORS = (2, 4)  # the curve run continues the curve variant to 2x and 4x
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", default="runs/bench_recipe")
-    parser.add_argument("--steps", type=int, default=200, help="optimiser updates per variant (batch 32)")
+    parser.add_argument("--steps", type=int, default=100, help="optimiser updates per variant (batch 32)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--warmup", type=int, default=20, help="learning-rate warm-up steps (every variant)")
-    parser.add_argument("--n", type=int, default=256, help="images per set for FID / precision / recall")
+    parser.add_argument("--warmup", type=int, default=10, help="learning-rate warm-up steps (every variant)")
+    parser.add_argument("--n", type=int, default=128, help="images per set for FID / precision / recall")
     parser.add_argument("--inference-steps", type=int, default=15)
     parser.add_argument("--variants", nargs="*", default=None, help="subset and order of stages to run")
     parser.add_argument("--report", action="store_true", help="only write the table and curve from finished stages")
@@ -203,20 +205,47 @@ def _save_grid(pixels: np.ndarray, labels: np.ndarray, names: list[str], path: P
     Image.fromarray((np.concatenate(rows) * 255).round().astype(np.uint8)).save(path)
 
 
-def run_stage(out: Path, stage: str, refs: dict, extractor, args) -> dict:
+def claim(out: Path, stage: str) -> bool:
+    """Marks `stage` as taken by this process (`<stage>.lock` holding its pid), so that two benchmark processes
+    can share the stage list; a lock whose process is gone is taken over."""
+    import os
+
+    lock = out / f"{stage}.lock"
+    if lock.is_file():
+        try:
+            os.kill(int(lock.read_text()), 0)
+            return int(lock.read_text()) == os.getpid()
+        except (ValueError, ProcessLookupError):
+            pass
+    lock.write_text(str(os.getpid()))
+    return True
+
+
+def run_stage(out: Path, stage: str, refs: dict, extractor, args) -> dict | None:
     result_path = out / f"{stage}.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
+    if not claim(out, stage):
+        print(f"[bench_recipe] {stage}: taken by another process, skipped", flush=True)
+        return None
     if stage in GUIDANCE:
         folder = out / "baseline"
-        if not (folder / "model_index.json").is_file():
-            raise RuntimeError(f"{stage} needs the finished baseline in {folder}")
+        if not (out / "baseline.json").is_file():
+            print(f"[bench_recipe] {stage}: needs the finished baseline, skipped", flush=True)
+            (out / f"{stage}.lock").unlink(missing_ok=True)
+            return None
         baseline = json.loads((out / "baseline.json").read_text())
         result = {"variant": stage, "change": f"guidance_scale={GUIDANCE[stage]} (baseline weights)",
                   "training": baseline["training"]}
         result.update(score(folder, refs, extractor, GUIDANCE[stage], args))
     elif stage.startswith("curve_x"):
         factor = int(stage.removeprefix("curve_x"))
+        previous = [f for f in CURVE_FACTORS if f < factor]
+        needed = out / (f"curve_x{previous[-1]}.json" if previous else f"{CURVE_VARIANT}.json")
+        if not needed.is_file():  # the curve run grows one folder: its stages run in order
+            print(f"[bench_recipe] {stage}: needs {needed.name} first, skipped", flush=True)
+            (out / f"{stage}.lock").unlink(missing_ok=True)
+            return None
         folder = out / CURVE_VARIANT
         training = train_variant(out, CURVE_VARIANT, VARIANTS[CURVE_VARIANT], args.steps * factor, args)
         result = {"variant": stage, "change": f"{CURVE_VARIANT} continued to {factor}x the budget", "training": training}
@@ -226,6 +255,7 @@ def run_stage(out: Path, stage: str, refs: dict, extractor, args) -> dict:
         result = {"variant": stage, "change": " ".join(VARIANTS[stage]) or "today's recipe", "training": training}
         result.update(score(out / stage, refs, extractor, None, args))
     result_path.write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stage}.lock").unlink(missing_ok=True)
     print(f"[bench_recipe] {stage}: FID {result['fid']:.1f} precision {result['precision']:.2f} recall {result['recall']:.2f}",
           flush=True)
     return result
