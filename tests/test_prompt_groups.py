@@ -52,7 +52,9 @@ def test_medgen_evaluate_prompt_groups_scores_every_group_on_held_out_images(tmp
         ("lung-ct-iqothnccd", "chest CT / malignant"), ("lung-ct-iqothnccd", "chest CT / normal"),
     ]
     malignant = summary["groups"][1]
-    assert malignant["prompts"] == {"breast ultrasound, malignant lesion": 1, "breast sonogram: malignant findings": 1}
+    prompts = malignant["prompts"]  # 2 images: the canonical prompt and one paraphrase, once each
+    assert list(prompts)[0] == "breast ultrasound, malignant lesion" and list(prompts.values()) == [1, 1]
+    assert all("malignant" in prompt for prompt in prompts)
     assert malignant["label"] == "malignant" and malignant["num_real_test"] == 6
     assert malignant["label_figures"]["fid"] is not None and summary["sets"]["busi-ultrasound"]["n_generated"] == 6
     assert sorted(summary["modality"]["per_modality"]) == ["breast ultrasound", "chest CT"]

@@ -109,6 +109,7 @@ FINDING_NAMES = {
     "benign_breast": "benign", "malignant_breast": "malignant", "benign_lung": "benign", "malignant_lung": "malignant",
     "pituitary_tumor": "pituitary tumor", "covid19": "COVID-19", "no_finding": "no finding",
     "bacterial_pneumonia": "bacterial pneumonia", "viral_pneumonia": "viral pneumonia", "sars": "SARS", "ards": "ARDS",
+    "streptococcus": "streptococcal pneumonia", "pneumocystis": "Pneumocystis pneumonia",
 }
 
 

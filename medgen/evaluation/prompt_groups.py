@@ -199,7 +199,6 @@ def evaluate_prompt_groups(
     for data in sets:
         set_name = Path(data.path).name
         own = [group for group in groups if group.set_name == set_name]
-        label_names = list(dict.fromkeys(group.label for group in own))
         generated, generated_labels, kept, real_parts, train_parts = [], [], [], [], []
         for group in own:
             # each group's own rows (its filters on the set's CSV), so that every group has its images
@@ -218,12 +217,15 @@ def evaluate_prompt_groups(
             generated.append(images)
             generated_labels += [group.label] * len(images)
             kept.append(group)
-            real_parts.append(_relabelled(group_real, group.label, label_names))
+            real_parts.append((group_real, group.label))
             if group_train is not None:
-                train_parts.append(_relabelled(group_train, group.label, label_names))
+                train_parts.append((group_train, group.label))
             modality_parts.setdefault(group.modality, []).append((images, group_real, group_train))
         if not kept:
             continue
+        label_names = list(dict.fromkeys(group.label for group in kept))  # the labels of groups with test images
+        real_parts = [_relabelled(part, label, label_names) for part, label in real_parts]
+        train_parts = [_relabelled(part, label, label_names) for part, label in train_parts]
         generated_set = _labelled(np.concatenate(generated), generated_labels, label_names, f"pipeline {pipeline_name}: {set_name} prompts")
         real = _concatenate(real_parts, label_names, f"{set_name} [{split}]")
         train = _concatenate(train_parts, label_names, f"{set_name} [{train_split}]") if train_parts else None
