@@ -282,3 +282,28 @@ def test_several_sets_need_matching_geometry_and_distinct_sets(tmp_path):
     values["model"]["kind"] = "label"
     with pytest.raises(ValueError, match="model.kind vae or text"):
         from_dict(TrainConfig, values)
+
+
+def test_training_encodes_one_phrasing_per_image_drawn_from_the_step_seed(tmp_path):
+    from helpers import tiny_vae
+
+    from medgen.config import TrainConfig, from_dict
+    from medgen.training.text_task import TextTask
+
+    tiny_vae().save_pretrained(tmp_path / "vae")
+    task = TextTask(from_dict(TrainConfig, _tiny_config(tmp_path, tmp_path / "vae")), ["a", "b"], False)
+    encoded: list[list[str]] = []
+    encode = task._encode
+    task._encode = lambda prompts: encoded.append(list(prompts)) or encode(prompts)
+    phrasings_ = phrasings(PromptFacts("chest_xray", "normal_chest"), "x.png")
+    texts = ["\n".join(phrasings_)] * 6 + ["plain clinical notes"]
+    drop = torch.zeros(len(texts), dtype=torch.bool)
+    drop[0] = True
+    for step in (1, 1, 2):
+        torch.manual_seed(step)  # the training loop seeds every step
+        states = task.condition_kwargs({"text": texts}, drop)["encoder_hidden_states"]
+        assert states.shape[0] == len(texts)
+    first, again, other = encoded
+    assert first == again and first != other  # the step's seed decides; another step draws again
+    assert first[0] == "" and first[-1] == "plain clinical notes"  # dropped prompts are empty, plain text is kept
+    assert set(first[1:-1]) <= set(phrasings_) and len(set(first[1:-1] + other[1:-1])) > 1
