@@ -325,6 +325,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="Default: CUDA (fp16) if available, else CPU.")
     parser.add_argument("--max-queue", type=int, default=32, help="Requests that may wait in the queue (default 32).")
     parser.add_argument("--concurrency", type=int, default=None, help="Simultaneous runs (default: 1 on CPU, 2 on CUDA).")
+    parser.add_argument(
+        "--batch-size", type=int, default=None,
+        help="Images per pipeline call; each batch shows as soon as it is finished and is kept on Cancel "
+        "(default: 2 on CPU, 8 on CUDA).",
+    )
     parser.add_argument("--server-name", default=None, help="Interface to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1).")
     parser.add_argument("--server-port", type=int, default=None, help="Port (default: $GRADIO_SERVER_PORT or the first free from 7860).")
     parser.add_argument("--share", action="store_true", help="Also create a temporary public gradio.live link.")
@@ -335,6 +340,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--concurrency must be >= 1; got {args.concurrency}")
     if args.max_loaded < 1:
         parser.error(f"--max-loaded must be >= 1; got {args.max_loaded}")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1; got {args.batch_size}")
     args.pipeline = resolve_pipeline_sources(args.pipeline)
     if args.no_builtins and not args.pipeline:
         parser.error("--no-builtins needs at least one --pipeline (or $MEDGEN_PIPELINE)")
@@ -345,7 +352,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         service = AppService.from_sources(
-            args.pipeline, device=args.device, include_builtins=not args.no_builtins, max_loaded=args.max_loaded
+            args.pipeline, device=args.device, include_builtins=not args.no_builtins, max_loaded=args.max_loaded,
+            batch_size=args.batch_size,
         )
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"medgen app: error: {error}")

@@ -44,7 +44,7 @@ def test_help_lists_the_app_flags(app_module, capsys):
         app_module.parse_args(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--pipeline", "--no-builtins", "--max-loaded", "--device", "--max-queue", "--concurrency", "--server-port"):
+    for flag in ("--pipeline", "--no-builtins", "--max-loaded", "--device", "--max-queue", "--concurrency", "--batch-size", "--server-port"):
         assert flag in text
 
 

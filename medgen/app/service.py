@@ -29,7 +29,7 @@ from medgen.app.loading import (
 )
 from medgen.app.models import MAX_LOADED_MODELS, ModelCatalog, PipelineInfo, builtin_models, model_name
 from medgen.app.request import GenerationRequest, describe_condition, make_request
-from medgen.app.streaming import DEFAULT_BATCH_SIZE, GenerationUpdate, stream_generation
+from medgen.app.streaming import GenerationUpdate, default_batch_size, stream_generation
 
 
 @dataclass
@@ -61,7 +61,7 @@ class AppService:
         device: str = "cpu",
         workdir: str | os.PathLike | None = None,
         catalog: ModelCatalog | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
     ):
         if (pipe is None) == (catalog is None):
             raise ValueError("AppService needs either a loaded pipeline or a catalog of models")
@@ -70,6 +70,7 @@ class AppService:
             catalog.add_loaded(catalog.names[0], pipe)
         self.catalog = catalog
         self.device = device
+        batch_size = default_batch_size(device) if batch_size is None else batch_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         self.batch_size = batch_size

@@ -22,9 +22,16 @@ import numpy as np
 from medgen.app.models import PipelineKind, pipeline_kind
 from medgen.app.request import SAMPLERS, GenerationRequest
 
-# Images per pipeline call. Small, so that images reach the gallery as they are finished and Cancel keeps
-# them; measured with benchmarks/bench_app.py (docs/app.md): no slower than one call for the whole run.
+# Images per pipeline call. Small on CPU, so that images reach the gallery as they are finished and Cancel keeps
+# them, at a small cost in total time (benchmarks/bench_app.py, docs/app.md). A GPU does a batch of 8 in about
+# the time of 2, so there a run of up to 8 images stays one call.
 DEFAULT_BATCH_SIZE = 2
+DEFAULT_BATCH_SIZES = {"cpu": DEFAULT_BATCH_SIZE, "cuda": 8}
+
+
+def default_batch_size(device: str) -> int:
+    """Images per pipeline call on `device` when the caller does not choose: 2 on CPU, 8 on CUDA."""
+    return DEFAULT_BATCH_SIZES.get(device, DEFAULT_BATCH_SIZE)
 
 
 @dataclass
