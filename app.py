@@ -82,9 +82,9 @@ def condition_props(info: PipelineInfo) -> dict[str, Any]:
 def uploaded_file(value: Any, name: str) -> str | None:
     """The server path of a file the page (or `gradio_client.handle_file`) uploaded, or None for no file.
 
-    The generate event skips gradio's preprocessing (see below), which is also where gradio checks that a file
-    path sent by a client lies in its upload folder; the check is made here instead, so a client cannot make
-    the app read another file of the server."""
+    The generate event skips gradio's preprocessing (see below). Gradio 6 still refuses a file path sent by a
+    client outside its upload folder before the event runs; the app checks it again, so that no client can make
+    it read another file of the server whatever gradio does there."""
     path = value.get("path") if isinstance(value, dict) else value
     if path in (None, ""):
         return None
