@@ -591,3 +591,15 @@ def test_a_mask_model_without_a_mask_generator_needs_an_upload():
     service = AppService(tiny_mask_pipeline(mask_generator=False), source="no-generator")
     with pytest.raises(ValueError, match="no mask generator: upload a mask"):
         service.request(condition="normal", mask=None)
+
+
+def test_a_mask_model_without_labels_takes_only_a_mask(tmp_path):
+    from mask_helpers import square_mask, tiny_mask_pipeline
+
+    service = AppService(tiny_mask_pipeline(labels=()), source="masks-only", workdir=tmp_path)
+    assert service.info.labels == [] and service.info.kind == "mask"
+    given = service.request(mask=square_mask().numpy(), count=3, num_inference_steps=2, seed=0)
+    results = list(service.run(given))
+    assert len(results[-1].gallery) == 3 and results[-1].gallery[0][1] == "given mask · seed 0"
+    sampled = list(service.stream(service.request(count=3, num_inference_steps=2, seed=0)))[-1]
+    assert len(sampled.images) == 3 and len(sampled.masks) == 3

@@ -95,6 +95,19 @@ def test_space_readme_lists_each_model_with_modality_resolution_and_labels(pipel
     assert "| `default` | chest X-ray | 32 px | normal, pneumonia |" in rows or "default" not in builtin_models()
 
 
+def test_a_mask_model_is_listed_with_its_mask_classes(tmp_path):
+    from mask_helpers import tiny_mask_pipeline
+
+    tiny_mask_pipeline(labels=()).save_pretrained(tmp_path / "masks-only")
+    tiny_mask_pipeline().save_pretrained(tmp_path / "tiny-mask")
+    table = space.models_table([
+        space.SpaceModel("masks-only", str(tmp_path / "masks-only"), tmp_path / "masks-only"),
+        space.SpaceModel("tiny-mask", str(tmp_path / "tiny-mask"), tmp_path / "tiny-mask"),
+    ])
+    assert "| `masks-only` | not recorded | 16 px | mask: lung |" in table
+    assert "| `tiny-mask` | not recorded | 16 px | normal, tuberculosis; mask: lung |" in table
+
+
 def test_build_without_builtins_serves_only_the_given_pipeline(pipeline_dir, tmp_path):
     from medgen.pipelines.hub import BUILTIN_PIPELINES
 

@@ -132,7 +132,9 @@ def models_table(models: list[SpaceModel]) -> str:
             lines.append(f"| `{model.name}` | see [its model card](https://huggingface.co/{model.source}) | | |")
             continue
         info = describe_pipeline_folder(model.folder)
-        labels = ", ".join(info.labels) if info.labels else {"text": "free-text prompt", "unconditional": "none"}[info.kind]
+        labels = ", ".join(info.labels) if info.labels else {"text": "free-text prompt", "mask": "", "unconditional": "none"}[info.kind]
+        if info.kind == "mask":  # a mask model: its mask classes too (the app asks for, or samples, such a mask)
+            labels = "; ".join(part for part in (labels, f"mask: {', '.join(info.mask_classes)}") if part)
         lines.append(f"| `{model.name}` | {model_card_modality(model.folder)} | {info.image_size} px | {labels} |")
     return "\n".join(lines)
 
