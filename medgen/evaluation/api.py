@@ -21,7 +21,6 @@ from medgen.evaluation.images import (
     ImageSet,
     check_same_geometry,
     load_generated_folder,
-    load_real_split,
     read_image_set,
     real_data_config,
 )
