@@ -112,8 +112,9 @@ def _baselines_table(report: dict) -> str:
         for title, key in BASELINE_COLUMNS if (baselines.get(key) or {}).get("skipped")
     )
     sizes = "; ".join(
-        f"{title}: {_fmt((baselines.get(key) or {}).get('n_per_set', (baselines.get(key) or {}).get('n')))} images"
-        for title, key in BASELINE_COLUMNS if not (baselines.get(key) or {}).get("skipped")
+        f"{title}: {_fmt(entry['n_per_set'])} images each" if "n_per_set" in entry else f"{title}: {_fmt(entry.get('n'))} images"
+        for title, entry in ((title, baselines.get(key) or {}) for title, key in BASELINE_COLUMNS)
+        if entry and not entry.get("skipped")
     )
     table = _table(rows, ["metric", "model", *(title for title, _ in BASELINE_COLUMNS), "how to read"])
     return (
