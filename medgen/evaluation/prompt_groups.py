@@ -10,7 +10,9 @@ prompts: the canonical one and seeded paraphrases, each for an equal share of th
 - across sets: every image labelled with its modality, against the test images of every set: FID per modality
   and modality accuracy of a classifier trained on the real training splits (does it make the modality asked for?).
 
-`OUTPUT/prompt_groups.json` lists every group: its set, modality, finding, the label its real images carry, the
+Every group gets `samples_per_group` images whatever its share of the test split, so a set's or a modality's
+FID compares an even mix of its groups with the test images' own mix (as `medgen evaluate` splits evenly over
+labels). `OUTPUT/prompt_groups.json` lists every group: its set, modality, finding, the label its real images carry, the
 CSV filters selecting them, the prompts it was scored with and how many images each, and its figures; groups
 without held-out images are listed as skipped. Each set's and the modality report are in their own sub-folders.
 """
