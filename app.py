@@ -168,6 +168,15 @@ def build_demo(service: AppService) -> gr.Blocks:
             except (ValueError, RuntimeError, OSError) as error:  # bad pipeline input, out of memory, load failure
                 yield from stop(f"Generation failed: {error}", log_traceback=True)
 
+    def sample_mask(model: str | None = None, condition: Any = None, seed: Any = RANDOM_SEED) -> str:
+        """A mask drawn by the mask model's mask generator for the chosen condition and seed (-1: random), put in
+        the mask box: every image of the next run follows it. Returns the mask PNG."""
+        try:
+            path, _ = service.sample_mask(model=model, condition=condition, seed=seed)
+        except ValueError as error:
+            raise gr.Error(f"No mask sampled: {error}", print_exception=False) from None
+        return str(path)
+
     def select_model(name: str):
         """Lays the inputs out for the newly selected model from its configs: nothing is loaded here."""
         try:
@@ -178,6 +187,7 @@ def build_demo(service: AppService) -> gr.Blocks:
             gr.Dropdown(**condition_props(selected)),
             gr.Column(visible=selected.kind == "mask"),
             mask_help(selected) if selected.kind == "mask" else "",
+            gr.Button(visible=selected.mask_generator),
             gr.Column(visible=selected.kind == "text"),
             gr.Markdown(visible=selected.kind == "unconditional"),
             gr.Slider(value=selected.default_guidance, visible=selected.kind != "unconditional"),
@@ -201,6 +211,9 @@ def build_demo(service: AppService) -> gr.Blocks:
                         label="Mask", type="filepath", image_mode="L", sources=["upload"], height=220, elem_id="mask",
                     )
                     mask_note = gr.Markdown(mask_help(info) if info.kind == "mask" else "", elem_id="mask-help")
+                    sample_mask_button = gr.Button(
+                        "Sample a mask", size="sm", visible=info.mask_generator, elem_id="sample-mask",
+                    )
                 with gr.Column(visible=info.kind == "text") as prompt_group:
                     prompt = gr.Textbox(value="", label="Prompt", placeholder=EXAMPLE_PROMPTS[1], lines=2, elem_id="prompt")
                     gr.Examples(examples=[[text] for text in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
@@ -263,7 +276,10 @@ def build_demo(service: AppService) -> gr.Blocks:
 
         model.change(
             select_model, inputs=model,
-            outputs=[condition, mask_group, mask_note, prompt_group, unconditional_note, guidance_scale, details],
+            outputs=[
+                condition, mask_group, mask_note, sample_mask_button, prompt_group, unconditional_note, guidance_scale,
+                details,
+            ],
             queue=False, api_visibility="private",
         )
         # At the click the page marks a run as in progress (a queued run can be cancelled too) and empties the
@@ -294,6 +310,11 @@ def build_demo(service: AppService) -> gr.Blocks:
             cancel_outputs, inputs=[running, gallery], outputs=[status, running, cancel_note], cancels=[generate_event],
             queue=False, api_visibility="private", preprocess=False,
         ).then(after_cancel, inputs=cancel_note, outputs=status, api_visibility="private", show_progress="hidden")
+        # Runs on the same workers as Generate (one model call at a time on CPU).
+        sample_mask_button.click(
+            zero_gpu(sample_mask), inputs=[model, condition, seed], outputs=mask, api_name="sample_mask",
+            concurrency_id="generate", concurrency_limit=service.concurrency_limit, preprocess=False,
+        )
         seed_used.change(
             lambda used: "" if used is None else str(int(used)), inputs=seed_used, outputs=seed_shown, queue=False,
             api_visibility="private",

@@ -274,3 +274,22 @@ def test_a_mask_path_that_was_not_uploaded_is_refused(served, app_module):
     with pytest.raises(ValueError, match="mask must be a file uploaded with the request"):
         app_module.uploaded_file(mask, "mask")
     assert app_module.uploaded_file(None, "mask") is None and app_module.uploaded_file({"path": ""}, "mask") is None
+
+
+def test_sample_a_mask_then_every_image_follows_it(served):
+    _, client = served
+    mask_file = client.predict(model="tiny-mask", condition="normal", seed=7, api_name="/sample_mask")
+    with Image.open(mask_file) as image:
+        mask = np.asarray(image)
+    assert mask.shape == (16, 16) and set(np.unique(mask)) <= {0, 255}
+    _, archive, status, _ = client.predict(
+        model="tiny-mask", condition="normal", mask=gradio_client.handle_file(mask_file), count=2,
+        num_inference_steps=2, seed=0, api_name="/generate",
+    )
+    assert status.startswith("Done: 2 images")
+    with zipfile.ZipFile(archive) as zip_file:
+        for index in (0, 1):
+            with Image.open(io.BytesIO(zip_file.read(f"medgen-images/medgen_0000{index}_mask.png"))) as saved:
+                assert np.array_equal(np.asarray(saved), mask)
+    with pytest.raises(gradio_client.exceptions.AppError, match="cannot sample a mask"):
+        client.predict(model="tiny-chest", condition="normal", seed=0, api_name="/sample_mask")

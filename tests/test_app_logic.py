@@ -603,3 +603,18 @@ def test_a_mask_model_without_labels_takes_only_a_mask(tmp_path):
     assert len(results[-1].gallery) == 3 and results[-1].gallery[0][1] == "given mask · seed 0"
     sampled = list(service.stream(service.request(count=3, num_inference_steps=2, seed=0)))[-1]
     assert len(sampled.images) == 3 and len(sampled.masks) == 3
+
+
+def test_a_sampled_mask_is_the_one_an_image_of_that_seed_would_draw_and_can_be_used_for_every_image(mask_service):
+    path, seed = mask_service.sample_mask(condition="normal", seed=7, num_inference_steps=2)
+    assert seed == 7 and path.suffix == ".png"
+    with Image.open(path) as saved:
+        mask = np.asarray(saved)
+    assert mask.shape == (16, 16) and set(np.unique(mask)) <= {0, 255}
+    drawn = list(mask_service.stream(mask_service.request(condition="normal", count=1, num_inference_steps=2, seed=7)))
+    np.testing.assert_array_equal(drawn[-1].masks[0] * 255, mask)
+    followed = mask_service.request(condition="normal", mask=str(path), count=2, num_inference_steps=2, seed=0)
+    final = list(mask_service.stream(followed))[-1]
+    assert all(np.array_equal(each * 255, mask) for each in final.masks)
+    with pytest.raises(ValueError, match="cannot sample a mask"):
+        AppService(tiny_label_pipeline(), source="labels-only").sample_mask()

@@ -46,6 +46,16 @@ def run_parameters(info: PipelineInfo, request: GenerationRequest, seeds: Sequen
     return params
 
 
+def write_mask_png(mask: np.ndarray, path: str | os.PathLike, num_classes: int) -> Path:
+    """Writes a class-index mask `(H, W)` as an 8-bit PNG: black and white (0/255) for a one-class model, else the
+    class indices themselves (0, 1, 2, ...); both are what mask pipelines and `medgen` data folders read back."""
+    from medgen.export import write_png
+
+    scale = 255 if num_classes == 1 else 1
+    # write_png takes [0, 1] floats; k / 255 rounds back to exactly k.
+    return write_png(np.asarray(mask, dtype=np.float32) * scale / 255.0, path)
+
+
 class RunDownload:
     """The ZIP of one run, grown batch by batch: each batch's PNG + DICOM files are written once (at true size)
     and a new ZIP of every image so far, plus `params.json`, is made after it, so the download always matches
@@ -63,9 +73,7 @@ class RunDownload:
         self.run_dir = new_run_dir(output_dir, prefix="download")
         self.files_dir = self.run_dir / "medgen-images"
         self._writer = RunWriter(self.files_dir, formats=("png", "dcm"), params=params, prefix="medgen")
-        # A one-class mask is written black and white (0/255), several classes as their indices (0, 1, 2, ...):
-        # both are what mask pipelines and `medgen` data folders read back.
-        self._mask_scale = 255 if mask_classes == 1 else 1
+        self._mask_classes = mask_classes
         self._seeds: list[int] = []
         self._mask_files: list[Path] = []
         self._error: BaseException | None = None
@@ -79,7 +87,6 @@ class RunDownload:
         `masks` (mask models): the class-index mask each image followed, written beside it as
         `medgen_<index>_mask.png` (8-bit: 0/255 for one class, else pixel value = class index) and named in its
         `params.json` record."""
-        from medgen.export import write_png
         from medgen.files import atomic_write
 
         if self._error is not None:
@@ -90,8 +97,7 @@ class RunDownload:
             if masks:
                 for offset, (mask, record) in enumerate(zip(masks, image_params)):
                     path = self.files_dir / f"medgen_{start + offset:05d}_mask.png"
-                    # write_png takes [0, 1] floats; k / 255 rounds back to exactly k.
-                    write_png(np.asarray(mask, dtype=np.float32) * self._mask_scale / 255.0, path)
+                    write_mask_png(mask, path, self._mask_classes)
                     self._mask_files.append(path)
                     record["mask"] = path.name
             self._writer.write(list(images), image_params)
@@ -125,8 +131,8 @@ def export_zip(
 
 
 def prune_downloads(workdir: str | os.PathLike, max_age_s: float = 3600.0) -> None:
-    """Deletes downloads older than `max_age_s` so a long-running Space does not fill its disk."""
+    """Deletes downloads (and sampled masks) older than `max_age_s` so a long-running Space does not fill its disk."""
     now = time.time()
-    for path in Path(workdir).glob("download-*"):
+    for path in [*Path(workdir).glob("download-*"), *Path(workdir).glob("mask-*")]:
         if now - path.stat().st_mtime > max_age_s:
             shutil.rmtree(path, ignore_errors=True)

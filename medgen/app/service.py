@@ -19,7 +19,7 @@ import numpy as np
 
 import medgen.app.status as status_text
 from medgen.app.display import display_image, display_pair
-from medgen.app.downloads import RunDownload, prune_downloads, run_parameters
+from medgen.app.downloads import RunDownload, prune_downloads, run_parameters, write_mask_png
 from medgen.app.loading import (
     default_pipeline_dir,
     missing_default_message,
@@ -28,7 +28,7 @@ from medgen.app.loading import (
     select_device,
 )
 from medgen.app.models import MAX_LOADED_MODELS, ModelCatalog, PipelineInfo, builtin_models, model_name
-from medgen.app.request import GenerationRequest, describe_condition, make_request
+from medgen.app.request import RANDOM_SEED, GenerationRequest, describe_condition, make_request
 from medgen.app.streaming import GenerationUpdate, default_batch_size, stream_generation
 
 
@@ -152,6 +152,34 @@ class AppService:
         """A validated request for `model` (default: the model selected at start); `ValueError` names a bad input."""
         name = self.catalog.check_name(model)
         return make_request(self.catalog.info(name), model=name, **inputs)
+
+    def sample_mask(
+        self, model: str | None = None, condition: Any = None, seed: Any = RANDOM_SEED, num_inference_steps: Any = None
+    ) -> tuple[Path, int]:
+        """
+        A new mask from a mask model's mask generator, for `condition` (the model's label, if it has labels) and
+        `seed` (-1: random), written as a PNG (see `write_mask_png`) to hand to `request(mask=...)`. It is the
+        mask the model would draw for an image of that seed. Returns (PNG path, seed used); a `ValueError` names
+        a bad input or says that the model cannot sample masks.
+        """
+        import torch
+
+        from medgen.export import new_run_dir
+
+        name = self.catalog.check_name(model)
+        info = self.catalog.info(name)
+        if info.kind != "mask" or not info.mask_generator:
+            raise ValueError(f"Model {name} cannot sample a mask: it has no mask generator")
+        steps = {} if num_inference_steps is None else {"num_inference_steps": num_inference_steps}
+        request = make_request(info, condition=condition, count=1, seed=seed, model=name, **steps)
+        pipe = self.catalog.pipeline(name)
+        labels = None if request.condition is None else [request.condition]
+        mask = pipe.sample_masks(
+            labels=labels, batch_size=1, num_inference_steps=request.num_inference_steps,
+            generator=[torch.Generator().manual_seed(request.seed)],
+        )[0]
+        folder = new_run_dir(self.workdir, prefix="mask")
+        return write_mask_png(mask.cpu().numpy(), folder / f"mask-seed-{request.seed}.png", len(info.mask_classes)), request.seed
 
     def stream(self, request: GenerationRequest, cancel: threading.Event | None = None, **kwargs: Any) -> Iterator[GenerationUpdate]:
         kwargs.setdefault("batch_size", self.batch_size)

@@ -31,8 +31,9 @@ def mask_help(info: PipelineInfo) -> str:
     )
     if info.mask_generator:
         return (
-            f"Upload a mask, {accepted}, and every image follows it; leave it empty and the model samples a new "
-            "mask for each image. Each image is shown beside its mask's outline; the ZIP holds both."
+            f"Upload a mask, {accepted}, or press **Sample a mask** (the model draws one for the condition and "
+            "seed), and every image follows it; leave it empty and the model samples a new mask for each image. "
+            "Each image is shown beside its mask's outline; the ZIP holds both."
         )
     return f"Upload a mask (this model needs one): {accepted}. Each image is shown beside its mask's outline."
 
