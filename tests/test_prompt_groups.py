@@ -68,3 +68,15 @@ def test_a_pipeline_without_prompts_is_refused(tmp_path):
     sets = [DataConfig.from_dict(_set(tmp_path, "busi-ultrasound", "busi", "random"))]
     with pytest.raises(ValueError, match="takes no prompt"):
         evaluate_prompt_groups(tiny_label_pipeline(), sets)
+
+
+def test_prompt_groups_with_data_need_the_sets_prompt_set(tmp_path, capsys):
+    tiny_text_pipeline().save_pretrained(tmp_path / "pipe")
+    folder = SHARED_DATA / "busi-ultrasound"
+    if not folder.exists():
+        pytest.skip(f"real data not found at {folder}")
+    argv = ["evaluate", "--pipeline", str(tmp_path / "pipe"), "--data", str(folder), "--prompt-groups", "--output", str(tmp_path / "e")]
+    assert cli.main(argv) == 2
+    assert "needs the set's prompt set: data.prompts=NAME" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--generated", str(tmp_path), "--data", str(folder), "--prompt-groups", "--output", str(tmp_path / "e")]) == 2
+    assert "give --pipeline, not --generated" in capsys.readouterr().err
