@@ -213,3 +213,17 @@ def test_a_refused_mask_generator_class_loads_nothing(pipe, tmp_path):
     index_path.write_text(json.dumps(model_index))
     with pytest.raises(ValueError, match="mask_unet"):
         load_pipeline(folder)
+
+
+def test_step_callback_sees_latents_and_can_interrupt(pipe):
+    seen = []
+
+    def callback(pipeline, step, timestep, tensors):
+        seen.append(tuple(tensors["latents"].shape))
+        if step == 0:
+            pipeline._interrupt = True
+        return {}
+
+    output = _run(pipe, masks=[square_mask()], labels="normal", num_inference_steps=4, callback_on_step_end=callback)
+    assert seen == [(1, 4, 8, 8)] and pipe.interrupt
+    assert output.images.shape == (1, 16, 16, 1)
