@@ -93,22 +93,23 @@ def uploaded_file(value: Any, name: str) -> str | None:
     return path
 
 
-def cancel_outputs(running: int | None, shown: list | None) -> tuple[Any, Any, str]:
-    """Cancel's answer: (status, run in progress, note for `after_cancel`). With no run in progress it leaves the
-    status as it is (e.g. "Done: ...") and the note empty."""
+def cancel_outputs(running: int | None, shown: list | None) -> tuple[Any, Any, int]:
+    """Cancel's answer: (status, run in progress, the cancelled run's image count for `after_cancel`, 0 if none).
+    With no run in progress it leaves the status as it is (e.g. "Done: ...")."""
     status = cancel_clicked(running, len(shown or []))
     if status is None:
-        return gr.skip(), 0, ""
-    return status, 0, status
+        return gr.skip(), 0, 0
+    return status, 0, int(running)
 
 
-def after_cancel(note: str) -> Any:
-    """Writes the cancelled status again (a step update on its way at the click would otherwise overwrite it), or,
-    when there was nothing to cancel, says so in a pop-up and leaves the status alone."""
-    if not note:
+def after_cancel(cancelled: int, shown: list | None) -> Any:
+    """Writes the cancelled status again, counting the gallery as it is now: a batch (or a step update) already
+    on its way at the click may have landed since. When there was nothing to cancel, says so in a pop-up and
+    leaves the status alone."""
+    if not cancelled:
         gr.Info(NOTHING_TO_CANCEL)
         return gr.skip()
-    return note
+    return cancel_clicked(cancelled, len(shown or []))
 
 
 def build_demo(service: AppService) -> gr.Blocks:
@@ -304,12 +305,15 @@ def build_demo(service: AppService) -> gr.Blocks:
             show_progress_on=[progress_slot],
         )
         # The follow-up is queued (it is not waited for: Cancel has acted already), so that its pop-up can reach
-        # the page; events outside the queue cannot show one.
-        cancel_note = gr.State("")
+        # the page; events outside the queue cannot show one. preprocess=False: the gallery is only counted.
+        cancelled = gr.State(0)
         cancel_button.click(
-            cancel_outputs, inputs=[running, gallery], outputs=[status, running, cancel_note], cancels=[generate_event],
+            cancel_outputs, inputs=[running, gallery], outputs=[status, running, cancelled], cancels=[generate_event],
             queue=False, api_visibility="private", preprocess=False,
-        ).then(after_cancel, inputs=cancel_note, outputs=status, api_visibility="private", show_progress="hidden")
+        ).then(
+            after_cancel, inputs=[cancelled, gallery], outputs=status, api_visibility="private", show_progress="hidden",
+            preprocess=False,
+        )
         # Runs on the same workers as Generate (one model call at a time on CPU).
         sample_mask_button.click(
             zero_gpu(sample_mask), inputs=[model, condition, seed], outputs=mask, api_name="sample_mask",

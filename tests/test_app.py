@@ -219,10 +219,13 @@ def test_cancel_with_no_run_in_progress_leaves_the_status_as_it_is(app_module):
     """Issue: Cancel when idle said "Cancelled: kept 0 of 4 images" (after a run: overwrote "Done")."""
     import gradio as gr
 
-    status, running, note = app_module.cancel_outputs(0, [{"image": "a.png"}] * 4)
-    assert isinstance(status, type(gr.skip())) and running == 0 and note == ""
-    status, running, note = app_module.cancel_outputs(8, [{"image": "a.png"}] * 2)
-    assert status == note and status.startswith("Cancelled: kept 2 of 8 images.") and running == 0
+    status, running, cancelled = app_module.cancel_outputs(0, [{"image": "a.png"}] * 4)
+    assert isinstance(status, type(gr.skip())) and running == 0 and cancelled == 0
+    assert isinstance(app_module.after_cancel(0, [{"image": "a.png"}] * 4), type(gr.skip()))
+    status, running, cancelled = app_module.cancel_outputs(8, [{"image": "a.png"}] * 2)
+    assert status.startswith("Cancelled: kept 2 of 8 images.") and running == 0 and cancelled == 8
+    # A batch that landed after the click is counted when the status is written again.
+    assert app_module.after_cancel(8, [{"image": "a.png"}] * 4).startswith("Cancelled: kept 4 of 8 images.")
 
 
 def test_the_details_line_names_the_selected_model(served):
