@@ -48,7 +48,7 @@ VARIANTS: dict[str, list[str]] = {
 }
 GUIDANCE = {"guidance_1": 1.0, "guidance_4": 4.0}  # baseline weights, other guidance scales (baseline: the config's)
 CURVE_VARIANT = "constant_lr_ema"
-CURVE_FACTORS = (2, 4)  # the curve run continues the curve variant to 2x and 4x the budget
+CURVE_FACTORS = (2, 4)  # default: the curve run continues the curve variant to 2x and 4x the budget
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,14 +60,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=128, help="images per set for FID / precision / recall")
     parser.add_argument("--inference-steps", type=int, default=15)
     parser.add_argument("--variants", nargs="*", default=None, help="subset and order of stages to run")
+    parser.add_argument("--curve-factors", type=int, nargs="*", default=list(CURVE_FACTORS),
+                        help=f"lengths (x --steps) at which the {CURVE_VARIANT} run is continued and scored")
     parser.add_argument("--report", action="store_true", help="only write the table and curve from finished stages")
     return parser.parse_args()
 
 
-def stage_order() -> list[str]:
+def stage_order(curve_factors=CURVE_FACTORS) -> list[str]:
     return [
-        "baseline", "rectified_flow", "constant_lr_ema", "scale_shift", *GUIDANCE, "unet_m",
-        *(f"curve_x{factor}" for factor in CURVE_FACTORS), "unet_l",
+        "shipped", "baseline", "rectified_flow", "constant_lr_ema", "scale_shift", *GUIDANCE, "unet_m",
+        *(f"curve_x{factor}" for factor in curve_factors), "unet_l",
     ]
 
 
@@ -154,7 +156,7 @@ def train_variant(out: Path, name: str, overrides: list[str], steps: int, args) 
             "final_loss": summary["final_loss"]}
 
 
-def score(folder: Path, refs: dict, extractor, guidance: float | None, args) -> dict:
+def score(folder: Path, refs: dict, extractor, guidance: float | None, args, grid: Path | None = None) -> dict:
     from medgen.evaluation.features import extract_features
     from medgen.evaluation.fidelity import frechet_distance, precision_recall
     from medgen.pipelines import load_pipeline
@@ -180,7 +182,7 @@ def score(folder: Path, refs: dict, extractor, guidance: float | None, args) -> 
     result = {"fid": frechet_distance(test_features, features), **precision_recall(test_features, features),
               "guidance_scale": guidance, "sample_seconds": sample_seconds,
               "parameters": sum(p.numel() for p in pipeline.unet.parameters())}
-    grid = folder / "bench_grid.png"
+    grid = grid or folder / "bench_grid.png"
     _save_grid(pixels, refs["test_labels"], names, grid)
     result["grid"] = str(grid)
     return result
@@ -228,7 +230,14 @@ def run_stage(out: Path, stage: str, refs: dict, extractor, args) -> dict | None
     if not claim(out, stage):
         print(f"[bench_recipe] {stage}: taken by another process, skipped", flush=True)
         return None
-    if stage in GUIDANCE:
+    if stage == "shipped":  # the shipped chest-xray model (cosine to zero, 1,800 steps) under the same scoring
+        folder = REPO / "medgen" / "pretrained" / "chest-xray"
+        summary = json.loads((folder / "training_summary.json").read_text())
+        result = {"variant": stage, "change": "the shipped chest-xray model (today's recipe, full length)",
+                  "training": {"loop_seconds": summary["loop_seconds"], "steps": summary["steps"],
+                               "images_seen": summary["steps"] * 32, "final_loss": summary["final_loss"]}}
+        result.update(score(folder, refs, extractor, None, args, grid=out / "shipped_grid.png"))
+    elif stage in GUIDANCE:
         folder = out / "baseline"
         if not (out / "baseline.json").is_file():
             print(f"[bench_recipe] {stage}: needs the finished baseline, skipped", flush=True)
@@ -240,7 +249,7 @@ def run_stage(out: Path, stage: str, refs: dict, extractor, args) -> dict | None
         result.update(score(folder, refs, extractor, GUIDANCE[stage], args))
     elif stage.startswith("curve_x"):
         factor = int(stage.removeprefix("curve_x"))
-        previous = [f for f in CURVE_FACTORS if f < factor]
+        previous = [f for f in sorted(args.curve_factors) if f < factor]
         needed = out / (f"curve_x{previous[-1]}.json" if previous else f"{CURVE_VARIANT}.json")
         if not needed.is_file():  # the curve run grows one folder: its stages run in order
             print(f"[bench_recipe] {stage}: needs {needed.name} first, skipped", flush=True)
@@ -266,14 +275,15 @@ def run_stage(out: Path, stage: str, refs: dict, extractor, args) -> dict | None
 
 def write_report(out: Path, args) -> None:
     refs = json.loads((out / "references.json").read_text())
-    results = [json.loads((out / f"{s}.json").read_text()) for s in stage_order() if (out / f"{s}.json").is_file()]
+    stages = stage_order(sorted(args.curve_factors))
+    results = [json.loads((out / f"{s}.json").read_text()) for s in stages if (out / f"{s}.json").is_file()]
     floor, ceiling = refs["floor"], refs["ceiling"]
     lines = [
         f"Chest-xray 128 px (Kermany), test split, N = {refs['n']}, Inception features; budget "
         f"{args.steps} steps x {args.batch_size} = {args.steps * args.batch_size} images seen per variant, "
         f"{args.inference_steps} DPM-Solver++ steps.",
         "",
-        "| variant | change | UNet params | images seen | train min | FID | FID / floor | precision | recall |",
+        "| variant | change | UNet params | images seen | train min (this stage) | FID | FID / floor | precision | recall |",
         "|---|---|---|---|---|---|---|---|---|",
         f"| floor | {refs['n']} real training images | | | | {floor['fid']:.1f} | 1.00 | {floor['precision']:.2f} | {floor['recall']:.2f} |",
         f"| ceiling | test images through the autoencoder | | | | {ceiling['fid']:.1f} | {ceiling['fid'] / floor['fid']:.2f} | "
@@ -298,7 +308,7 @@ def write_report(out: Path, args) -> None:
         import matplotlib.pyplot as plt
 
         seen = [r["training"]["images_seen"] for r in curve]
-        hours = [r["training"]["loop_seconds"] / 3600 for r in curve]
+        hours = np.cumsum([r["training"]["loop_seconds"] / 3600 for r in curve])  # each stage extends the last
         fig, (ax_fid, ax_pr) = plt.subplots(1, 2, figsize=(9, 3.5))
         ax_fid.plot(seen, [r["fid"] for r in curve], "o-", label=f"{CURVE_VARIANT}")
         ax_fid.axhline(floor["fid"], color="green", ls="--", label="floor (real train)")
@@ -329,7 +339,7 @@ def main() -> None:
         extractor = get_feature_extractor("inception")
         refs = references(out, args.n, extractor)
         print(f"[bench_recipe] floor FID {refs['floor']['fid']:.1f}, ceiling FID {refs['ceiling']['fid']:.1f}", flush=True)
-        for stage in args.variants or stage_order():
+        for stage in args.variants or stage_order(sorted(args.curve_factors)):
             run_stage(out, stage, refs, extractor, args)
             write_report(out, args)
     write_report(out, args)
