@@ -283,7 +283,7 @@ def test_a_missing_folder_named_like_a_path_is_one_line_without_the_hub(name, tm
 
 def test_a_misspelt_builtin_name_suggests_the_closest(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"^no such folder or built-in pipeline: chestxray \(did you mean chest-xray\?\)$"):
+    with pytest.raises(FileNotFoundError, match=r"^no such folder or built-in pipeline: chestxray \(did you mean 'chest-xray'\?\)\. medgen loads"):
         medgen.load_pipeline("chestxray")
 
 

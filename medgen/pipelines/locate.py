@@ -90,11 +90,11 @@ def resolve_pipeline_folder(name_or_path: str | os.PathLike, **download_kwargs: 
             import difflib
 
             close = difflib.get_close_matches(name.lower(), list(BUILTIN_PIPELINES), n=1)
+            suggestion = f" (did you mean {close[0]!r}?)" if close else ""
             raise FileNotFoundError(
-                f"no such folder or built-in pipeline: {name}"
-                + (f" (did you mean {close[0]}?)" if close else f" (built-in names: {', '.join(BUILTIN_PIPELINES)})")
+                f"no such folder or built-in pipeline: {name}{suggestion}. {accepted_sources()}."
             )
-        raise FileNotFoundError(f"no such folder: {name} ({path.absolute()} does not exist)")
+        raise FileNotFoundError(f"no such folder: {name} ({path.absolute()} does not exist). {accepted_sources()}.")
     from huggingface_hub import snapshot_download
 
     try:
