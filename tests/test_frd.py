@@ -109,3 +109,43 @@ def test_without_the_extra_the_report_says_how_to_install_it_and_has_no_number(c
     assert "pip install 'medgen[frd]'" in entry["skipped"]
     assert "frd-score" in entry["skipped"] and "pyradiomics-bhklab" in entry["skipped"]
     assert not any(isinstance(value, float) for value in entry.values())
+
+
+@needs_frd
+def test_switched_off_frd_extracts_nothing_and_the_console_says_so(chest_xrays, monkeypatch, tmp_path):
+    from medgen.commands.evaluate import summary_lines
+    from medgen.evaluation import evaluate_image_sets
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("radiomic features extracted although FRD was switched off")
+
+    monkeypatch.setattr(frd_module, "radiomic_features", must_not_run)
+    monkeypatch.setattr(frd_module, "cached_radiomic_features", must_not_run)
+    reference, other = chest_xrays
+    report = evaluate_image_sets(
+        ImageSet(other), ImageSet(reference), feature_extractor="pixel", use_cache=False, classifier=False,
+        memorization_features=False, frd=False,
+    )
+    assert "switched off" in report["frd"]["skipped"]
+    assert any(line.startswith("FRD: switched off") for line in summary_lines(report))
+
+
+@needs_frd
+def test_the_console_summary_prints_frd_beside_its_real_floor(chest_xrays, tmp_path):
+    from medgen.commands.evaluate import summary_lines
+    from medgen.evaluation import evaluate_image_sets
+
+    reference, other = chest_xrays
+    report = evaluate_image_sets(
+        ImageSet(other), ImageSet(reference), feature_extractor="pixel", use_cache=False, classifier=False,
+        memorization_features=False,
+    )
+    line = next(line for line in summary_lines(report) if line.startswith("FRD (radiomics)"))
+    assert f"{report['frd']['frd']:.4g}" in line and f"real floor {report['frd']['frd_real_baseline']['frd']:.4g}" in line
+
+
+def test_evaluate_has_a_no_frd_flag():
+    from medgen.cli import build_parser
+
+    args = build_parser().parse_args(["evaluate", "--pipeline", "x", "--data", "y", "--output", "z", "--no-frd"])
+    assert args.no_frd is True
