@@ -302,7 +302,11 @@ def write_report(out: Path, args) -> None:
 
     curve = [r for r in results if r["variant"] == CURVE_VARIANT or r["variant"].startswith("curve_x")]
     if curve:
-        import matplotlib
+        try:
+            import matplotlib
+        except ImportError:
+            print("[bench_recipe] the curve figure needs matplotlib (pip install matplotlib); table written", flush=True)
+            return
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -311,6 +315,9 @@ def write_report(out: Path, args) -> None:
         hours = np.cumsum([r["training"]["loop_seconds"] / 3600 for r in curve])  # each stage extends the last
         fig, (ax_fid, ax_pr) = plt.subplots(1, 2, figsize=(9, 3.5))
         ax_fid.plot(seen, [r["fid"] for r in curve], "o-", label=f"{CURVE_VARIANT}")
+        for r in results:
+            if r["variant"] == "shipped":  # today's recipe at its full length: the point to beat
+                ax_fid.plot([r["training"]["images_seen"]], [r["fid"]], "r*", ms=10, label="shipped (cosine LR)")
         ax_fid.axhline(floor["fid"], color="green", ls="--", label="floor (real train)")
         ax_fid.axhline(ceiling["fid"], color="orange", ls="--", label="ceiling (autoencoder)")
         ax_fid.set_xlabel("images seen")
