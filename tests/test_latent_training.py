@@ -93,7 +93,7 @@ def test_class_balance_oversamples_rare_classes_towards_balance():
 def test_class_balance_and_extra_data_are_validated(tmp_path):
     with pytest.raises(ValueError, match="class_balance"):
         load_config(TINY, ["class_balance=2"])
-    with pytest.raises(ValueError, match="model.kind: vae"):
+    with pytest.raises(ValueError, match="model.kind vae or text"):
         load_config(TINY, [f"extra_data=[{{source: folder, path: {tmp_path}, resolution: 16}}]"])
     with pytest.raises(ValueError, match="mid_block_attention"):
         load_config(TINY, ["model.kind=vae", "vae.crop_size=8"])
