@@ -111,25 +111,24 @@ def interval_note(report: dict) -> str:
     )
 
 
-def summary_table(report: dict) -> str:
-    """Markdown table: one row per (fraction, arm), AUROC and balanced accuracy with 95% CIs, and the control
-    difference; then how the intervals were computed and any warning (e.g. too few seeds)."""
+CLASSIFICATION_METRICS = (("auroc", "AUROC mean [95% CI]"), ("balanced_accuracy", "balanced accuracy mean [95% CI]"))
+
+
+def summary_table(report: dict, metrics: tuple[tuple[str, str], ...] = CLASSIFICATION_METRICS) -> str:
+    """Markdown table: one row per (fraction, arm), each metric (key, column heading) with its 95% CI, and the
+    control difference; then how the intervals were computed and any warning (e.g. too few seeds)."""
     lines = [
-        "| real fraction | arm | n train | AUROC mean [95% CI] | balanced accuracy mean [95% CI] |",
-        "|---|---|---|---|---|",
+        "| real fraction | arm | n train | " + " | ".join(heading for _, heading in metrics) + " |",
+        "|---|---|---|" + "---|" * len(metrics),
     ]
     for result in report["results"]:
         for arm in ARMS:
             values = result["arms"][arm]
-            lines.append(
-                f"| {result['real_fraction']:g} | {arm} | {values['n_train']['mean']:.0f} | {_mean_ci(values['auroc'])} | "
-                f"{_mean_ci(values['balanced_accuracy'])} |"
-            )
+            cells = " | ".join(_mean_ci(values[key]) for key, _ in metrics)
+            lines.append(f"| {result['real_fraction']:g} | {arm} | {values['n_train']['mean']:.0f} | {cells} |")
         difference = result["synthetic_minus_duplicated"]
-        lines.append(
-            f"| {result['real_fraction']:g} | **synthetic - duplicated** | | {_mean_ci(difference['auroc'])} | "
-            f"{_mean_ci(difference['balanced_accuracy'])} |"
-        )
+        cells = " | ".join(_mean_ci(difference[key]) for key, _ in metrics)
+        lines.append(f"| {result['real_fraction']:g} | **synthetic - duplicated** | | {cells} |")
     lines += ["", interval_note(report)]
     lines += [f"**Warning:** {warning}" for warning in report.get("warnings", [])]
     return "\n".join(lines)

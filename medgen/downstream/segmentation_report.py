@@ -12,6 +12,7 @@ from typing import Any
 
 from medgen.downstream.arms import ARMS
 from medgen.downstream.report import _mean_ci, _table, auroc_plot_svg, interval_note
+from medgen.downstream.report import summary_table as metric_summary_table
 from medgen.evaluation.report import to_jsonable
 
 STORED_FILE = "downstream_segmentation.json"
@@ -25,28 +26,13 @@ def dice_plot_svg(report: dict) -> str:
     return auroc_plot_svg(report, metric="dice", axis_label="test Dice")
 
 
+SEGMENTATION_METRICS = (("dice", "Dice mean [95% CI]"), ("dice_nonempty", "Dice, non-empty masks [95% CI]"))
+
+
 def summary_table(report: dict) -> str:
     """Markdown table: one row per (fraction, arm), Dice (all test pairs; non-empty masks) with 95% CIs, and the
     control difference; then how the intervals were computed and any warning."""
-    lines = [
-        "| real fraction | arm | n train | Dice mean [95% CI] | Dice, non-empty masks [95% CI] |",
-        "|---|---|---|---|---|",
-    ]
-    for result in report["results"]:
-        for arm in ARMS:
-            values = result["arms"][arm]
-            lines.append(
-                f"| {result['real_fraction']:g} | {arm} | {values['n_train']['mean']:.0f} | {_mean_ci(values['dice'])} | "
-                f"{_mean_ci(values['dice_nonempty'])} |"
-            )
-        difference = result["synthetic_minus_duplicated"]
-        lines.append(
-            f"| {result['real_fraction']:g} | **synthetic - duplicated** | | {_mean_ci(difference['dice'])} | "
-            f"{_mean_ci(difference['dice_nonempty'])} |"
-        )
-    lines += ["", interval_note(report)]
-    lines += [f"**Warning:** {warning}" for warning in report.get("warnings", [])]
-    return "\n".join(lines)
+    return metric_summary_table(report, SEGMENTATION_METRICS)
 
 
 def write_report(report: dict[str, Any], output: str | Path) -> Path:
