@@ -79,6 +79,16 @@ def condition_props(info: PipelineInfo) -> dict[str, Any]:
     }
 
 
+def example_mask_props(info: PipelineInfo) -> dict[str, Any]:
+    """The example mask dropdown for a model: its stored held-out masks, hidden when it has none."""
+    return {
+        "choices": [(f"{name} ({label})" if label and not name.startswith(label) else name, name)
+                    for name, label in info.example_masks],
+        "value": None,
+        "visible": info.kind == "mask" and bool(info.example_masks),
+    }
+
+
 def uploaded_file(value: Any, name: str) -> str | None:
     """The server path of a file the page (or `gradio_client.handle_file`) uploaded, or None for no file.
 
@@ -178,6 +188,15 @@ def build_demo(service: AppService) -> gr.Blocks:
             raise gr.Error(f"No mask sampled: {error}", print_exception=False) from None
         return str(path)
 
+    def example_mask(model: str | None = None, example: str | None = None, condition_chosen: bool = False):
+        """Puts one of the model's example masks (real masks of its held-out test split) in the mask box, and its
+        label in the condition dropdown unless the user chose a condition. Returns (mask PNG, condition)."""
+        try:
+            path, label = service.example_mask(model=model, example=example)
+        except ValueError as error:
+            raise gr.Error(f"No example mask: {error}", print_exception=False) from None
+        return str(path), label if label and not condition_chosen else gr.skip()
+
     def select_model(name: str):
         """Lays the inputs out for the newly selected model from its configs: nothing is loaded here."""
         try:
@@ -189,6 +208,8 @@ def build_demo(service: AppService) -> gr.Blocks:
             gr.Column(visible=selected.kind == "mask"),
             mask_help(selected) if selected.kind == "mask" else "",
             gr.Button(visible=selected.mask_generator),
+            gr.Dropdown(**example_mask_props(selected)),
+            False,
             gr.Column(visible=selected.kind == "text"),
             gr.Markdown(visible=selected.kind == "unconditional"),
             gr.Slider(value=selected.default_guidance, visible=selected.kind != "unconditional"),
@@ -198,6 +219,8 @@ def build_demo(service: AppService) -> gr.Blocks:
     with gr.Blocks(title="medgen: synthetic medical images", delete_cache=(3600, 7200)) as demo:
         # The image count of this page's run in progress (queued or running); 0 when there is none.
         running = gr.State(0)
+        # Whether the user picked a condition for the selected model: an example mask then keeps it.
+        condition_chosen = gr.State(False)
         gr.Markdown("# medgen: synthetic medical images")
         gr.Markdown(f"**{NOTICE}**", elem_id="notice")
         with gr.Row():
@@ -212,6 +235,10 @@ def build_demo(service: AppService) -> gr.Blocks:
                         label="Mask", type="filepath", image_mode="L", sources=["upload"], height=220, elem_id="mask",
                     )
                     mask_note = gr.Markdown(mask_help(info) if info.kind == "mask" else "", elem_id="mask-help")
+                    example = gr.Dropdown(
+                        **example_mask_props(info), label="Example mask (held-out)", elem_id="example-mask",
+                        info="A real mask of the model's held-out test split, never one it was trained on.",
+                    )
                     sample_mask_button = gr.Button(
                         "Sample a mask", size="sm", visible=info.mask_generator, elem_id="sample-mask",
                     )
@@ -278,8 +305,8 @@ def build_demo(service: AppService) -> gr.Blocks:
         model.change(
             select_model, inputs=model,
             outputs=[
-                condition, mask_group, mask_note, sample_mask_button, prompt_group, unconditional_note, guidance_scale,
-                details,
+                condition, mask_group, mask_note, sample_mask_button, example, condition_chosen, prompt_group,
+                unconditional_note, guidance_scale, details,
             ],
             queue=False, api_visibility="private",
         )
@@ -319,6 +346,15 @@ def build_demo(service: AppService) -> gr.Blocks:
             zero_gpu(sample_mask), inputs=[model, condition, seed], outputs=mask, api_name="sample_mask",
             concurrency_id="generate", concurrency_limit=service.concurrency_limit, preprocess=False,
         )
+        condition.input(lambda: True, outputs=condition_chosen, queue=False, api_visibility="private")
+        # preprocess=False: the example is checked against the model sent (an API call names any model).
+        example.input(
+            example_mask, inputs=[model, example, condition_chosen], outputs=[mask, condition], api_name="example_mask",
+            preprocess=False,
+        )
+        # A mask uploaded or sampled instead is no longer the example shown.
+        for event in (mask.upload, mask.clear, sample_mask_button.click):
+            event(lambda: None, outputs=example, queue=False, api_visibility="private")
         seed_used.change(
             lambda used: "" if used is None else str(int(used)), inputs=seed_used, outputs=seed_shown, queue=False,
             api_visibility="private",

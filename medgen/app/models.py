@@ -40,6 +40,9 @@ class PipelineInfo:
     # can sample a mask itself (its mask generator), so that a run needs no mask from the user.
     mask_classes: tuple[str, ...] = ()
     mask_generator: bool = False
+    # Mask models: the example masks stored in the folder (real masks of the held-out split), as (name, label)
+    # pairs; the label is "" for a model without labels.
+    example_masks: tuple[tuple[str, str], ...] = ()
 
 
 def _default_guidance(kind: PipelineKind) -> float:
@@ -56,6 +59,22 @@ def pipeline_kind(pipe) -> PipelineKind:
     if getattr(pipe, "labels", None):
         return "label"
     return "unconditional"
+
+
+def example_mask_choices(folder: str | Path | None) -> tuple[tuple[str, str], ...]:
+    """(name, label) of the example masks listed in `folder/example_masks/index.json` (their PNGs need not be
+    here yet: a Hub repo's are downloaded with its weights). A corrupt index is logged and offers none: it must
+    not keep the model itself from being served."""
+    from medgen.pipelines.example_masks import read_example_masks
+
+    if folder is None:
+        return ()
+    try:
+        examples = read_example_masks(folder, check_files=False)
+    except (ValueError, FileNotFoundError) as error:
+        logger.warning("no example masks offered for %s: %s", folder, error)
+        return ()
+    return tuple((example.name, example.label or "") for example in examples)
 
 
 def describe_pipeline(pipe, source: str = "") -> PipelineInfo:
@@ -75,6 +94,7 @@ def describe_pipeline(pipe, source: str = "") -> PipelineInfo:
         source=str(source),
         mask_classes=tuple(pipe.mask_classes) if kind == "mask" else (),
         mask_generator=kind == "mask" and bool(pipe.has_mask_generator),
+        example_masks=example_mask_choices(getattr(pipe, "_medgen_source_folder", None)) if kind == "mask" else (),
     )
 
 
@@ -119,6 +139,7 @@ def describe_pipeline_folder(folder: str | Path, source: str = "") -> PipelineIn
         source=str(source or folder),
         mask_classes=tuple(id2mask_class[key] for key in sorted(id2mask_class, key=int)) if kind == "mask" else (),
         mask_generator=kind == "mask" and isinstance(mask_unet, list) and bool(mask_unet) and mask_unet[0] is not None,
+        example_masks=example_mask_choices(folder) if kind == "mask" else (),
     )
 
 

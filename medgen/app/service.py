@@ -28,7 +28,7 @@ from medgen.app.loading import (
     select_device,
 )
 from medgen.app.models import MAX_LOADED_MODELS, ModelCatalog, PipelineInfo, builtin_models, model_name
-from medgen.app.request import RANDOM_SEED, GenerationRequest, describe_condition, make_request
+from medgen.app.request import RANDOM_SEED, GenerationRequest, describe_condition, make_request, read_mask
 from medgen.app.streaming import GenerationUpdate, default_batch_size, stream_generation
 
 
@@ -180,6 +180,36 @@ class AppService:
         )[0]
         folder = new_run_dir(self.workdir, prefix="mask")
         return write_mask_png(mask.cpu().numpy(), folder / f"mask-seed-{request.seed}.png", len(info.mask_classes)), request.seed
+
+    def example_mask(self, model: str | None = None, example: Any = None) -> tuple[Path, str | None]:
+        """
+        One of the example masks stored with a mask model (real masks of its held-out test split, see
+        `medgen.pipelines.example_masks`), checked like an upload and written as a PNG (see `write_mask_png`) to
+        hand to `request(mask=...)`. Returns (PNG path, the example's label or None); a `ValueError` names an
+        unknown example or says that the model has none.
+        """
+        from medgen.export import new_run_dir
+        from medgen.pipelines.example_masks import read_example_masks
+        from medgen.pipelines.hub import resolve_pipeline_folder
+
+        name = self.catalog.check_name(model)
+        info = self.catalog.info(name)
+        if info.kind != "mask" or not info.example_masks:
+            raise ValueError(f"Model {name} has no example masks")
+        names = [choice for choice, _ in info.example_masks]
+        if not isinstance(example, str) or example not in names:
+            raise ValueError(f"Unknown example mask {example!r} for model {name}; choose one of: {', '.join(names)}")
+        pipe = self.catalog.pipeline(name) if self.catalog.is_loaded(name) else None
+        folder = getattr(pipe, "_medgen_source_folder", None) or resolve_pipeline_folder(self.catalog.sources[name])
+        try:
+            stored = {item.name: item for item in read_example_masks(folder)}
+        except FileNotFoundError as error:
+            raise ValueError(str(error)) from None
+        if example not in stored:
+            raise ValueError(f"example mask {example!r} is not in {folder}")
+        mask = read_mask(str(stored[example].path), info)
+        output = new_run_dir(self.workdir, prefix="mask") / f"example-{example}.png"
+        return write_mask_png(mask, output, len(info.mask_classes)), stored[example].label
 
     def stream(self, request: GenerationRequest, cancel: threading.Event | None = None, **kwargs: Any) -> Iterator[GenerationUpdate]:
         kwargs.setdefault("batch_size", self.batch_size)

@@ -29,13 +29,17 @@ def mask_help(info: PipelineInfo) -> str:
     accepted = f"a PNG of class indices (0 = background, {classes})" + (
         ", or black and white" if len(info.mask_classes) == 1 else ""
     )
+    example = " or pick an **example mask** (a real mask of the held-out test split)," if info.example_masks else ""
     if info.mask_generator:
         return (
-            f"Upload a mask, {accepted}, or press **Sample a mask** (the model draws one for the condition and "
-            "seed), and every image follows it; leave it empty and the model samples a new mask for each image. "
+            f"Upload a mask, {accepted},{example} or press **Sample a mask** (the model draws one for the condition "
+            "and seed), and every image follows it; leave it empty and the model samples a new mask for each image. "
             "Each image is shown beside its mask's outline; the ZIP holds both."
         )
-    return f"Upload a mask (this model needs one): {accepted}. Each image is shown beside its mask's outline."
+    return (
+        f"Upload a mask (this model needs one): {accepted}{',' + example.rstrip(',') if example else ''}. "
+        "Each image is shown beside its mask's outline; the ZIP holds both."
+    )
 
 
 def loading_status(name: str) -> str:

@@ -230,7 +230,8 @@ class MedgenPipelineMixin:
 
         A pipeline loaded from a folder holding `evaluation.json` (stored by `medgen evaluate`) carries it into
         `save_directory` when the saved weights are the ones evaluated; an `evaluation.json` already in
-        `save_directory` is kept. The model card shows it in its "Evaluation" section.
+        `save_directory` is kept. The model card shows it in its "Evaluation" section. A mask pipeline's
+        `example_masks/` (held-out example masks) is carried the same way, whatever the weights.
         """
         if kwargs.pop("push_to_hub", False):
             raise ValueError("Use pipe.push_to_hub(repo_id) to publish a medgen pipeline.")
@@ -244,10 +245,12 @@ class MedgenPipelineMixin:
         model_index.pop("_name_or_path", None)
         index_path.write_text(json.dumps(model_index, indent=2, sort_keys=True) + "\n")
         shutil.copyfile(inspect.getsourcefile(shipped), save_directory / "pipeline.py")
+        from medgen.pipelines.example_masks import carry_example_masks
         from medgen.pipelines.model_card import write_model_card
         from medgen.pipelines.publishing import carry_evaluation
 
         carry_evaluation(getattr(self, "_medgen_source_folder", None), save_directory)
+        carry_example_masks(getattr(self, "_medgen_source_folder", None), save_directory)
 
         write_model_card(save_directory, self, model_card or {})
         return save_directory

@@ -14,6 +14,10 @@ puts its UNet and scheduler into a mask pipeline folder as `mask_unet` / `mask_s
     python -m medgen.training.mask_task attach runs/lung_cxr_mask_128 runs/lung_cxr_masks_64
     python -m medgen.training.mask_task preview runs/lung_cxr_mask_128 --output preview.png   # images over their masks
     python -m medgen.training.mask_task preview runs/lung_cxr_mask_128/checkpoints/checkpoint-200 --output p.png
+    python -m medgen.training.mask_task examples runs/lung_cxr_mask_128 --per-label 2   # held-out example masks
+
+`examples` stores a few real masks of the held-out (test) split in the pipeline folder (`example_masks/`, see
+`medgen.pipelines.example_masks`), which the app offers beside upload and "Sample a mask".
 """
 
 from __future__ import annotations
@@ -293,8 +297,161 @@ def preview(source: str | Path, output: str | Path, count: int = 4, seed: int = 
     return path
 
 
+def _example_data_config(folder: Path, config: str | Path | None) -> tuple[Any, str]:
+    """The data config to choose example masks from: `config` (a training config YAML) or the one the pipeline
+    folder records (`training_config.yaml`), and where it was read."""
+    from medgen.config import load_config
+    from medgen.evaluation.provenance import recorded_training_data
+
+    if config is not None:
+        return load_config(config).data, str(config)
+    data, where = recorded_training_data(folder)
+    if data is None:
+        raise ValueError(
+            f"cannot choose held-out example masks: {where}. Give the run's training config with "
+            "--config RUN/training_config.yaml"
+        )
+    return data, where
+
+
+def _row_name(source: str, data_path: str | Path) -> str:
+    """A data row's image path relative to the data folder (absolute paths of this machine are not stored)."""
+    import os
+
+    try:
+        relative = os.path.relpath(source, data_path)
+    except ValueError:  # another drive
+        return source
+    return source if relative.startswith("..") else Path(relative).as_posix()
+
+
+def _raw_rows(dataset: Any) -> tuple[list[str], list[str]]:
+    """(row sources, content hashes of the stored 8-bit/16-bit pixels) of a built dataset."""
+    import hashlib
+
+    raw = dataset.with_format(None)
+    return list(raw["source"]), [hashlib.sha256(value).hexdigest() for value in raw["pixel_values"]]
+
+
+def store_example_masks(
+    pipeline_folder: str | Path,
+    per_label: int = 2,
+    seed: int = 0,
+    config: str | Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """
+    Stores `per_label` real masks per label of the held-out (`split: test`) rows of the pipeline's training data
+    in `pipeline_folder/example_masks/` (PNG at the pipeline's image size + `index.json`), chosen with `seed`.
+
+    The held-out rows are the ones evaluate scores against: the recorded data config read with `split: test`
+    (its split column, or `holdout_fraction`). Every chosen row is checked against the training rows (the config
+    as recorded, without `max_samples`): a row that is a training row refuses the whole choice with a
+    `ValueError` naming it; a held-out row whose image has the same pixels as a training image is passed over
+    with a note. An existing `example_masks/` is replaced only with `overwrite` (written beside, then swapped, so
+    a failure keeps it).
+    """
+    import dataclasses
+    import json
+    import shutil
+    import tempfile
+
+    from PIL import Image
+
+    from medgen.data import build_dataset
+    from medgen.pipelines.catalog import describe
+    from medgen.pipelines.example_masks import EXAMPLE_MASKS_DIR, INDEX_FILE, mask_png
+    from medgen.pipelines.hub import pipeline_class_name, read_model_index
+
+    folder = Path(pipeline_folder)
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(f"{folder} holds no saved pipeline (no model_index.json)")
+    index = read_model_index(folder)
+    if pipeline_class_name(index) != "MaskConditionedPipeline":
+        raise ValueError(f"{folder} holds a {pipeline_class_name(index)}, not a MaskConditionedPipeline: it takes no masks")
+    if not isinstance(per_label, int) or per_label < 1:
+        raise ValueError(f"per_label must be a whole number >= 1; got {per_label!r}")
+    target = folder / EXAMPLE_MASKS_DIR
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} already exists; pass --overwrite to choose the example masks again")
+    id2label = index.get("id2label") or {}
+    labels = [id2label[key] for key in sorted(id2label, key=int)]
+    num_classes = len(index.get("id2mask_class") or {})
+    size = describe(folder).resolution
+
+    data_config, where = _example_data_config(folder, config)
+    if not data_config.mask_column:
+        raise ValueError(f"the training data recorded in {where} has no masks (no data.mask_column)")
+    if data_config.split == "test":
+        raise ValueError(f"the training data recorded in {where} is split 'test' itself: it has no held-out split")
+    held_out = build_dataset(dataclasses.replace(data_config, split="test", max_samples=None, streaming=False))
+    training = build_dataset(dataclasses.replace(data_config, max_samples=None, streaming=False))
+    if held_out.label_names != labels:
+        raise ValueError(
+            f"the data recorded in {where} has labels {held_out.label_names}, the pipeline in {folder} {labels}: "
+            "give the training config of this pipeline with --config"
+        )
+    training_sources, training_hashes = _raw_rows(training.dataset)
+    training_sources, training_hashes = set(training_sources), set(training_hashes)
+    sources, hashes = _raw_rows(held_out.dataset)
+    vectors = np.asarray(held_out.dataset.with_format("numpy", columns=["labels"])["labels"], dtype=np.float32)
+    vectors = vectors.reshape(len(held_out), -1)
+
+    rng = np.random.default_rng(seed)
+    chosen: list[tuple[str | None, int]] = []
+    for column, label in enumerate(labels or [None]):
+        rows = np.flatnonzero(vectors[:, column] > 0) if label is not None else np.arange(len(held_out))
+        picked = 0
+        for row in rng.permutation(rows).tolist():
+            if picked == per_label:
+                break
+            if sources[row] in training_sources:
+                raise ValueError(
+                    f"refusing example masks: held-out row {_row_name(sources[row], data_config.path)} of "
+                    f"{data_config.path} is also a training row of the data recorded in {where}; its split has no "
+                    "held-out part (set data.holdout_fraction or a split column)"
+                )
+            if hashes[row] in training_hashes:
+                print(
+                    f"note: held-out row {_row_name(sources[row], data_config.path)} passed over: its image has the "
+                    "same pixels as a training image", flush=True,
+                )
+                continue
+            chosen.append((label, row))
+            picked += 1
+        if picked < per_label:
+            print(f"note: only {picked} held-out mask(s) of label {label or '(all)'} for {per_label} asked", flush=True)
+    if not chosen:
+        raise ValueError(f"no held-out rows in the data recorded in {where}: nothing to choose example masks from")
+
+    entries = []
+    staging = Path(tempfile.mkdtemp(prefix=f".{EXAMPLE_MASKS_DIR}-", dir=folder))
+    try:
+        counts: dict[str, int] = {}
+        for label, row in chosen:
+            stem = label if label is not None else "mask"
+            file_name = f"{stem}_{counts.get(stem, 0)}.png"
+            counts[stem] = counts.get(stem, 0) + 1
+            image = Image.fromarray(mask_png(held_out.dataset[row]["mask"][0].numpy(), num_classes))
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.NEAREST)
+            image.save(staging / file_name)
+            entries.append(
+                {"file": file_name, "label": label, "source": _row_name(sources[row], data_config.path), "split": "test"}
+            )
+        record = {"split": "test", "seed": seed, "per_label": per_label, "data": str(data_config.path), "examples": entries}
+        (staging / INDEX_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Mask pipelines: attach a mask generator, preview pairs.")
+    parser = argparse.ArgumentParser(description="Mask pipelines: attach a mask generator, preview pairs, store example masks.")
     commands = parser.add_subparsers(dest="command", required=True)
     attach = commands.add_parser("attach", help="put a trained mask generator into a mask pipeline folder")
     attach.add_argument("pipeline")
@@ -306,9 +463,26 @@ def main(argv: list[str] | None = None) -> None:
     show.add_argument("--count", type=int, default=4)
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--steps", type=int, default=15)
+    examples = commands.add_parser("examples", help="store a few held-out masks in a mask pipeline folder for the app")
+    examples.add_argument("pipeline", help="a mask pipeline folder")
+    examples.add_argument("--per-label", type=int, default=2, help="masks per label (default 2)")
+    examples.add_argument("--seed", type=int, default=0, help="seed of the choice (default 0)")
+    examples.add_argument(
+        "--config", default=None,
+        help="training config whose data to choose from (default: the folder's training_config.yaml)",
+    )
+    examples.add_argument("--overwrite", action="store_true", help="replace an existing example_masks folder")
     arguments = parser.parse_args(argv)
     if arguments.command == "attach":
         print(attach_mask_generator(arguments.pipeline, arguments.generator, arguments.output))
+    elif arguments.command == "examples":
+        try:
+            folder = store_example_masks(
+                arguments.pipeline, arguments.per_label, arguments.seed, arguments.config, arguments.overwrite
+            )
+        except (ValueError, FileNotFoundError, FileExistsError) as error:
+            parser.exit(2, f"mask_task examples: error: {error}\n")
+        print(folder)
     else:
         print(preview(arguments.pipeline, arguments.output, arguments.count, arguments.seed, arguments.steps))
 

@@ -25,6 +25,7 @@ RUN_FILES = (
     "checkpoints", "samples", "logs", "autoencoder", "training_config.yaml", "training_summary.json",
     "data_summary.json", "model_index.json", "pipeline.py", "config.json",
     "diffusion_pytorch_model.safetensors", "reconstruction_metrics.json", "reconstructions.png",
+    "example_masks",  # chosen from the earlier run's held-out split: they must not outlive it
 )
 
 
