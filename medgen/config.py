@@ -26,7 +26,7 @@ MODEL_KINDS = ("unconditional", "label", "text", "vae", "mask", "mask_generator"
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear", "multistep")
-OBJECTIVES = ("diffusion", "rectified_flow")
+OBJECTIVES = ("diffusion", "rectified_flow", "edm")
 TIME_SCALE_SHIFTS = ("default", "scale_shift")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
@@ -104,16 +104,34 @@ class DiffusionConfig:
     guidance_scale: float = 2.0
     # `diffusion`: the DDPM forward process above with `prediction_type` (+ min-SNR); `rectified_flow`: straight paths
     # x_t = (1 - t) x_0 + t noise, velocity target, logit-normal t (SD3), saved with a flow-sigma DPM-Solver++/UniPC
+    # `edm`: Karras et al. (2022) preconditioning and loss weight, ln(sigma) ~ N(edm_p_mean, edm_p_std), saved with
+    # diffusers' EDMDPMSolverMultistepScheduler (the beta schedule, prediction_type and snr_gamma do not apply)
     objective: str = "diffusion"
     flow_shift: float = 1.0  # rectified_flow: timestep shift t' = s t / (1 + (s - 1) t); 1 = none
+    # edm: the std of the data the UNet denoises; medgen's latents are scaled to unit std (the autoencoder's
+    # scaling_factor), hence 1.0; EDM's 0.5 is for pixels in [-1, 1]
+    edm_sigma_data: float = 1.0
+    # edm: EDM2's latent-model noise distribution (ln sigma ~ N(-0.4, 1.0) at sigma_data 0.5) for unit-std data:
+    # sigma scales with sigma_data, so the mean moves by ln 2
+    edm_p_mean: float = 0.3
+    edm_p_std: float = 1.0
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"diffusion.objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        check_numbers("diffusion", self, positive=("flow_shift",), non_negative=("guidance_scale",))
+        check_numbers(
+            "diffusion", self, positive=("flow_shift", "edm_sigma_data", "edm_p_std"), non_negative=("guidance_scale",)
+        )
+        if not math.isfinite(self.edm_p_mean):
+            raise ValueError(f"diffusion.edm_p_mean must be a finite number, got {self.edm_p_mean}")
         if self.objective == "rectified_flow" and self.sampler not in ("dpm", "unipc"):
             raise ValueError(
                 f"diffusion.sampler {self.sampler!r} has no flow-matching form; objective rectified_flow samples with dpm or unipc"
+            )
+        if self.objective == "edm" and self.sampler != "dpm":
+            raise ValueError(
+                f"diffusion.sampler {self.sampler!r} has no EDM form; objective edm samples with dpm "
+                "(diffusers' EDMDPMSolverMultistepScheduler)"
             )
         if self.beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"diffusion.beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")

@@ -1,4 +1,5 @@
-"""Training recipe options: rectified flow, scale-shift conditioning, constant LR with warm-up, and their validation."""
+"""Training recipe options: rectified flow, EDM preconditioning, scale-shift conditioning, constant LR with warm-up,
+and their validation."""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
+from diffusers import (
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EDMDPMSolverMultistepScheduler,
+    EDMEulerScheduler,
+    FlowMatchEulerDiscreteScheduler,
+)
 
 from medgen.config import DiffusionConfig, ModelConfig, OptimConfig, load_config
 from medgen.pipelines import LabelConditionedPipeline, load_pipeline
 from medgen.train import main
-from medgen.training.diffusion import RectifiedFlowObjective, build_objective, build_sampler
+from medgen.training.diffusion import EDMObjective, RectifiedFlowObjective, build_objective, build_sampler
 from medgen.training.tasks import build_task
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +84,149 @@ def test_flow_sampler_integrates_the_velocity_the_objective_trains():
     assert not torch.allclose(noise, clean, atol=0.1)  # the check is not vacuous
 
 
+def edm_oracle(x0: torch.Tensor, sigma_data: float):
+    """The UNet output F that makes EDM's denoiser D = c_skip x + c_out F return `x0` exactly, computed from what the
+    UNet is given (c_in x and c_noise = ln(sigma) / 4) with the formulas of Karras et al. (2022), Table 1."""
+
+    def output(model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        sigma = torch.exp(4 * torch.as_tensor(timestep, dtype=torch.float32)).reshape(-1, 1, 1, 1)
+        x = model_input * (sigma**2 + sigma_data**2).sqrt()
+        c_skip = sigma_data**2 / (sigma**2 + sigma_data**2)
+        c_out = sigma * sigma_data / (sigma**2 + sigma_data**2).sqrt()
+        return (x0 - c_skip * x) / c_out
+
+    return output
+
+
+def test_edm_training_preconditioning_is_what_the_saved_sampler_applies():
+    """For the same sigma, the UNet input and timestep the objective trains on are those the sampler passes, and the
+    denoised estimate the loss scores is the one the sampler steps with."""
+    from helpers import tiny_label_unet
+
+    config = DiffusionConfig(objective="edm")
+    objective = build_objective(config)
+    assert isinstance(objective, EDMObjective) and isinstance(objective.scheduler, EDMEulerScheduler)
+    unet = tiny_label_unet(2).eval()
+    labels = torch.nn.functional.one_hot(torch.tensor([0]), 3).float()
+    clean = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    for sampler in (build_sampler(objective.scheduler, "dpm"), EDMEulerScheduler.from_config(objective.scheduler.config)):
+        for index in (0, 3, 5):  # sigma 80 (pure noise) down to sigma_min 0.002
+            sampler.set_timesteps(6)
+            t, sigma = sampler.timesteps[index], sampler.sigmas[index]
+            sample = clean + sigma * noise
+            model_input = sampler.scale_model_input(sample, t)  # also sets the sampler's step index from t
+            timesteps = t.reshape(1)
+            assert torch.allclose(objective.sigmas(timesteps).flatten(), sigma.reshape(1), rtol=1e-5)
+            assert torch.allclose(objective.add_noise(clean, noise, timesteps), model_input, rtol=1e-5, atol=1e-6)
+            with torch.no_grad():
+                output = unet(model_input, t, encoder_hidden_states=None, class_labels=labels).sample
+            if isinstance(sampler, EDMEulerScheduler):
+                stepped = sampler.step(output, t, sample).pred_original_sample
+            else:
+                stepped = sampler.convert_model_output(output, sample=sample)
+            denoised = objective.denoised(output, clean, noise, timesteps)
+            assert torch.allclose(denoised, stepped, rtol=1e-4, atol=1e-4)
+
+
+def test_edm_loss_is_the_weighted_denoiser_loss_and_its_optimum_samples_back_the_data():
+    config = DiffusionConfig(objective="edm", edm_sigma_data=0.5)
+    objective = build_objective(config)
+    timesteps = objective.sample_timesteps(4096, "cpu", torch.Generator().manual_seed(0))
+    log_sigma = torch.log(objective.sigmas(timesteps).flatten())
+    assert log_sigma.mean().item() == pytest.approx(config.edm_p_mean, abs=0.05)
+    assert log_sigma.std().item() == pytest.approx(config.edm_p_std, abs=0.05)
+
+    clean = torch.randn(4, 2, 4, 4, generator=torch.Generator().manual_seed(1)) * 0.5
+    noise = torch.randn(4, 2, 4, 4, generator=torch.Generator().manual_seed(2))
+    timesteps = timesteps[:4]
+    prediction = torch.randn(4, 2, 4, 4, generator=torch.Generator().manual_seed(3))
+    # EDM: lambda(sigma) ||D(x) - x0||^2 with lambda = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 = 1 / c_out^2
+    sigma, sigma_data = objective.sigmas(timesteps), 0.5
+    x = clean + sigma * noise
+    c_skip = sigma_data**2 / (sigma**2 + sigma_data**2)
+    c_out = sigma * sigma_data / (sigma**2 + sigma_data**2).sqrt()
+    weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+    expected = (weight * (c_skip * x + c_out * prediction - clean) ** 2).mean()
+    assert objective.loss(prediction, clean, noise, timesteps).item() == pytest.approx(expected.item(), rel=1e-5)
+    # ... which is plain MSE on the network's output against its effective target
+    target = (clean - c_skip * x) / c_out
+    assert expected.item() == pytest.approx(((prediction - target) ** 2).mean().item(), rel=1e-4)
+
+    oracle = edm_oracle(clean, sigma_data)
+    model_input = objective.add_noise(clean, noise, timesteps)
+    assert objective.loss(oracle(model_input, timesteps), clean, noise, timesteps).item() == pytest.approx(0, abs=1e-8)
+    sampler = build_sampler(objective.scheduler, "dpm")
+    assert isinstance(sampler, EDMDPMSolverMultistepScheduler) and sampler.config.sigma_data == 0.5
+    sampler.set_timesteps(8)
+    sample = noise * sampler.init_noise_sigma
+    for t in sampler.timesteps:
+        sample = sampler.step(oracle(sampler.scale_model_input(sample, t), t), t, sample).prev_sample
+    assert torch.allclose(sample, clean, atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["unconditional", "label", "latent_label", "text", "mask"])
+def test_every_pipeline_loop_samples_an_edm_model_correctly(kind):
+    """Each pipeline's loop (init_noise_sigma, scale_model_input, the scheduler's timesteps, step) with the saved EDM
+    sampler and a UNet answering the exact EDM output for a known x0 ends on x0: the loop feeds the UNet what EDM
+    training feeds it."""
+    import helpers
+    import mask_helpers
+
+    if kind == "unconditional":
+        pipe, call = helpers.tiny_unconditional_pipeline(), {"batch_size": 2}
+    elif kind in ("label", "latent_label"):
+        pipe = helpers.tiny_label_pipeline(latent=kind == "latent_label")
+        call = {"labels": ["normal", "pneumonia"], "guidance_scale": 2.0}
+    elif kind == "text":
+        pipe, call = helpers.tiny_text_pipeline(), {"prompt": "small left pleural effusion", "num_images_per_prompt": 2}
+    else:
+        pipe = mask_helpers.tiny_mask_pipeline(mask_generator=False)
+        call = {"masks": [mask_helpers.square_mask()] * 2, "labels": ["normal", "tuberculosis"], "guidance_scale": 2.0}
+    config = DiffusionConfig(objective="edm")
+    pipe.scheduler = build_sampler(build_objective(config).scheduler, config.sampler)
+    unet = pipe.unet
+    channels = unet.config.out_channels
+    size = unet.config.sample_size
+    x0 = torch.linspace(-0.8, 0.8, channels * size * size).reshape(1, channels, size, size)
+    oracle = edm_oracle(x0, config.edm_sigma_data)
+    seen = []
+
+    def answer(module, args, kwargs, output):
+        model_input, timestep = args[0], args[1] if len(args) > 1 else kwargs["timestep"]
+        seen.append(float(torch.as_tensor(timestep).flatten()[0]))
+        return type(output)(sample=oracle(model_input[:, :channels], timestep))
+
+    unet.register_forward_hook(answer, with_kwargs=True)
+    latents = pipe(**call, num_inference_steps=6, output_type="latent", generator=torch.Generator().manual_seed(0))
+    latents = latents.images if hasattr(latents, "images") else latents[0]
+    assert torch.isfinite(latents).all()
+    assert torch.allclose(latents.float(), x0.expand_as(latents), atol=1e-3)
+    assert seen == pytest.approx(pipe.scheduler.timesteps.tolist(), abs=1e-6)  # c_noise = ln(sigma) / 4, sigma 80 first
+
+
+def test_edm_trains_and_its_saved_pipeline_samples_with_a_stock_scheduler(pneumoniamnist_npz, tmp_path):
+    output_dir = tmp_path / "edm"
+    config = load_config(TINY, [*tiny_overrides(pneumoniamnist_npz, output_dir), "diffusion.objective=edm"])
+    main(config)
+
+    scheduler_config = json.loads((output_dir / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler_config["_class_name"] == "EDMDPMSolverMultistepScheduler"
+    assert scheduler_config["sigma_data"] == config.diffusion.edm_sigma_data
+    assert "EDM" in (output_dir / "README.md").read_text()
+
+    pipe = load_pipeline(output_dir)
+    assert isinstance(pipe, LabelConditionedPipeline) and isinstance(pipe.scheduler, EDMDPMSolverMultistepScheduler)
+    first = pipe(labels=["normal", "pneumonia"], num_inference_steps=3, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images
+    stock = DiffusionPipeline.from_pretrained(output_dir, trust_remote_code=True, use_safetensors=True)
+    assert isinstance(stock.scheduler, EDMDPMSolverMultistepScheduler)
+    second = stock(labels=["normal", "pneumonia"], num_inference_steps=3, output_type="np",
+                   generator=torch.Generator().manual_seed(0)).images
+    assert first.shape == (2, 16, 16, 1) and torch.isfinite(torch.from_numpy(first)).all()
+    assert (first == second).all()
+
+
 def test_default_objective_draws_the_same_timesteps_as_before():
     """The diffusion objective keeps the loop's random draws, so existing runs resume bit for bit."""
     objective = build_objective(DiffusionConfig())
@@ -101,6 +251,11 @@ def test_scale_shift_conditioning_reaches_the_unet():
         (lambda: DiffusionConfig(objective="edm_flow"), "diffusion.objective"),
         (lambda: DiffusionConfig(objective="rectified_flow", sampler="ddim"), "diffusion.sampler 'ddim'"),
         (lambda: DiffusionConfig(flow_shift=0.0), "diffusion.flow_shift"),
+        (lambda: DiffusionConfig(objective="edm", sampler="unipc"), "diffusion.sampler 'unipc' has no EDM form"),
+        (lambda: DiffusionConfig(objective="edm", sampler="ddim"), "diffusion.sampler 'ddim' has no EDM form"),
+        (lambda: DiffusionConfig(edm_sigma_data=0.0), "diffusion.edm_sigma_data"),
+        (lambda: DiffusionConfig(edm_p_std=-1.0), "diffusion.edm_p_std"),
+        (lambda: DiffusionConfig(edm_p_mean=float("nan")), "diffusion.edm_p_mean"),
         (lambda: DiffusionConfig(guidance_scale=-1.0), "diffusion.guidance_scale"),
         (lambda: ModelConfig(resnet_time_scale_shift="film"), "model.resnet_time_scale_shift"),
         (lambda: OptimConfig(lr_scheduler="constant_warmup"), "optim.lr_scheduler"),

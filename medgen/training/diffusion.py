@@ -9,7 +9,14 @@ Two objectives (`diffusion.objective`):
 - `rectified_flow`: straight paths x_t = (1 - t) x_0 + t noise with the velocity noise - x_0 as target
   (SiT, SD3), t drawn logit-normal (SD3); the forward process is diffusers' `FlowMatchEulerDiscreteScheduler`
   and the saved sampler a stock DPM-Solver++ (or UniPC) in its flow-sigma form, which every medgen pipeline
-  loop runs unchanged (it has `scale_model_input` and `init_noise_sigma`).
+  loop runs unchanged (it has `scale_model_input` and `init_noise_sigma`);
+- `edm`: Karras et al. (2022) preconditioning: x = x_0 + sigma noise with ln(sigma) ~ N(P_mean, P_std), the UNet
+  sees c_in(sigma) x at timestep c_noise(sigma) = ln(sigma) / 4, its output F gives the denoised
+  D = c_skip(sigma) x + c_out(sigma) F, and the loss is EDM's (sigma^2 + sigma_data^2) / (sigma sigma_data)^2
+  weighted MSE of D against x_0. The formulas are those of diffusers' EDM schedulers (their
+  `precondition_inputs` / `precondition_noise` / `precondition_outputs`, `prediction_type: epsilon` being EDM's
+  plain F), and the saved sampler is a stock `EDMDPMSolverMultistepScheduler`, whose `scale_model_input`,
+  timesteps and `step` apply exactly these, so every medgen pipeline loop runs it unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
+    EDMDPMSolverMultistepScheduler,
+    EDMEulerScheduler,
     FlowMatchEulerDiscreteScheduler,
     UniPCMultistepScheduler,
 )
@@ -34,12 +43,18 @@ SAMPLERS = {
     "ddpm": DDPMScheduler,
 }
 FLOW_SAMPLERS = ("dpm", "unipc")
+EDM_SAMPLERS = {"dpm": EDMDPMSolverMultistepScheduler}
 
 
-def build_noise_scheduler(config: DiffusionConfig) -> DDPMScheduler | FlowMatchEulerDiscreteScheduler:
-    """The training-time forward process."""
+def build_noise_scheduler(config: DiffusionConfig) -> DDPMScheduler | FlowMatchEulerDiscreteScheduler | EDMEulerScheduler:
+    """The training-time forward process (for `edm`, the scheduler whose preconditioning the objective uses)."""
     if config.objective == "rectified_flow":
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=config.num_train_timesteps, shift=config.flow_shift)
+    if config.objective == "edm":
+        # EDM's sigma_min / sigma_max / rho = 7 Karras schedule (diffusers' defaults); "epsilon" is EDM's F
+        return EDMEulerScheduler(
+            sigma_data=config.edm_sigma_data, num_train_timesteps=config.num_train_timesteps, prediction_type="epsilon"
+        )
     return DDPMScheduler(
         num_train_timesteps=config.num_train_timesteps,
         beta_schedule=config.beta_schedule,
@@ -54,6 +69,19 @@ def build_sampler(noise_scheduler, name: str = "dpm"):
     """A sampler for the same forward process (DPM-Solver++ by default: good images in 15 steps, see medgen.sampling)."""
     if name not in SAMPLERS:
         raise ValueError(f"Unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}.")
+    if isinstance(noise_scheduler, EDMEulerScheduler):
+        if name not in EDM_SAMPLERS:
+            raise ValueError(f"Sampler {name!r} has no EDM form; choose one of {', '.join(EDM_SAMPLERS)}.")
+        config = noise_scheduler.config
+        return EDM_SAMPLERS[name](
+            sigma_min=config.sigma_min,
+            sigma_max=config.sigma_max,
+            sigma_data=config.sigma_data,
+            sigma_schedule=config.sigma_schedule,
+            num_train_timesteps=config.num_train_timesteps,
+            prediction_type=config.prediction_type,
+            rho=config.rho,
+        )
     if isinstance(noise_scheduler, FlowMatchEulerDiscreteScheduler):
         if name not in FLOW_SAMPLERS:
             raise ValueError(f"Sampler {name!r} has no flow-matching form; choose one of {', '.join(FLOW_SAMPLERS)}.")
@@ -137,7 +165,56 @@ class RectifiedFlowObjective(DiffusionObjective):
         return F.mse_loss(prediction.float(), (noise - clean).float())
 
 
+class EDMObjective(DiffusionObjective):
+    """`diffusion.objective: edm` (Karras et al. 2022). `sample_timesteps` returns the UNet's timesteps, c_noise =
+    ln(sigma) / 4 as the EDM samplers pass them, `add_noise` the UNet's input c_in (x_0 + sigma noise), and `loss`
+    EDM's weighted denoiser loss. Every coefficient comes from the scheduler (`EDMEulerScheduler`), the same
+    code the saved `EDMDPMSolverMultistepScheduler` samples with."""
+
+    def sigmas(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """sigma from the UNet timestep c_noise = ln(sigma) / 4 (the inverse of `precondition_noise`)."""
+        return torch.exp(4 * timesteps.float()).view(-1, 1, 1, 1)
+
+    def sample_timesteps(self, batch_size: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+        log_sigma = self.config.edm_p_mean + self.config.edm_p_std * torch.randn(batch_size, device=device, generator=generator)
+        return self.scheduler.precondition_noise(torch.exp(log_sigma))
+
+    def noisy(self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """x = x_0 + sigma noise, the sample the sampler holds (before `scale_model_input`)."""
+        return clean + self.sigmas(timesteps).to(clean.dtype) * noise
+
+    def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        sigma = self.sigmas(timesteps).to(clean.dtype)
+        return self.scheduler.precondition_inputs(clean + sigma * noise, sigma)
+
+    def denoised(self, prediction: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """D = c_skip x + c_out F: the x_0 estimate the sampler's `step` forms from the same UNet output."""
+        sigma = self.sigmas(timesteps)
+        return self.scheduler.precondition_outputs(self.noisy(clean, noise, timesteps).float(), prediction.float(), sigma)
+
+    def loss(self, prediction: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        sigma, sigma_data = self.sigmas(timesteps), self.config.edm_sigma_data
+        weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+        error = self.denoised(prediction, clean, noise, timesteps) - clean.float()
+        return (weight * error**2).mean()
+
+
 def build_objective(config: DiffusionConfig) -> DiffusionObjective:
     if config.objective == "rectified_flow":
         return RectifiedFlowObjective(config)
+    if config.objective == "edm":
+        return EDMObjective(config)
     return DiffusionObjective(config)
+
+
+def objective_card(config: DiffusionConfig) -> dict[str, str]:
+    """The model card's `noise_schedule` and `prediction_type` lines for the objective."""
+    if config.objective == "rectified_flow":
+        return {"noise_schedule": f"rectified flow, logit-normal t, shift {config.flow_shift}",
+                "prediction_type": "flow (rectified flow velocity)"}
+    if config.objective == "edm":
+        return {"noise_schedule": f"EDM (Karras et al. 2022), ln sigma ~ N({config.edm_p_mean}, {config.edm_p_std}), "
+                                  f"sigma_data {config.edm_sigma_data}",
+                "prediction_type": "EDM preconditioned denoiser (c_skip x + c_out F)"}
+    return {"noise_schedule": f"{config.beta_schedule}, {config.num_train_timesteps} steps",
+            "prediction_type": config.prediction_type}
