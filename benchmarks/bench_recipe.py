@@ -12,6 +12,9 @@ and scored at each length: the quality-vs-compute curve.
     nice -n 15 env OMP_NUM_THREADS=1 python benchmarks/bench_recipe.py --output runs/bench_recipe
     python benchmarks/bench_recipe.py --output runs/bench_recipe --report   # table + curve from what is done
 
+Budget: --steps x --batch-size images seen for every variant; `batch_64` trains at twice the batch for half
+the steps (and half the warm-up steps), so its images seen are the same.
+
 Every stage writes its own JSON under --output and is skipped when rerun; a variant stopped mid-training
 resumes from its newest checkpoint. Two processes may share the list (`--variants` in different orders): a
 stage in progress is locked (`<stage>.lock`, the pid) and skipped by the other. Results: --output/recipe.md,
@@ -45,7 +48,14 @@ VARIANTS: dict[str, list[str]] = {
         "model.block_out_channels=[96,192,384]", "model.attention_levels=[false,true,true]",
         "model.layers_per_block=2", "model.norm_num_groups=32",
     ],
+    "edm": ["diffusion.objective=edm"],  # EDM preconditioning + loss weight, sigma_data 1 (unit-std latents)
+    # a longer EMA: the decay 1 - (1 + step)^-power grows faster, half-life 44 steps at step 100 (today 22),
+    # 590 at step 1,800 (today 191); the 0.999 cap is reached at step 2,150 (today 10,000)
+    "ema_long": ["ema.power=0.9"],
+    "batch_64": [],  # twice the batch for half the steps (BATCH_FACTOR): the same images seen
 }
+# variant -> factor on --batch-size; its steps (and LR warm-up steps) are divided by it, so images seen stay equal
+BATCH_FACTOR = {"batch_64": 2}
 GUIDANCE = {"guidance_1": 1.0, "guidance_4": 4.0}  # baseline weights, other guidance scales (baseline: the config's)
 CURVE_VARIANT = "constant_lr_ema"
 CURVE_FACTORS = (2, 4)  # default: the curve run continues the curve variant to 2x and 4x the budget
@@ -54,7 +64,8 @@ CURVE_FACTORS = (2, 4)  # default: the curve run continues the curve variant to 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", default="runs/bench_recipe")
-    parser.add_argument("--steps", type=int, default=100, help="optimiser updates per variant (batch 32)")
+    parser.add_argument("--steps", type=int, default=100,
+                        help="optimiser updates per variant at --batch-size (batch_64: half as many at twice the batch)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=10, help="learning-rate warm-up steps (every variant)")
     parser.add_argument("--n", type=int, default=128, help="images per set for FID / precision / recall")
@@ -69,8 +80,16 @@ def parse_args() -> argparse.Namespace:
 def stage_order(curve_factors=CURVE_FACTORS) -> list[str]:
     return [
         "shipped", "baseline", "rectified_flow", "constant_lr_ema", "scale_shift", *GUIDANCE, "unet_m",
-        *(f"curve_x{factor}" for factor in curve_factors), "unet_l",
+        *(f"curve_x{factor}" for factor in curve_factors), "unet_l", "edm", "ema_long", "batch_64",
     ]
+
+
+def variant_budget(name: str, steps: int, batch_size: int, warmup: int) -> tuple[int, int, int]:
+    """(steps, batch size, warm-up steps) of `name`: a batch factor trades steps for batch at equal images seen."""
+    factor = BATCH_FACTOR.get(name, 1)
+    if steps % factor or warmup % factor:
+        raise ValueError(f"{name}: --steps {steps} and --warmup {warmup} must be multiples of its batch factor {factor}")
+    return steps // factor, batch_size * factor, warmup // factor
 
 
 # ---------------------------------------------------------------- references
@@ -135,13 +154,14 @@ def train_variant(out: Path, name: str, overrides: list[str], steps: int, args) 
     from medgen.train import main
 
     folder = out / name
+    steps, batch_size, warmup = variant_budget(name, steps, args.batch_size, args.warmup)
     config = load_config(BASE_CONFIG, [
         *overrides,
         f"model.pretrained_vae={AUTOENCODER}",
         f"output_dir={folder}",
         f"max_train_steps={steps}",
-        f"train_batch_size={args.batch_size}",
-        f"optim.lr_warmup_steps={args.warmup}",
+        f"train_batch_size={batch_size}",
+        f"optim.lr_warmup_steps={warmup}",
         "checkpointing_steps=50",
         "checkpoints_total_limit=1",
         "log_every_steps=25",
@@ -152,7 +172,7 @@ def train_variant(out: Path, name: str, overrides: list[str], steps: int, args) 
     main(config, resume_from_checkpoint=resume)
     summary = json.loads((folder / "training_summary.json").read_text())
     return {"train_seconds_this_call": time.perf_counter() - start, "loop_seconds": summary["loop_seconds"],
-            "steps": summary["steps"], "images_seen": summary["steps"] * args.batch_size,
+            "steps": summary["steps"], "batch_size": batch_size, "images_seen": summary["steps"] * batch_size,
             "final_loss": summary["final_loss"]}
 
 
@@ -261,7 +281,10 @@ def run_stage(out: Path, stage: str, refs: dict, extractor, args) -> dict | None
         result.update(score(folder, refs, extractor, None, args))
     else:
         training = train_variant(out, stage, VARIANTS[stage], args.steps, args)
-        result = {"variant": stage, "change": " ".join(VARIANTS[stage]) or "today's recipe", "training": training}
+        change = " ".join(VARIANTS[stage]) or "today's recipe"
+        if stage in BATCH_FACTOR:
+            change = f"train_batch_size={training['batch_size']} for {training['steps']} steps (same images seen)"
+        result = {"variant": stage, "change": change, "training": training}
         result.update(score(out / stage, refs, extractor, None, args))
     result_path.write_text(json.dumps(result, indent=2) + "\n")
     (out / f"{stage}.lock").unlink(missing_ok=True)
@@ -273,6 +296,18 @@ def run_stage(out: Path, stage: str, refs: dict, extractor, args) -> dict | None
 # ---------------------------------------------------------------- report
 
 
+def report_row(result: dict, floor: dict) -> str:
+    """One table row. Results written before the batch size was recorded ran at `images_seen / steps`."""
+    t = result["training"]
+    batch = t.get("batch_size") or t["images_seen"] // max(t["steps"], 1)
+    change = result["change"] + (f" (guidance {result['guidance_scale']:g})" if result["variant"] == "baseline" else "")
+    return (
+        f"| {result['variant']} | {change} | {result['parameters'] / 1e6:.1f} M | {t['steps']} x {batch} | "
+        f"{t['images_seen']} | {t['loop_seconds'] / 60:.1f} | {result['fid']:.1f} | {result['fid'] / floor['fid']:.2f} | "
+        f"{result['precision']:.2f} | {result['recall']:.2f} |"
+    )
+
+
 def write_report(out: Path, args) -> None:
     refs = json.loads((out / "references.json").read_text())
     stages = stage_order(sorted(args.curve_factors))
@@ -280,22 +315,18 @@ def write_report(out: Path, args) -> None:
     floor, ceiling = refs["floor"], refs["ceiling"]
     lines = [
         f"Chest-xray 128 px (Kermany), test split, N = {refs['n']}, Inception features; budget "
-        f"{args.steps} steps x {args.batch_size} = {args.steps * args.batch_size} images seen per variant, "
-        f"{args.inference_steps} DPM-Solver++ steps.",
+        f"{args.steps} steps x {args.batch_size} = {args.steps * args.batch_size} images seen per variant "
+        f"({', '.join(f'{name}: {args.steps // k} x {args.batch_size * k}' for name, k in BATCH_FACTOR.items())}), "
+        f"{args.inference_steps} DPM-Solver++ steps (EDM-DPM-Solver++ for edm).",
         "",
-        "| variant | change | UNet params | images seen | train min (this stage) | FID | FID / floor | precision | recall |",
-        "|---|---|---|---|---|---|---|---|---|",
-        f"| floor | {refs['n']} real training images | | | | {floor['fid']:.1f} | 1.00 | {floor['precision']:.2f} | {floor['recall']:.2f} |",
-        f"| ceiling | test images through the autoencoder | | | | {ceiling['fid']:.1f} | {ceiling['fid'] / floor['fid']:.2f} | "
+        "| variant | change | UNet params | steps x batch | images seen | train min (this stage) | FID | FID / floor | precision | recall |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| floor | {refs['n']} real training images | | | | | {floor['fid']:.1f} | 1.00 | {floor['precision']:.2f} | {floor['recall']:.2f} |",
+        f"| ceiling | test images through the autoencoder | | | | | {ceiling['fid']:.1f} | {ceiling['fid'] / floor['fid']:.2f} | "
         f"{ceiling['precision']:.2f} | {ceiling['recall']:.2f} |",
     ]
     for r in results:
-        t = r["training"]
-        change = r["change"] + (f" (guidance {r['guidance_scale']:g})" if r["variant"] == "baseline" else "")
-        lines.append(
-            f"| {r['variant']} | {change} | {r['parameters'] / 1e6:.1f} M | {t['images_seen']} | {t['loop_seconds'] / 60:.1f} | "
-            f"{r['fid']:.1f} | {r['fid'] / floor['fid']:.2f} | {r['precision']:.2f} | {r['recall']:.2f} |"
-        )
+        lines.append(report_row(r, floor))
     (out / "recipe.md").write_text("\n".join(lines) + "\n")
     (out / "recipe.json").write_text(json.dumps({"references": refs, "results": results, "args": vars(args)}, indent=2) + "\n")
     print("\n".join(lines))
@@ -339,6 +370,9 @@ def main() -> None:
     args = parse_args()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    stages = args.variants or stage_order(sorted(args.curve_factors))
+    for stage in stages:  # a budget that does not divide fails now, not after the stages before it
+        variant_budget(stage, args.steps, args.batch_size, args.warmup)
     if not args.report:
         from medgen.evaluation.features import get_feature_extractor
 
@@ -346,7 +380,7 @@ def main() -> None:
         extractor = get_feature_extractor("inception")
         refs = references(out, args.n, extractor)
         print(f"[bench_recipe] floor FID {refs['floor']['fid']:.1f}, ceiling FID {refs['ceiling']['fid']:.1f}", flush=True)
-        for stage in args.variants or stage_order(sorted(args.curve_factors)):
+        for stage in stages:
             run_stage(out, stage, refs, extractor, args)
             write_report(out, args)
     write_report(out, args)

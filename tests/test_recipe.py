@@ -285,3 +285,60 @@ def test_constant_learning_rate_with_warmup_holds_after_the_warmup():
         scheduler.step()
     assert rates[0] < rates[3] < 1e-3
     assert all(rate == pytest.approx(1e-3) for rate in rates[4:])
+
+
+# ---------------------------------------------------------------- benchmarks/bench_recipe.py
+
+
+@pytest.fixture(scope="module")
+def bench_recipe():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("bench_recipe", REPO_ROOT / "benchmarks" / "bench_recipe.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_every_recipe_variant_is_a_valid_config_and_a_stage(bench_recipe):
+    for name, overrides in bench_recipe.VARIANTS.items():
+        config = load_config(bench_recipe.BASE_CONFIG, overrides)  # a typo in an override fails here, not hours in
+        if name == "edm":
+            assert config.diffusion.objective == "edm" and config.diffusion.sampler == "dpm"
+        if name == "ema_long":
+            assert config.ema.power > load_config(bench_recipe.BASE_CONFIG).ema.power
+    stages = bench_recipe.stage_order()
+    assert set(bench_recipe.VARIANTS) <= set(stages)
+    # the new variants come after the stages already run, so an existing results folder keeps its order
+    assert stages[-3:] == ["edm", "ema_long", "batch_64"]
+
+
+def test_the_batch_variant_sees_the_same_images_as_the_others(bench_recipe):
+    assert bench_recipe.variant_budget("baseline", 100, 32, 10) == (100, 32, 10)
+    steps, batch, warmup = bench_recipe.variant_budget("batch_64", 100, 32, 10)
+    assert (steps, batch, warmup) == (50, 64, 5) and steps * batch == 100 * 32
+    with pytest.raises(ValueError, match="batch_64.*--steps 101"):
+        bench_recipe.variant_budget("batch_64", 101, 32, 10)
+
+
+def test_the_report_reads_results_written_before_the_batch_size_was_recorded(bench_recipe, tmp_path):
+    import argparse
+
+    stat = {"fid": 60.0, "precision": 0.8, "recall": 0.7}
+    (tmp_path / "references.json").write_text(json.dumps({"n": 128, "label_names": ["a", "b"], "floor": stat,
+                                                          "ceiling": {**stat, "fid": 90.0}}))
+    old = {"variant": "baseline", "change": "today's recipe", "guidance_scale": 2.0, "parameters": 2.4e6, "fid": 480.0,
+           "precision": 0.0, "recall": 0.0, "training": {"loop_seconds": 600, "steps": 100, "images_seen": 3200}}
+    new = {**old, "variant": "batch_64", "change": "train_batch_size=64 for 50 steps (same images seen)",
+           "training": {"loop_seconds": 500, "steps": 50, "batch_size": 64, "images_seen": 3200}}
+    for result in (old, new):
+        (tmp_path / f"{result['variant']}.json").write_text(json.dumps(result))
+    args = argparse.Namespace(steps=100, batch_size=32, warmup=10, inference_steps=15, curve_factors=[2, 4])
+    bench_recipe.write_report(tmp_path, args)
+    table = (tmp_path / "recipe.md").read_text()
+    assert "| baseline | today's recipe (guidance 2) | 2.4 M | 100 x 32 | 3200 |" in table
+    assert "| batch_64 | train_batch_size=64 for 50 steps (same images seen) | 2.4 M | 50 x 64 | 3200 |" in table
+    assert "batch_64: 50 x 64" in table.splitlines()[0]
