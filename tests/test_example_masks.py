@@ -271,3 +271,59 @@ def test_the_app_endpoint_gives_the_example_and_its_label_for_a_run(pipeline, tm
     finally:
         client.close()
         demo.close()
+
+
+@pytest.mark.slow
+def test_in_the_browser_an_example_fills_the_mask_box_and_the_label_unless_one_was_chosen(pipeline, tmp_path_factory):
+    import shutil
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("no Chromium installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from app_server import free_port, load_app_module
+    from test_browser import CHROMIUM_ARGS, set_count
+
+    app = load_app_module("medgen_app_examples_in_browser")
+    service = AppService.from_sources(
+        [str(pipeline)], device="cpu", include_builtins=False, workdir=tmp_path_factory.mktemp("app"), batch_size=2
+    )
+    demo = app.build_demo(service)
+    port = free_port()
+    app.launch(demo, service, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(120_000)
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector("#generate")
+            condition = page.locator("#condition input")
+            assert condition.input_value() == "normal"
+            page.locator("#example-mask input").click()
+            page.locator("#example-mask [role=option]", has_text="tuberculosis_0").click()
+            page.wait_for_selector("#mask img")
+            page.wait_for_function("() => document.querySelector('#condition input')?.value === 'tuberculosis'")
+            set_count(page, 1)
+            steps = page.locator("input[aria-label='number input for Denoising steps']")
+            if not steps.is_visible():
+                page.get_by_text("Sampling settings").click()
+            steps.fill("2")
+            steps.press("Enter")
+            page.locator("#generate").click()
+            page.wait_for_function("() => document.querySelector('#status')?.innerText.includes('Done: 1 image')")
+            assert "tuberculosis" in page.locator("#gallery").inner_text()
+            # Another example brings its own label; once the user picks a condition, examples keep it.
+            for example, picked, expected in [("normal_0", None, "normal"), ("tuberculosis_1", "normal", "normal")]:
+                if picked:
+                    condition.click()
+                    page.locator("#condition [role=option]", has_text=picked).click()
+                shown = page.locator("#mask img").get_attribute("src")
+                page.locator("#example-mask input").click()
+                page.locator("#example-mask [role=option]", has_text=example).click()
+                page.wait_for_function(f"() => document.querySelector('#mask img')?.getAttribute('src') !== {shown!r}")
+                assert example in page.locator("#mask img").get_attribute("src")
+                assert condition.input_value() == expected
+            browser.close()
+    finally:
+        demo.close()
