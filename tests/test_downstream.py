@@ -62,6 +62,11 @@ def test_rare_label_adds_images_of_that_label_only():
         assert (_label_counts(arms[arm]) - _label_counts(real) == [20, 0]).all(), arm
 
 
+def test_a_subset_without_the_rare_label_cannot_be_given_a_matched_control():
+    with pytest.raises(ValueError, match="holds no image of label 'normal', so the duplicated control cannot match the synthetic images' labels"):
+        build_arms(_images({1: 10}), _pool(), ratio=1.0, rng=np.random.default_rng(0), rare_index=0)
+
+
 def test_too_small_a_synthetic_pool_is_a_clear_error():
     with pytest.raises(ValueError, match="synthetic images of label 'pneumonia' are needed but only 3"):
         build_arms(_images({0: 5, 1: 5}), _pool((50, 3)), ratio=1.0, rng=np.random.default_rng(0))

@@ -47,6 +47,13 @@ def test_a_rare_label_gets_all_extra_pairs_and_too_small_a_pool_is_named():
         build_pair_arms(disc_pairs(40, seed=0), [p.subset(np.arange(3)) for p in _pools()], ratio=1.0, rng=np.random.default_rng(0))
 
 
+def test_a_subset_without_a_label_cannot_be_given_a_matched_control():
+    # a rare label absent from the subset: no real pair of it to duplicate, so the control cannot match the labels
+    real = disc_pairs(6, seed=0).subset(np.arange(0, 6, 2))  # label "small" only
+    with pytest.raises(ValueError, match="holds no pair of label 'large', so the duplicated control cannot match the synthetic pairs' labels"):
+        build_pair_arms(real, _pools(), ratio=1.0, rng=np.random.default_rng(0), rare_index=1)
+
+
 def test_experiment_reports_dice_with_intervals_inside_0_1_and_is_reproducible():
     train, test = disc_pairs(16, seed=0), disc_pairs(8, seed=1)
     synthetic = disc_pairs(24, seed=2)
@@ -73,6 +80,39 @@ def test_pairs_are_sampled_from_a_mask_pipeline_with_its_mask_generator():
     assert pools[0].images.shape == (3, 1, 16, 16) and pools[0].masks.shape == (3, 1, 16, 16)
     assert set(np.unique(pools[0].masks)) <= {0, 1}
     assert records[0]["count"] == 3 and records[0]["seed"] != records[1]["seed"]
+
+
+def test_result_is_stored_with_the_pipeline_beside_the_classification_result(tmp_path):
+    from medgen.downstream.segmentation_report import SEGMENTATION
+    from medgen.downstream.store import store_in_pipeline_folder
+    from medgen.evaluation.report import to_jsonable
+
+    report = to_jsonable(run_segmentation_downstream(
+        disc_pairs(16, seed=0), disc_pairs(8, seed=1), synthetic_pairs=disc_pairs(24, seed=2), synthetic_folder="pairs",
+        real_fractions=(0.5,), seeds=1, recipe=TINY, progress=False,
+    ))
+    folder = tmp_path / "pipe"
+    folder.mkdir()
+    classification = "<!-- medgen-downstream:start -->\n## Downstream: do these images help a classifier?\n<!-- medgen-downstream:end -->"
+    (folder / "README.md").write_text(f"# A pipeline\n\n{classification}\n\n## Intended use and limitations\n\nResearch only.\n")
+    line = store_in_pipeline_folder(str(folder), report, SEGMENTATION)
+    assert line.startswith("segmentation downstream result stored:") and "segmentation Downstream section" in line
+    summary = json.loads((folder / "downstream_segmentation.json").read_text())
+    assert summary["task"] == "segmentation" and summary["interval_method"] == report["interval_method"]
+    arms = summary["results"][0]["arms"]
+    assert set(arms) == set(ARMS) and set(arms["real"]) == {"n_train", "dice", "dice_nonempty"}
+    assert arms["real"]["dice"]["mean"] == report["results"][0]["arms"]["real"]["dice"]["mean"]
+    assert summary["results"][0]["synthetic_minus_duplicated"]["verdict_dice"].startswith("undetermined")  # one seed
+    assert "Dice mean [95% CI]" in summary["table_markdown"]
+    assert "test Dice" in (folder / "downstream_dice.svg").read_text()
+    assert not (folder / "downstream.json").exists()  # the classification result's file is not this one
+    card = (folder / "README.md").read_text()
+    assert classification in card  # the classification section is left as it was
+    assert card.count("## Downstream: do these image + mask pairs help a segmenter?") == 1
+    assert card.index("segmenter?") < card.index("## Intended use and limitations")
+    assert "0.5 of the real training pairs: undetermined" in card and "`downstream_segmentation.json`" in card
+    store_in_pipeline_folder(str(folder), report, SEGMENTATION)  # a second run replaces the section in place
+    assert (folder / "README.md").read_text() == card
 
 
 @pytest.fixture(scope="module")

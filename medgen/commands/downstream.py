@@ -110,36 +110,21 @@ def run(args: argparse.Namespace) -> int:
         return run_segmentation(args)
     if args.mask_column is not None:
         raise ValueError(f"--mask-column {args.mask_column!r} applies to --task segmentation")
-    import dataclasses
-    import sys
-
-    import numpy as np
-
+    from medgen.commands import downstream_steps as steps
+    from medgen.commands.generate import _resolve_device
     from medgen.downstream.classifier import QUICK, STANDARD
-    from medgen.downstream.data import attach_groups, check_disjoint, data_config_values, draw_subset, load_split
+    from medgen.downstream.data import attach_groups, check_disjoint, data_config_values, load_split
     from medgen.downstream.experiment import run_downstream
     from medgen.downstream.report import summary_table, write_report
-    from medgen.downstream.stats import seed_warnings
-    from medgen.downstream.synthetic import check_pipeline_labels, peek_folder_geometry, pipeline_geometry
+    from medgen.downstream.store import CLASSIFICATION
+    from medgen.downstream.synthetic import check_pipeline_labels
 
-    if args.guidance_scale is not None and not (math.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
-        raise ValueError(f"--guidance-scale must be a finite number >= 0; got {args.guidance_scale}")
+    steps.check_guidance(args)
     values = data_config_values(args.data, args.config, args.label_column)
     if args.group_column is not None and values.get("source") != "csv":
         raise ValueError(f"--group-column {args.group_column!r} needs CSV data (a folder with metadata.csv or a CSV file)")
-    from medgen.commands.generate import _resolve_device
-
     device = _resolve_device(args.device)
-    pipe = None
-    if args.pipeline is not None:
-        from medgen.pipelines import load_pipeline
-
-        pipe = load_pipeline(args.pipeline)
-        pipe.to(device)
-        pipe.set_progress_bar_config(disable=True)
-        channels, side = pipeline_geometry(pipe)
-    else:
-        channels, side = peek_folder_geometry(args.synthetic)
+    pipe, channels, side = steps.synthetic_source(args, device)
     train = load_split(values, args.split, side, channels, args.max_real)
     test = load_split(values, args.test_split, side, channels, args.max_real)
     if args.group_column is not None:
@@ -147,58 +132,14 @@ def run(args: argparse.Namespace) -> int:
         attach_groups(test, values, args.group_column)
     check_disjoint(train, test, args.split, args.test_split)
     n_train_read = len(train)
-    if args.max_train is not None and args.max_train < len(train):
-        pool_rng = np.random.default_rng([args.seed, 0x7261696E])  # fixed by the run seed, apart from the cells' draws
-        train = train.subset(draw_subset(train, args.max_train / len(train), pool_rng))
+    train = steps.training_pool(train, args)
     if pipe is not None:
         check_pipeline_labels(pipe, train.label_names, args.pipeline)
-    for warning in seed_warnings(args.seeds):  # said before the run, not only in the report an hour later
-        print(f"medgen downstream: warning: {warning}", file=sys.stderr)
-    recipe = QUICK if args.quick else STANDARD
-    if args.classifier_size is not None or args.classifier_steps is not None:
-        recipe = dataclasses.replace(
-            recipe,
-            steps=args.classifier_steps or recipe.steps,
-            image_size=args.classifier_size if args.classifier_size is not None else recipe.image_size,
-        )
+    steps.warn_seeds(args.seeds)
     report = run_downstream(
-        train,
-        test,
-        pipeline=pipe,
-        synthetic_folder=args.synthetic,
-        real_fractions=args.real_fraction,
-        synthetic_ratio=args.synthetic_ratio,
-        seeds=args.seeds,
-        seed=args.seed,
-        rare_label=args.rare_label,
-        recipe=recipe,
-        num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance_scale,
-        sample_batch_size=args.batch_size,
-        device=device,
-        progress=True,
+        train, test, pipeline=pipe, recipe=steps.model_recipe(args, QUICK, STANDARD), **steps.experiment_options(args, device)
     )
-    report = {
-        "command": "medgen downstream",
-        "pipeline": args.pipeline,
-        "data": args.data or f"{args.config} (data section)",
-        "split": args.split,
-        "test_split": args.test_split,
-        "group_column": args.group_column,
-        "quick": args.quick,
-        "n_train_read": n_train_read,
-        "max_train": args.max_train,
-        **report,
-    }
-    write_report(report, args.output)
-    print(summary_table(report))
-    print(f"report: {args.output}/report.html", file=sys.stderr)
-    if args.pipeline is not None and not args.no_store and not args.quick:
-        import json
-        from pathlib import Path
-
-        from medgen.downstream.store import store_in_pipeline_folder
-
-        written = json.loads((Path(args.output) / "report.json").read_text())  # the report as JSON holds it
-        print(store_in_pipeline_folder(args.pipeline, written), file=sys.stderr)
-    return 0
+    return steps.finish(
+        args, report, command="medgen downstream", task_fields={"group_column": args.group_column}, n_train_read=n_train_read,
+        write_report=write_report, summary_table=summary_table, stored=CLASSIFICATION,
+    )

@@ -15,15 +15,12 @@ file_name, mask_file_name, label).
 from __future__ import annotations
 
 import argparse
-import math
-import sys
+from typing import Any
 
 
-def _mask_pipeline(name: str, device: str):
+def _check_mask_pipeline(pipe: Any, name: str) -> None:
     from medgen.evaluation.mask_faithfulness import is_mask_pipeline
-    from medgen.pipelines import load_pipeline
 
-    pipe = load_pipeline(name)
     if not is_mask_pipeline(pipe):
         raise ValueError(
             f"--task segmentation needs image + mask pairs, but pipeline {name} ({type(pipe).__name__}) is not "
@@ -35,29 +32,19 @@ def _mask_pipeline(name: str, device: str):
             f"--task segmentation: pipeline {name} draws images from masks but has no mask generator to draw new masks; "
             "write pairs from your own masks with `medgen generate --pairs --masks DIR` and give that folder as --synthetic"
         )
-    pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-    import json
-    from pathlib import Path
-
-    import numpy as np
-
+    from medgen.commands import downstream_steps as steps
     from medgen.commands.generate import _resolve_device
-    from medgen.downstream.data import data_config_values, draw_subset
+    from medgen.downstream.data import data_config_values
     from medgen.downstream.segmentation import as_labelled, run_segmentation_downstream
-    from medgen.downstream.segmentation_report import store_in_pipeline_folder, summary_table, write_report
-    from medgen.downstream.stats import seed_warnings
-    from medgen.downstream.synthetic import check_pipeline_labels, peek_folder_geometry, pipeline_geometry
+    from medgen.downstream.segmentation_report import SEGMENTATION, summary_table, write_report
+    from medgen.downstream.synthetic import check_pipeline_labels
     from medgen.segmentation.data import load_pairs, relabel
     from medgen.segmentation.segmenter import QUICK, STANDARD
 
-    if args.guidance_scale is not None and not (math.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
-        raise ValueError(f"--guidance-scale must be a finite number >= 0; got {args.guidance_scale}")
+    steps.check_guidance(args)
     if args.group_column is not None:
         raise ValueError("--group-column is not supported with --task segmentation yet; the subsets are drawn per label")
     values = data_config_values(args.data, args.config, args.label_column)
@@ -71,12 +58,7 @@ def run(args: argparse.Namespace) -> int:
             "mask, e.g. mask_file_name) or a --config whose data section sets mask_column"
         )
     device = _resolve_device(args.device)
-    pipe = synthetic = None
-    if args.pipeline is not None:
-        pipe = _mask_pipeline(args.pipeline, device)
-        channels, side = pipeline_geometry(pipe)
-    else:
-        channels, side = peek_folder_geometry(args.synthetic)
+    pipe, channels, side = steps.synthetic_source(args, device, _check_mask_pipeline)
     train, mask_names = load_pairs(values, args.split, side, channels, args.max_real)
     test, _ = load_pairs(values, args.test_split, side, channels, args.max_real)
     shared = set(train.sources) & set(test.sources)
@@ -85,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             f"--split {args.split!r} and --test-split {args.test_split!r} share {len(shared)} pair(s) (e.g. {sorted(shared)[0]}); "
             "give data whose splits are disjoint (a split column, or a training config with holdout_fraction)"
         )
+    synthetic = None  # pairs read from a --synthetic folder; a --pipeline's are sampled in the experiment
     if pipe is not None:
         check_pipeline_labels(pipe, train.label_names, args.pipeline)
         if len(pipe.mask_classes) != len(mask_names):
@@ -99,53 +82,14 @@ def run(args: argparse.Namespace) -> int:
         synthetic, _ = load_pairs(folder_values, None, side, channels)
         synthetic = relabel(synthetic, train.label_names, f"--synthetic {args.synthetic}")
     n_train_read = len(train)
-    if args.max_train is not None and args.max_train < len(train):
-        pool_rng = np.random.default_rng([args.seed, 0x7261696E])  # fixed by the run seed, apart from the cells' draws
-        train = train.subset(draw_subset(as_labelled(train), args.max_train / len(train), pool_rng))
-    for warning in seed_warnings(args.seeds):
-        print(f"medgen downstream: warning: {warning}", file=sys.stderr)
-    recipe = QUICK if args.quick else STANDARD
-    if args.classifier_size is not None or args.classifier_steps is not None:
-        recipe = dataclasses.replace(
-            recipe,
-            steps=args.classifier_steps or recipe.steps,
-            image_size=args.classifier_size if args.classifier_size is not None else recipe.image_size,
-        )
+    train = steps.training_pool(train, args, as_labelled)
+    steps.warn_seeds(args.seeds)
     report = run_segmentation_downstream(
-        train,
-        test,
-        pipeline=pipe,
-        synthetic_pairs=synthetic,
-        synthetic_folder=args.synthetic,
-        real_fractions=args.real_fraction,
-        synthetic_ratio=args.synthetic_ratio,
-        seeds=args.seeds,
-        seed=args.seed,
-        rare_label=args.rare_label,
-        recipe=recipe,
-        num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance_scale,
-        sample_batch_size=args.batch_size,
-        device=device,
-        progress=True,
+        train, test, pipeline=pipe, synthetic_pairs=synthetic, recipe=steps.model_recipe(args, QUICK, STANDARD),
+        **steps.experiment_options(args, device),
     )
-    report = {
-        "command": "medgen downstream --task segmentation",
-        "pipeline": args.pipeline,
-        "data": args.data or f"{args.config} (data section)",
-        "split": args.split,
-        "test_split": args.test_split,
-        "mask_column": values["mask_column"],
-        "mask_classes": mask_names,
-        "quick": args.quick,
-        "n_train_read": n_train_read,
-        "max_train": args.max_train,
-        **report,
-    }
-    write_report(report, args.output)
-    print(summary_table(report))
-    print(f"report: {args.output}/report.html", file=sys.stderr)
-    if args.pipeline is not None and not args.no_store and not args.quick:
-        written = json.loads((Path(args.output) / "report.json").read_text())
-        print(store_in_pipeline_folder(args.pipeline, written), file=sys.stderr)
-    return 0
+    return steps.finish(
+        args, report, command="medgen downstream --task segmentation",
+        task_fields={"mask_column": values["mask_column"], "mask_classes": mask_names}, n_train_read=n_train_read,
+        write_report=write_report, summary_table=summary_table, stored=SEGMENTATION,
+    )

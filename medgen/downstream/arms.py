@@ -40,6 +40,23 @@ def synthetic_needs(subset_counts: np.ndarray, ratio: float, rare_index: int | N
     return np.maximum(extra, subset_counts)
 
 
+def duplicated_index(targets: np.ndarray, extra: np.ndarray, label_names: list[str], rng: np.random.Generator, noun: str = "image") -> np.ndarray:
+    """Indices into the real subset (labels `targets`) of the control's extras: `extra[label]` of each label,
+    re-sampled with replacement."""
+    chosen = []
+    for label, count in enumerate(extra):
+        if count == 0:
+            continue
+        candidates = np.flatnonzero(targets == label)
+        if len(candidates) == 0:
+            raise ValueError(
+                f"the real subset holds no {noun} of label {label_names[label]!r}, so the duplicated control "
+                f"cannot match the synthetic {noun}s' labels; use a larger --real-fraction"
+            )
+        chosen.append(rng.choice(candidates, size=int(count), replace=True))
+    return np.concatenate(chosen) if chosen else np.arange(0)
+
+
 def _synthetic(pool: list[np.ndarray], counts: np.ndarray, orders: list[np.ndarray], label_names: list[str]) -> LabelledImages:
     images, targets = [], []
     for label, count in enumerate(counts):
@@ -67,18 +84,7 @@ def build_arms(
     # whenever the pool holds more than a cell needs.
     orders = [rng.permutation(len(images)) for images in pool]
     added = _synthetic(pool, extra, orders, real.label_names)
-    duplicated_index = []
-    for label, count in enumerate(extra):
-        if count == 0:
-            continue
-        candidates = np.flatnonzero(real.targets == label)
-        if len(candidates) == 0:
-            raise ValueError(
-                f"the real subset holds no image of label {real.label_names[label]!r}, so the duplicated control "
-                "cannot match the synthetic images' labels; use a larger --real-fraction"
-            )
-        duplicated_index.append(rng.choice(candidates, size=count, replace=True))
-    duplicated = real.subset(np.concatenate(duplicated_index)) if duplicated_index else real.subset(np.arange(0))
+    duplicated = real.subset(duplicated_index(real.targets, extra, real.label_names, rng))
     return {
         "real": real,
         "real+synthetic": concatenate([real, added]),

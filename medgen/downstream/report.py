@@ -1,6 +1,9 @@
-"""`report.json` (every number) and `report.html` (tables, an AUROC-vs-fraction plot, how to read them).
+"""`report.json` (every number) and `report.html` (tables, a metric-vs-fraction plot, how to read them).
 
-The plot is a hand-written SVG (no plotting library needed), also saved as `auroc.svg`.
+The writers are shared by both tasks, given the task's metric columns and wording (`write_report_files`,
+`fraction_sections`, `html_page`, `summary_table`); `write_report` is the classification report, with the AUROC
+plot also saved as `auroc.svg` (segmentation: `segmentation_report`). The plot is a hand-written SVG (no
+plotting library needed).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from medgen.downstream.arms import ARMS
 from medgen.evaluation.report import to_jsonable
@@ -134,61 +137,111 @@ def summary_table(report: dict, metrics: tuple[tuple[str, str], ...] = CLASSIFIC
     return "\n".join(lines)
 
 
-def write_report(report: dict[str, Any], output: str | Path) -> Path:
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    report = to_jsonable(report)
-    (output / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    svg = auroc_plot_svg(report)
-    (output / "auroc.svg").write_text(svg + "\n")
-    labels = report["label_names"]
+def _per_seed(summary: dict) -> str:
+    return ", ".join("n/a" if v is None else f"{v:.3f}" for v in summary["values"])
+
+
+def fraction_sections(
+    report: dict,
+    columns: tuple[tuple[str, str], ...],
+    metric_name: str,
+    noun: str,
+    label_headings: list[str],
+    label_cells: Callable[[dict, str | None], list[str]],
+) -> str:
+    """One HTML table per real fraction: a row per arm and one for the control difference, with each metric of
+    `columns` (key, heading), the label columns (`label_cells(result, arm)`; arm None: the difference row) and
+    the first metric per seed; then the verdict on the first metric."""
+    primary = columns[0][0]
     sections = []
     for result in report["results"]:
         rows = []
         for arm in ARMS:
             values = result["arms"][arm]
             rows.append(
-                [f"<b>{html.escape(arm)}</b>", f"{values['n_train']['mean']:.0f}", _mean_ci(values["auroc"]), _mean_ci(values["balanced_accuracy"])]
-                + [_mean_ci(values["sensitivity"][name]) for name in labels]
-                + [", ".join("n/a" if v is None else f"{v:.3f}" for v in values["auroc"]["values"])]
+                [f"<b>{html.escape(arm)}</b>", f"{values['n_train']['mean']:.0f}", *(_mean_ci(values[key]) for key, _ in columns)]
+                + label_cells(result, arm)
+                + [_per_seed(values[primary])]
             )
         difference = result["synthetic_minus_duplicated"]
         rows.append(
-            ["<b>real+synthetic minus real+duplicated</b>", "", _mean_ci(difference["auroc"]), _mean_ci(difference["balanced_accuracy"])]
-            + [_mean_ci(difference["sensitivity"][name]) for name in labels]
-            + [", ".join("n/a" if v is None else f"{v:.3f}" for v in difference["auroc"]["values"])]
+            ["<b>real+synthetic minus real+duplicated</b>", "", *(_mean_ci(difference[key]) for key, _ in columns)]
+            + label_cells(result, None)
+            + [_per_seed(difference[primary])]
         )
-        table = _table(
-            rows,
-            ["arm", "n train", "AUROC [95% CI]", "balanced accuracy [95% CI]"]
-            + [f"sensitivity {name}" for name in labels]
-            + ["AUROC per seed"],
-        )
+        table = _table(rows, ["arm", "n train", *(heading for _, heading in columns), *label_headings, f"{metric_name} per seed"])
         sections.append(
-            f"<h2>real fraction {result['real_fraction']:g} ({min(result['n_real'])}-{max(result['n_real'])} real images)</h2>"
-            f"{table}<p><b>Verdict (AUROC):</b> {html.escape(difference['verdict_auroc'])}.</p>"
+            f"<h2>real fraction {result['real_fraction']:g} ({min(result['n_real'])}-{max(result['n_real'])} real {noun})</h2>"
+            f"{table}<p><b>Verdict ({metric_name}):</b> {html.escape(difference['verdict_' + primary])}.</p>"
         )
+    return "".join(sections)
+
+
+def html_page(report: dict, *, title: str, question: str, noun: str, about: str, how_to_read: str, svg: str, sections: str, model: str) -> str:
+    """`report.html`: the question, what was compared (`about`), how to read it, the plot, the tables and the recipe."""
     recipe = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in report["recipe"].items())
     source = report.get("pipeline") or report["synthetic"].get("folder")
     warnings = "".join(
         f'<p style="background:#fff3cd;padding:6px"><b>Warning:</b> {html.escape(text)}</p>' for text in report.get("warnings", [])
     )
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>medgen downstream</title>
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head><body>
-<h1>Do the synthetic images help a classifier?</h1>
-<p>Synthetic images from <code>{html.escape(str(source))}</code>; real data <code>{html.escape(str(report.get('data', '')))}</code>:
-{report['n_real_train']} training images, {report['n_real_test']} held-out test images (never trained on).
-{report['seeds']} seed(s) per real fraction; extra images: {report['synthetic_ratio']:g} x the real subset,
+<h1>{question}</h1>
+<p>Synthetic {noun} from <code>{html.escape(str(source))}</code>; real data <code>{html.escape(str(report.get('data', '')))}</code>:
+{about}
 {('of label ' + html.escape(report['rare_label']) + ' only') if report['rare_label'] else 'label-balanced'}.</p>
-<p>How to read: <b>real+duplicated</b> is the control. It adds exactly as many images, with the same labels, as
-<b>real+synthetic</b> does, but they are re-sampled real images. Synthetic images are useful beyond "more images"
-only where the difference <i>real+synthetic minus real+duplicated</i> has a 95% interval above 0.
+<p>How to read: {how_to_read}
 {html.escape(interval_note(report))} {html.escape((report.get("interval_method") or {}).get("description", ""))}</p>
 {warnings}{svg}
-{''.join(sections)}
-<h2>Classifier recipe (the same for every arm)</h2><ul>{recipe}</ul>
+{sections}
+<h2>{model} recipe (the same for every arm)</h2><ul>{recipe}</ul>
 <p>Research and teaching only, not for diagnosis.</p></body></html>
 """
-    (output / "report.html").write_text(page)
+
+
+def write_report_files(report: dict[str, Any], output: str | Path, metric: str, axis_label: str, page: Callable[[dict, str], str]) -> Path:
+    """Writes `report.json`, the plot of `metric` (`<metric>.svg`) and `report.html` (`page(report, svg)`), each
+    whole or not at all; returns the folder."""
+    from medgen.files import atomic_write
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    report = to_jsonable(report)
+    with atomic_write(output / "report.json", "w") as file:
+        file.write(json.dumps(report, indent=2) + "\n")
+    svg = auroc_plot_svg(report, metric=metric, axis_label=axis_label)
+    with atomic_write(output / f"{metric}.svg", "w") as file:
+        file.write(svg + "\n")
+    with atomic_write(output / "report.html", "w") as file:
+        file.write(page(report, svg))
     return output
+
+
+CLASSIFICATION_COLUMNS = (("auroc", "AUROC [95% CI]"), ("balanced_accuracy", "balanced accuracy [95% CI]"))
+
+
+def _classification_page(report: dict, svg: str) -> str:
+    labels = report["label_names"]
+
+    def sensitivity(result: dict, arm: str | None) -> list[str]:
+        values = result["arms"][arm] if arm is not None else result["synthetic_minus_duplicated"]
+        return [_mean_ci(values["sensitivity"][name]) for name in labels]
+
+    sections = fraction_sections(report, CLASSIFICATION_COLUMNS, "AUROC", "images", [f"sensitivity {name}" for name in labels], sensitivity)
+    about = (
+        f"{report['n_real_train']} training images, {report['n_real_test']} held-out test images (never trained on).\n"
+        f"{report['seeds']} seed(s) per real fraction; extra images: {report['synthetic_ratio']:g} x the real subset,"
+    )
+    how_to_read = """<b>real+duplicated</b> is the control. It adds exactly as many images, with the same labels, as
+<b>real+synthetic</b> does, but they are re-sampled real images. Synthetic images are useful beyond "more images"
+only where the difference <i>real+synthetic minus real+duplicated</i> has a 95% interval above 0."""
+    return html_page(
+        report, title="medgen downstream", question="Do the synthetic images help a classifier?", noun="images",
+        about=about, how_to_read=how_to_read, svg=svg, sections=sections, model="Classifier",
+    )
+
+
+def write_report(report: dict[str, Any], output: str | Path) -> Path:
+    """`report.json`, `auroc.svg` and `report.html` of a classification run; returns the folder."""
+    return write_report_files(report, output, "auroc", "test AUROC", _classification_page)

@@ -17,16 +17,14 @@ images, paired between arms) on per-image Dice.
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any, Sequence
 
 import numpy as np
 
-from medgen.downstream.arms import ARMS, extra_count, extra_label_counts, synthetic_needs
-from medgen.downstream.data import LabelledImages, draw_subset
-from medgen.downstream.experiment import CONTROL_COMPARISON, _cell_key, _rare_index, _verdict
-from medgen.downstream.stats import INTERVAL_METHOD, paired_difference, resampling_plan, seed_warnings, summarize
+from medgen.downstream.arms import duplicated_index, extra_count, extra_label_counts
+from medgen.downstream.data import LabelledImages
+from medgen.downstream.grid import draw_cells, grid_report, interval_results, make_grid, synthetic_record, train_cells
 from medgen.downstream.synthetic import pool_seed
 from medgen.sampling import DEFAULT_INFERENCE_STEPS
 from medgen.segmentation.pairs import Pairs, concatenate_pairs, masks_from_indices
@@ -52,18 +50,7 @@ def build_pair_arms(real: Pairs, pools: list[Pairs], ratio: float, rng: np.rando
     extra = extra_label_counts(extra_count(len(real), ratio), num_labels, rare_index)
     orders = [rng.permutation(len(pool)) for pool in pools]
     added = [_take(pools[k], int(extra[k]), orders[k], real.label_names[k]) for k in range(num_labels)]
-    duplicated_index = []
-    for label, count in enumerate(extra):
-        if count == 0:
-            continue
-        candidates = np.flatnonzero(real.targets == label)
-        if len(candidates) == 0:
-            raise ValueError(
-                f"the real subset holds no pair of label {real.label_names[label]!r}, so the duplicated control "
-                "cannot match the synthetic pairs' labels; use a larger --real-fraction"
-            )
-        duplicated_index.append(rng.choice(candidates, size=int(count), replace=True))
-    duplicated = real.subset(np.concatenate(duplicated_index) if duplicated_index else np.arange(0))
+    duplicated = real.subset(duplicated_index(real.targets, extra, real.label_names, rng, noun="pair"))
     synthetic = [_take(pools[k], int(subset_counts[k]), orders[k], real.label_names[k]) for k in range(num_labels)]
     return {
         "real": real,
@@ -131,34 +118,6 @@ def folder_pair_pools(synthetic: Pairs, label_names: list[str], needs: np.ndarra
     return pools, records
 
 
-def _summaries(runs: list[dict], per_image: list[dict], plan: Any) -> dict:
-    """Per arm and for the paired differences: mean Dice over seeds and its bootstrap interval."""
-    by_arm = {arm: sorted((i for i, run in enumerate(runs) if run["arm"] == arm), key=lambda i: runs[i]["seed_index"]) for arm in ARMS}
-
-    def values(arm: str, metric: str) -> tuple[list, np.ndarray]:
-        indices = by_arm[arm]
-        return [runs[i][metric] for i in indices], np.stack([per_image[i][metric] for i in indices], axis=1)
-
-    arms = {
-        arm: {
-            **{metric: summarize(*values(arm, metric), plan) for metric in METRICS},
-            "n_train": summarize([runs[i]["n_train"] for i in by_arm[arm]]),
-        }
-        for arm in ARMS
-    }
-
-    def difference(first: str, second: str) -> dict:
-        result = {}
-        for metric in METRICS:
-            (a, a_replicates), (b, b_replicates) = values(first, metric), values(second, metric)
-            result[metric] = paired_difference(a, b, a_replicates, b_replicates, plan)
-        return result
-
-    versus_control = difference(*CONTROL_COMPARISON)
-    versus_control["verdict_dice"] = _verdict(versus_control["dice"])
-    return {"arms": arms, "synthetic_minus_duplicated": versus_control, "synthetic_minus_real": difference("real+synthetic", "real")}
-
-
 def _replicates(scores: np.ndarray, reference: np.ndarray, plan: Any) -> dict[str, np.ndarray]:
     """Mean Dice (and mean over non-empty reference masks) on every bootstrap redraw of the test pairs: `(B,)`."""
     per_image = scores.mean(axis=1)
@@ -195,42 +154,24 @@ def run_segmentation_downstream(
     `synthetic_pairs` already read (e.g. from a `medgen generate --pairs` folder, `synthetic_folder` names it in
     the report). Everything random derives from `seed`, so the same arguments give the same report.
     """
-    from tqdm.auto import tqdm
-
     from medgen.segmentation.dice import dice_scores
     from medgen.segmentation.segmenter import STANDARD, predict_masks, train_segmenter
 
     recipe = recipe or STANDARD
     if (pipeline is None) == (synthetic_pairs is None):
         raise ValueError("give exactly one source of synthetic pairs: a mask-conditioned pipeline or a folder of pairs")
-    if not real_fractions or any(not 0 < f <= 1 for f in real_fractions):
-        raise ValueError(f"real fractions must lie in (0, 1], got {list(real_fractions)}")
-    if not synthetic_ratio > 0:
-        raise ValueError(f"the synthetic ratio must be > 0, got {synthetic_ratio}")
-    if seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    grid = make_grid(train_pairs.label_names, real_fractions, synthetic_ratio, seeds, seed, rare_label)
     if train_pairs.targets is None or test_pairs.targets is None:
         raise ValueError("the real pairs carry no labels; the control matches the synthetic pairs' labels, so give a label column")
     if train_pairs.label_names != test_pairs.label_names:
         raise ValueError(f"train labels {train_pairs.label_names} differ from test labels {test_pairs.label_names}")
     if train_pairs.masks.shape[1:] != test_pairs.masks.shape[1:]:
         raise ValueError(f"train masks {train_pairs.masks.shape[1:]} and test masks {test_pairs.masks.shape[1:]} differ")
-    label_names = list(train_pairs.label_names)
-    rare_index = _rare_index(rare_label, label_names)
+    label_names = grid.label_names
     started = time.perf_counter()
 
     # 1. the real subset of every cell (cheap), so that the synthetic pools can be sized once
-    labelled = as_labelled(train_pairs)
-    cells = []
-    for fraction in real_fractions:
-        for seed_index in range(seeds):
-            key = _cell_key(seed, fraction, seed_index)
-            cells.append({"fraction": fraction, "seed_index": seed_index, "key": key,
-                          "index": draw_subset(labelled, fraction, np.random.default_rng(key + [0]))})
-    needs = np.zeros(len(label_names), dtype=np.int64)
-    for cell in cells:
-        counts = np.bincount(train_pairs.targets[cell["index"]], minlength=len(label_names))
-        needs = np.maximum(needs, synthetic_needs(counts, synthetic_ratio, rare_index))
+    cells, needs = draw_cells(grid, as_labelled(train_pairs))
 
     # 2. synthetic pools of pairs, one per label, sampled (or read) once and shared by all cells
     if pipeline is not None:
@@ -247,82 +188,38 @@ def run_segmentation_downstream(
             )
 
     # 3. train and test every arm of every cell; the arms of a cell share the segmenter seed (paired design)
-    runs, scores = [], []
-    bar = tqdm(total=len(cells) * len(ARMS), desc="medgen downstream (segmentation)", unit="model", disable=not progress, file=sys.stderr)
-    for cell in cells:
-        real = train_pairs.subset(cell["index"])
-        arms = build_pair_arms(real, pools, synthetic_ratio, np.random.default_rng(cell["key"] + [1]), rare_index)
-        segmenter_seed = int(np.random.SeedSequence(cell["key"] + [2]).generate_state(1)[0] & 0x3FFFFFFF)
-        for arm in ARMS:
-            bar.set_postfix_str(f"fraction {cell['fraction']:g}, seed {cell['seed_index']}, {arm}")
-            segmenter = train_segmenter(arms[arm], recipe, segmenter_seed, device)
-            arm_scores = dice_scores(predict_masks(segmenter, test_pairs.images, device), test_pairs.masks)
-            scores.append(arm_scores)
-            nonempty = test_pairs.masks.reshape(len(test_pairs), -1).any(axis=1)
-            runs.append({
-                "real_fraction": cell["fraction"],
-                "seed_index": cell["seed_index"],
-                "segmenter_seed": segmenter_seed,
-                "arm": arm,
-                "n_train": len(arms[arm]),
-                "n_real": len(real),
-                "train_label_counts": arms[arm].counts(),
-                "dice": float(arm_scores.mean()),
-                "dice_nonempty": float(arm_scores[nonempty].mean()) if nonempty.any() else None,
-                "dice_per_label": {
-                    name: float(arm_scores[test_pairs.targets == k].mean())
-                    for k, name in enumerate(label_names) if (test_pairs.targets == k).any()
-                },
-            })
-            bar.update()
-    bar.close()
+    nonempty = test_pairs.masks.reshape(len(test_pairs), -1).any(axis=1)
+
+    def train_and_score(pairs: Pairs, segmenter_seed: int) -> tuple[dict, np.ndarray]:
+        segmenter = train_segmenter(pairs, recipe, segmenter_seed, device)
+        scores = dice_scores(predict_masks(segmenter, test_pairs.images, device), test_pairs.masks)
+        return {
+            "dice": float(scores.mean()),
+            "dice_nonempty": float(scores[nonempty].mean()) if nonempty.any() else None,
+            "dice_per_label": {
+                name: float(scores[test_pairs.targets == k].mean())
+                for k, name in enumerate(label_names) if (test_pairs.targets == k).any()
+            },
+        }, scores
+
+    runs, scores = train_cells(
+        train_pairs, cells, lambda real, rng: build_pair_arms(real, pools, synthetic_ratio, rng, grid.rare_index), train_and_score,
+        seed_key="segmenter_seed", desc="medgen downstream (segmentation)", progress=progress,
+    )
 
     # 4. intervals: one bootstrap plan (seeds and test pairs) shared by every arm and fraction, so differences are paired
-    plan = resampling_plan(test_pairs.targets, len(label_names), seeds, np.random.default_rng([seed, 3]))
-    per_image = [_replicates(s, test_pairs.masks, plan) for s in scores]
-    results = []
-    for fraction in real_fractions:
-        chosen = [i for i, run in enumerate(runs) if run["real_fraction"] == fraction]
-        results.append({
-            "real_fraction": fraction,
-            "n_real": [runs[i]["n_real"] for i in chosen if runs[i]["arm"] == "real"],
-            **_summaries([runs[i] for i in chosen], [per_image[i] for i in chosen], plan),
-        })
-    return {
-        "task": "segmentation",
-        "label_names": label_names,
-        "mask_shape": list(train_pairs.masks.shape[1:]),
-        "real_fractions": list(real_fractions),
-        "synthetic_ratio": synthetic_ratio,
-        "seeds": seeds,
-        "seed": seed,
-        "rare_label": label_names[rare_index] if rare_index is not None else None,
-        "arms": list(ARMS),
-        "n_real_train": len(train_pairs),
-        "n_real_test": len(test_pairs),
-        "real_train_label_counts": train_pairs.counts(),
-        "real_test_label_counts": test_pairs.counts(),
-        "n_test_empty_masks": int((~test_pairs.masks.reshape(len(test_pairs), -1).any(axis=1)).sum()),
-        "recipe": {**recipe.describe(), "device": device},
-        "synthetic": {
-            "source": "pipeline" if pipeline is not None else "folder",
-            "pools": pool_records,
-            **(
-                {
-                    "num_inference_steps": num_inference_steps,
-                    "guidance_scale": guidance_scale,
-                    "seed_rule": "label k's pair i uses torch.Generator('cpu').manual_seed(pools[k].seed + i): mask first, then image",
-                }
-                if pipeline is not None
-                else {"folder": str(synthetic_folder)}
-            ),
-        },
-        "interval_method": INTERVAL_METHOD,
-        "warnings": seed_warnings(seeds),
-        "results": results,
-        "runs": runs,
-        "duration_s": round(time.perf_counter() - started, 3),
-    }
+    results = interval_results(
+        grid, runs, scores, lambda s, plan: _replicates(s, test_pairs.masks, plan), dict.fromkeys(METRICS), test_pairs.targets,
+    )
+    seed_rule = "label k's pair i uses torch.Generator('cpu').manual_seed(pools[k].seed + i): mask first, then image"
+    return grid_report(
+        grid, train=train_pairs, test=test_pairs, recipe={**recipe.describe(), "device": device},
+        synthetic=synthetic_record(pool_records, pipeline is not None, num_inference_steps, guidance_scale, seed_rule, synthetic_folder),
+        results=results, runs=runs, started=started,
+        task_fields={"task": "segmentation"},
+        shape_fields={"mask_shape": list(train_pairs.masks.shape[1:])},
+        test_fields={"n_test_empty_masks": int((~nonempty).sum())},
+    )
 
 
 __all__ = ["build_pair_arms", "folder_pair_pools", "run_segmentation_downstream", "sample_pair_pools"]

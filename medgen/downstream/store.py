@@ -1,5 +1,6 @@
-"""The downstream result of a pipeline, stored next to its weights: `downstream.json`, the AUROC plot and a
-"Downstream" section of its model card.
+"""The downstream result of a pipeline, stored next to its weights: a summary JSON, the plot of the task's main
+metric and a section of its model card. Classification stores `downstream.json`, `downstream_auroc.svg` and a
+"Downstream" section; segmentation (`segmentation_report.SEGMENTATION`) its own files and section beside them.
 
 Like the stored evaluation, the summary names the weights it was measured with (SHA-256 per safetensors
 file), so a reader can tell a result about these weights from one about earlier ones.
@@ -8,52 +9,91 @@ file), so a reader can tell a result about these weights from one about earlier 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from medgen.downstream.arms import ARMS
-from medgen.downstream.report import auroc_plot_svg, summary_table
+from medgen.downstream.report import CLASSIFICATION_METRICS, auroc_plot_svg, summary_table
 
-DOWNSTREAM_FILE = "downstream.json"
-PLOT_FILE = "downstream_auroc.svg"
-DOWNSTREAM_START = "<!-- medgen-downstream:start -->"
-DOWNSTREAM_END = "<!-- medgen-downstream:end -->"
 SUMMARY_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """What one downstream task stores with a pipeline, and the words of its model card section."""
+
+    file: str  # the summary JSON
+    plot_file: str  # the plot of the first metric against the real fraction
+    start: str  # the card section's markers
+    end: str
+    metrics: tuple[tuple[str, str], ...]  # (report key, table heading); the verdict is on the first
+    axis_label: str  # the plot's metric axis
+    heading: str  # the card section's heading
+    intro: Callable[[dict], str]  # the sentence before the table, from the summary
+    plot_alt: str
+    noun: str  # what is trained on: "images", "pairs"
+    model: str  # what is trained: "Classifier", "Segmenter"
+    report_fields: tuple[tuple[str, Any], ...]  # report fields copied after the recipe, with their default
+    task: str | None = None  # stored as the summary's "task" and named in the printed line; classification: None
+
+    @property
+    def verdict(self) -> str:
+        return f"verdict_{self.metrics[0][0]}"
+
+
+def _classification_intro(summary: dict) -> str:
+    return (
+        f"`medgen downstream` on {summary.get('data')} ({summary['n_real_train']} real training images, "
+        f"{summary['n_real_test']} held-out test images; {summary['seeds']} seeds, synthetic ratio "
+        f"{summary['synthetic_ratio']:g}{', rare label ' + summary['rare_label'] if summary.get('rare_label') else ''}"
+        f"{'; --quick: a smoke test, not a result' if summary.get('quick') else ''}). Test AUROC, mean [95% CI]:"
+    )
+
+
+CLASSIFICATION = StoredResult(
+    file="downstream.json",
+    plot_file="downstream_auroc.svg",
+    start="<!-- medgen-downstream:start -->",
+    end="<!-- medgen-downstream:end -->",
+    metrics=CLASSIFICATION_METRICS,
+    axis_label="test AUROC",
+    heading="## Downstream: do these images help a classifier?",
+    intro=_classification_intro,
+    plot_alt="test AUROC against the real fraction, per arm",
+    noun="images",
+    model="Classifier",
+    report_fields=(("quick", False),),
+)
 
 
 def _mean_ci(summary: dict) -> dict:
     return {"mean": summary.get("mean"), "ci95": summary.get("ci95"), "n": summary.get("n")}
 
 
-def downstream_summary(report: dict[str, Any], folder: str | Path) -> dict[str, Any]:
-    """The parts of a `medgen downstream` report a model card needs: per fraction and arm, AUROC and balanced
-    accuracy (mean, 95% CI), and the synthetic-minus-duplicated difference with its verdict."""
+def stored_summary(report: dict[str, Any], folder: str | Path, kind: StoredResult = CLASSIFICATION) -> dict[str, Any]:
+    """The parts of a `medgen downstream` report a model card needs: per fraction and arm, each metric (mean,
+    95% CI), and the synthetic-minus-duplicated difference with its verdict."""
     from medgen import __version__
     from medgen.pipelines.publishing import weights_sha256
 
+    keys = [key for key, _ in kind.metrics]
     results = []
     for result in report["results"]:
         arms = {
-            arm: {
-                "n_train": result["arms"][arm]["n_train"]["mean"],
-                "auroc": _mean_ci(result["arms"][arm]["auroc"]),
-                "balanced_accuracy": _mean_ci(result["arms"][arm]["balanced_accuracy"]),
-            }
+            arm: {"n_train": result["arms"][arm]["n_train"]["mean"], **{key: _mean_ci(result["arms"][arm][key]) for key in keys}}
             for arm in ARMS
         }
         difference = result["synthetic_minus_duplicated"]
         results.append({
             "real_fraction": result["real_fraction"],
             "arms": arms,
-            "synthetic_minus_duplicated": {
-                "auroc": _mean_ci(difference["auroc"]),
-                "balanced_accuracy": _mean_ci(difference["balanced_accuracy"]),
-                "verdict_auroc": difference["verdict_auroc"],
-            },
+            "synthetic_minus_duplicated": {**{key: _mean_ci(difference[key]) for key in keys}, kind.verdict: difference[kind.verdict]},
         })
     return {
         "format": SUMMARY_FORMAT,
+        **({"task": kind.task} if kind.task else {}),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "medgen_version": __version__,
         "weights_sha256": weights_sha256(folder),
@@ -69,60 +109,56 @@ def downstream_summary(report: dict[str, Any], folder: str | Path) -> dict[str, 
         "synthetic_ratio": report["synthetic_ratio"],
         "rare_label": report.get("rare_label"),
         "recipe": report["recipe"],
-        "quick": report.get("quick", False),
+        **{key: report.get(key, default) for key, default in kind.report_fields},
         "results": results,
-        "table_markdown": summary_table(report),
+        "table_markdown": summary_table(report, kind.metrics),
     }
 
 
-def downstream_section(summary: dict[str, Any]) -> str:
-    """The card's "Downstream" section (between markers): the table, the plot and the verdict per fraction."""
+def card_section(summary: dict[str, Any], kind: StoredResult = CLASSIFICATION) -> str:
+    """The card's section (between markers): the table, the plot and the verdict per fraction."""
     verdicts = [
-        f"- {result['real_fraction']:g} of the real training images: {result['synthetic_minus_duplicated']['verdict_auroc']}."
+        f"- {result['real_fraction']:g} of the real training {kind.noun}: {result['synthetic_minus_duplicated'][kind.verdict]}."
         for result in summary["results"]
     ]
     lines = [
-        "## Downstream: do these images help a classifier?",
+        kind.heading,
         "",
-        f"`medgen downstream` on {summary.get('data')} ({summary['n_real_train']} real training images, "
-        f"{summary['n_real_test']} held-out test images; {summary['seeds']} seeds, synthetic ratio "
-        f"{summary['synthetic_ratio']:g}{', rare label ' + summary['rare_label'] if summary.get('rare_label') else ''}"
-        f"{'; --quick: a smoke test, not a result' if summary.get('quick') else ''}). Test AUROC, mean [95% CI]:",
+        kind.intro(summary),
         "",
         summary["table_markdown"],
         "",
-        f"![test AUROC against the real fraction, per arm]({PLOT_FILE})",
+        f"![{kind.plot_alt}]({kind.plot_file})",
         "",
-        "Synthetic images count as helping only where real+synthetic beats real+duplicated (the same number of "
-        "extra, re-sampled real images):",
+        f"Synthetic {kind.noun} count as helping only where real+synthetic beats real+duplicated (the same number of "
+        f"extra, re-sampled real {kind.noun}):",
         "",
         *verdicts,
         "",
-        f"Classifier: {summary['recipe'].get('model')}, {summary['recipe'].get('steps')} steps; "
-        f"{summary['recipe'].get('input')}. The summary is `{DOWNSTREAM_FILE}` in this folder.",
+        f"{kind.model}: {summary['recipe'].get('model')}, {summary['recipe'].get('steps')} steps; "
+        f"{summary['recipe'].get('input')}. The summary is `{kind.file}` in this folder.",
     ]
-    return "\n".join([DOWNSTREAM_START, *lines, DOWNSTREAM_END])
+    return "\n".join([kind.start, *lines, kind.end])
 
 
-def store_downstream(folder: str | Path, report: dict[str, Any]) -> Path:
-    """Writes `folder/downstream.json` and the plot (atomically) and the card's "Downstream" section; returns
-    the JSON path."""
+def store_downstream(folder: str | Path, report: dict[str, Any], kind: StoredResult = CLASSIFICATION) -> Path:
+    """Writes the summary JSON and the plot into `folder` (atomically) and the card's section; returns the JSON path."""
     from medgen.files import atomic_write
     from medgen.pipelines.model_card import replace_card_section
 
     folder = Path(folder)
-    summary = downstream_summary(report, folder)
-    path = folder / DOWNSTREAM_FILE
-    with atomic_write(folder / PLOT_FILE, "w") as file:
-        file.write(auroc_plot_svg(report) + "\n")
+    summary = stored_summary(report, folder, kind)
+    path = folder / kind.file
+    with atomic_write(folder / kind.plot_file, "w") as file:
+        file.write(auroc_plot_svg(report, metric=kind.metrics[0][0], axis_label=kind.axis_label) + "\n")
     with atomic_write(path, "w") as file:
         json.dump(summary, file, indent=2)
         file.write("\n")
-    replace_card_section(folder, DOWNSTREAM_START, DOWNSTREAM_END, downstream_section(summary))
+    replace_card_section(folder, kind.start, kind.end, card_section(summary, kind))
     return path
 
 
-def store_in_pipeline_folder(pipeline: str, report: dict[str, Any]) -> str:
+def store_in_pipeline_folder(pipeline: str, report: dict[str, Any], kind: StoredResult = CLASSIFICATION) -> str:
     """Stores the result with the pipeline when it is a local, writable folder; a line saying where, or why not."""
     from medgen.files import OutputError
     from medgen.pipelines.publishing import local_pipeline_folder
@@ -131,7 +167,8 @@ def store_in_pipeline_folder(pipeline: str, report: dict[str, Any]) -> str:
     if folder is None:
         return f"note: result not stored in the pipeline folder: {problem}; the report above is complete"
     try:
-        path = store_downstream(folder, report)
+        path = store_downstream(folder, report, kind)
     except OutputError as error:
         return f"note: result not stored in the pipeline folder ({error}); the report above is complete"
-    return f"downstream result stored: {path} (and the Downstream section of {folder / 'README.md'})"
+    task = f"{kind.task} " if kind.task else ""
+    return f"{task}downstream result stored: {path} (and the {task}Downstream section of {Path(folder) / 'README.md'})"
