@@ -227,6 +227,19 @@ def test_generating_from_an_example_shows_and_zips_it_beside_each_image(service,
         service.example_mask(example="lung_9")
 
 
+def test_without_a_mask_generator_the_app_asks_for_an_upload_or_an_example(pipeline, tmp_path):
+    import shutil
+
+    from medgen.app import make_request
+
+    shutil.copytree(pipeline, tmp_path / "no-generator")
+    tiny_mask_pipeline(labels=LABELS, mask_generator=False).save_pretrained(tmp_path / "no-generator")
+    info = describe_pipeline_folder(tmp_path / "no-generator")
+    assert not info.mask_generator and len(info.example_masks) == 4
+    with pytest.raises(ValueError, match="upload a mask .* or pick an example mask"):
+        make_request(info, condition="normal", mask=None)
+
+
 def test_a_model_without_examples_offers_none(tmp_path):
     tiny_mask_pipeline(labels=LABELS).save_pretrained(tmp_path / "plain")
     plain = AppService.from_sources([str(tmp_path / "plain")], device="cpu", include_builtins=False, workdir=tmp_path)

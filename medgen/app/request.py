@@ -144,6 +144,7 @@ def read_mask(mask: Any, info: PipelineInfo) -> np.ndarray | None:
             raise ValueError(
                 "This model has no mask generator: upload a mask (a PNG of class indices, 0 = background, "
                 f"1..{len(info.mask_classes)} = {', '.join(info.mask_classes)})"
+                + (" or pick an example mask" if info.example_masks else "")
             )
         return None
     name = "the mask"
