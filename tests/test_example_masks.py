@@ -168,7 +168,19 @@ def test_examples_travel_with_save_pretrained_ship_and_attach(pipeline, tmp_path
     stored = {path.name: path.read_bytes() for path in (pipeline / "example_masks").iterdir()}
     saved = load_pipeline(pipeline).save_pretrained(tmp_path / "saved")
     shipped = ship(pipeline, "tiny-mask", "chest x-ray", "tiny pairs", output=tmp_path / "shipped")
-    for folder in (saved, shipped):
+    # a mask generator attached beside (a new folder) or in place keeps them too
+    from mask_helpers import tiny_conditioned_unet, tiny_scheduler
+
+    from medgen.pipelines import LabelConditionedPipeline
+    from medgen.training.mask_task import attach_mask_generator
+
+    LabelConditionedPipeline(
+        unet=tiny_conditioned_unet(1, 1, len(LABELS), sample_size=8, seed=5), scheduler=tiny_scheduler(),
+        id2label={str(i): name for i, name in enumerate(LABELS)},
+    ).save_pretrained(tmp_path / "generator")
+    beside = attach_mask_generator(pipeline, tmp_path / "generator", tmp_path / "attached")
+    in_place = attach_mask_generator(saved, tmp_path / "generator")
+    for folder in (saved, shipped, beside, in_place):
         assert {path.name: path.read_bytes() for path in (folder / "example_masks").iterdir()} == stored
     assert [item.name for item in read_example_masks(shipped)] == [item.name for item in read_example_masks(pipeline)]
 
