@@ -210,6 +210,9 @@ class TextConfig:
             raise ValueError(f"text.train_last_layers must be >= 0, got {self.train_last_layers}")
 
 
+ADVERSARIAL_LOSSES = ("least_squares", "hinge", "bce")
+
+
 @dataclass
 class VAEConfig:
     """Autoencoder trained as the first stage when `model.pretrained_vae` is not given (kinds `text` and `vae`).
@@ -222,7 +225,14 @@ class VAEConfig:
     `crop_size` trains on random square crops of that side (the autoencoder is convolutional, so what it
     learns on crops holds for whole images at a fraction of the cost; needs `mid_block_attention: false`,
     whose global attention would see a different context on crops). `lr_scheduler` `cosine` decays the
-    rate to zero over `max_train_steps` after `lr_warmup_steps`."""
+    rate to zero over `max_train_steps` after `lr_warmup_steps`.
+    `adversarial_weight` > 0 adds a patch-adversarial loss (as MONAI's and Stable Diffusion's autoencoders are
+    trained): a PatchGAN discriminator (MONAI `PatchDiscriminator`, `discriminator_layers` strided convolutions
+    from `discriminator_channels` channels, trained from scratch with AdamW at `discriminator_learning_rate`)
+    tells real images from reconstructions, and from step `discriminator_start_step` on (a warm-up on the
+    reconstruction loss alone) the autoencoder is also trained to fool it, with `adversarial_loss`
+    (`least_squares`, `hinge` or `bce`; MONAI `PatchAdversarialLoss`). The discriminator is checkpointed with
+    the autoencoder and never saved into a pipeline."""
 
     latent_channels: int = 4
     block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
@@ -241,6 +251,12 @@ class VAEConfig:
     mid_block_attention: bool = True
     lr_scheduler: str = "constant"
     lr_warmup_steps: int = 0
+    adversarial_weight: float = 0.0
+    adversarial_loss: str = "least_squares"
+    discriminator_start_step: int = 0
+    discriminator_learning_rate: float = 2e-4
+    discriminator_channels: int = 32
+    discriminator_layers: int = 3
 
     def __post_init__(self) -> None:
         if self.crop_size is not None and self.crop_size < 8:
@@ -266,13 +282,38 @@ class VAEConfig:
         if self.reconstruction_loss not in ("l1", "mse"):
             raise ValueError(f"vae.reconstruction_loss must be 'l1' or 'mse', got {self.reconstruction_loss!r}")
         check_numbers(
-            "vae", self, positive=("learning_rate",), non_negative=("kl_weight", "ssim_weight", "perceptual_weight")
+            "vae", self, positive=("learning_rate", "discriminator_learning_rate"),
+            non_negative=("kl_weight", "ssim_weight", "perceptual_weight", "adversarial_weight"),
         )
+        if self.adversarial_loss not in ADVERSARIAL_LOSSES:
+            raise ValueError(f"vae.adversarial_loss must be one of {ADVERSARIAL_LOSSES}, got {self.adversarial_loss!r}")
+        for name in ("discriminator_channels", "discriminator_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"vae.{name} must be >= 1, got {getattr(self, name)}")
+        if self.discriminator_start_step < 0:
+            raise ValueError(f"vae.discriminator_start_step must be >= 0, got {self.discriminator_start_step}")
+        if self.adversarial_weight > 0 and self.discriminator_start_step >= self.max_train_steps:
+            raise ValueError(
+                f"vae.discriminator_start_step {self.discriminator_start_step} is not below vae.max_train_steps "
+                f"{self.max_train_steps}: the adversarial loss (vae.adversarial_weight {self.adversarial_weight:g}) "
+                f"would never switch on"
+            )
+        side = self.discriminator_min_side()
+        if self.adversarial_weight > 0 and self.crop_size is not None and self.crop_size < side:
+            raise ValueError(
+                f"vae.crop_size {self.crop_size} is too small for a discriminator with vae.discriminator_layers "
+                f"{self.discriminator_layers}: it needs crops of at least {side} px (fewer layers or larger crops)"
+            )
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"vae.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         for name in ("max_train_steps", "train_batch_size", "scaling_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"vae.{name} must be >= 1, got {getattr(self, name)}")
+
+    def discriminator_min_side(self) -> int:
+        """The smallest image side the patch discriminator takes (each layer halves the side; the last two
+        4x4 convolutions need at least 4 px left)."""
+        return 2 ** (self.discriminator_layers + 2)
 
 
 @dataclass

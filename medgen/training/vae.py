@@ -12,6 +12,16 @@ the diffusion stage and by the label/unconditional pipelines (`vae=` argument):
 Reconstruction quality (PSNR, SSIM) is measured on images held out from autoencoder training and
 written with a side-by-side PNG into the autoencoder folder.
 
+With `vae.adversarial_weight` > 0 a small PatchGAN discriminator (MONAI's `PatchDiscriminator` and
+`PatchAdversarialLoss`, trained from scratch: no downloaded weights) learns to tell real images from
+reconstructions, and after `vae.discriminator_start_step` warm-up steps the autoencoder is also trained to fool
+it, which sharpens textures an L1/SSIM loss leaves blurred (as MONAI's 2D LDM and Stable Diffusion train their
+autoencoders). The discriminator is checkpointed and resumed with the autoencoder and never saved beside it.
+
+The stage checkpoints (accelerate state: autoencoder, discriminator, optimizers, schedule, RNG) every
+`checkpointing_steps` into `<autoencoder folder>/checkpoints`; a run stopped during it continues from the newest
+one when started again with the same settings (for `model.kind: vae`, `--resume_from_checkpoint latest`).
+
     accelerate launch medgen/train.py --config train_configs/vae_pneumoniamnist.yaml --output_dir outputs/vae
 """
 
@@ -29,6 +39,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 from medgen.config import TrainConfig, VAEConfig, config_to_dict, save_config
+from medgen.training import checkpoints
 from medgen.training.divergence import DivergenceGuard, current_learning_rate
 
 AUTOENCODER_SUBFOLDER = "autoencoder"
@@ -73,6 +84,44 @@ def _ssim(prediction: torch.Tensor, target: torch.Tensor, reduction: str = "elem
     )
 
 
+def build_discriminator(config: VAEConfig, channels: int = 1) -> torch.nn.Module:
+    """A fresh PatchGAN discriminator (MONAI `PatchDiscriminator`): one real/fake logit per image patch."""
+    from monai.networks.nets import PatchDiscriminator
+
+    return PatchDiscriminator(
+        spatial_dims=2,
+        num_layers_d=config.discriminator_layers,
+        channels=config.discriminator_channels,
+        in_channels=channels,
+        out_channels=1,
+    )
+
+
+def adversarial_criterion(config: VAEConfig) -> torch.nn.Module:
+    from monai.losses import PatchAdversarialLoss
+
+    return PatchAdversarialLoss(criterion=config.adversarial_loss)
+
+
+def discriminator_loss(
+    discriminator: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, criterion: torch.nn.Module
+) -> torch.Tensor:
+    """Mean of the discriminator's losses on real images (target real) and reconstructions (target fake).
+
+    One forward pass over both halves: batch norm sees real and fake together (it cannot tell them apart by
+    batch statistics), and a wrapped (DDP) discriminator runs one forward per backward."""
+    logits = discriminator(torch.cat([real, fake.detach()]).contiguous())[-1].float()
+    real_logits, fake_logits = logits.chunk(2)
+    real_loss = criterion(real_logits, target_is_real=True, for_discriminator=True)
+    fake_loss = criterion(fake_logits, target_is_real=False, for_discriminator=True)
+    return (real_loss + fake_loss) / 2
+
+
+def adversarial_active(config: VAEConfig, step: int) -> bool:
+    """Whether update `step` (0-based) uses the adversarial loss: on, after the warm-up, when its weight is > 0."""
+    return config.adversarial_weight > 0 and step >= config.discriminator_start_step
+
+
 def autoencoder_loss(
     vae: AutoencoderKL, pixels: torch.Tensor, config: VAEConfig, perceptual: torch.nn.Module | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -81,6 +130,20 @@ def autoencoder_loss(
 
     The KL term is summed over latent elements and averaged over images (as in the LDM autoencoders), so
     `kl_weight` around 1e-6 keeps it a gentle regulariser rather than a blur."""
+    loss, parts, _ = autoencoder_loss_and_reconstruction(vae, pixels, config, perceptual)
+    return loss, parts
+
+
+def autoencoder_loss_and_reconstruction(
+    vae: AutoencoderKL,
+    pixels: torch.Tensor,
+    config: VAEConfig,
+    perceptual: torch.nn.Module | None = None,
+    discriminator: torch.nn.Module | None = None,
+    criterion: torch.nn.Module | None = None,
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """`autoencoder_loss`, plus `adversarial_weight` * the generator's adversarial loss when a `discriminator`
+    (and its `criterion`) is given; also returns the reconstruction, which the discriminator then learns from."""
     posterior = vae.encode(pixels).latent_dist
     reconstruction = vae.decode(posterior.sample()).sample
     if config.reconstruction_loss == "l1":
@@ -100,7 +163,12 @@ def autoencoder_loss(
         perceptual_loss = perceptual(reconstruction, pixels)
         loss = loss + config.perceptual_weight * perceptual_loss
         parts["perceptual_loss"] = perceptual_loss.item()
-    return loss, parts
+    if discriminator is not None:
+        logits = discriminator(reconstruction.contiguous())[-1].float()
+        generator_loss = criterion(logits, target_is_real=True, for_discriminator=False)
+        loss = loss + config.adversarial_weight * generator_loss
+        parts["generator_adversarial"] = generator_loss.item()
+    return loss, parts, reconstruction
 
 
 @torch.no_grad()
@@ -220,17 +288,31 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator, extra_data: l
     train_indices, holdout_indices = split_holdout(len(pixels), vae_config.holdout_fraction, config.seed)
     train_set, holdout_set = pixels.select(train_indices), pixels.select(holdout_indices)
 
+    train_side = min(vae_config.crop_size or config.data.resolution, config.data.resolution)
+    if vae_config.adversarial_weight > 0 and train_side < vae_config.discriminator_min_side():
+        raise ValueError(
+            f"The autoencoder trains on {train_side} px images (vae.crop_size / data.resolution), too small for a "
+            f"discriminator with vae.discriminator_layers {vae_config.discriminator_layers}: it needs at least "
+            f"{vae_config.discriminator_min_side()} px (fewer layers or larger images)."
+        )
+    checkpoint = resumable_checkpoint(vae_dir, config)
+    run_id = checkpoints.read_state(checkpoint).get("run_id") if checkpoint else None
+    if run_id is None:
+        from medgen.training.run_folder import new_run_id
+
+        run_id = new_run_id()
+
     vae = build_autoencoder(vae_config, config.data.channels, config.data.resolution)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=vae_config.learning_rate, weight_decay=0.0)
     from diffusers.optimization import get_scheduler
 
+    # accelerate steps a prepared scheduler once per process per update, hence the scaling by num_processes
     lr_scheduler = get_scheduler(
         vae_config.lr_scheduler,
         optimizer,
-        num_warmup_steps=vae_config.lr_warmup_steps,
-        num_training_steps=vae_config.max_train_steps,
+        num_warmup_steps=vae_config.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=vae_config.max_train_steps * accelerator.num_processes,
     )
-    crops = torch.Generator().manual_seed(config.seed)
     dataloader = torch.utils.data.DataLoader(
         train_set.select_columns(["pixel_values"]),  # rows read as float tensors (the data's read transform)
         batch_size=vae_config.train_batch_size,
@@ -238,25 +320,69 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator, extra_data: l
         drop_last=len(train_set) >= vae_config.train_batch_size,
         num_workers=config.dataloader_num_workers,
     )
-    vae, optimizer, dataloader = accelerator.prepare(vae, optimizer, dataloader)
+    adversarial_parts = []
+    discriminator = discriminator_optimizer = criterion = None
+    if vae_config.adversarial_weight > 0:
+        discriminator = build_discriminator(vae_config, config.data.channels)
+        discriminator_optimizer = torch.optim.AdamW(
+            discriminator.parameters(), lr=vae_config.discriminator_learning_rate, betas=(0.5, 0.999), weight_decay=0.0
+        )
+        criterion = adversarial_criterion(vae_config)
+        adversarial_parts = [discriminator, discriminator_optimizer]
+    # one prepare call in a fixed order: a checkpoint restores models and optimizers in the order they were prepared
+    vae, optimizer, dataloader, lr_scheduler, *adversarial_parts = accelerator.prepare(
+        vae, optimizer, dataloader, lr_scheduler, *adversarial_parts
+    )
+    if discriminator is not None:
+        discriminator, discriminator_optimizer = adversarial_parts
     perceptual = None
     if vae_config.perceptual_weight > 0:
         from medgen.training.perceptual import InceptionPerceptualLoss
 
         perceptual = InceptionPerceptualLoss().to(accelerator.device)
 
-    # 1. Train: reconstruction + KL (+ SSIM)
-    progress = tqdm(total=vae_config.max_train_steps, desc="autoencoder", disable=not accelerator.is_local_main_process)
     step, start = 0, time.perf_counter()
     guard = DivergenceGuard(
         accelerator, "vae.learning_rate", stage="autoencoder training", remedies=("a smaller optim.max_grad_norm",)
     )
+    if checkpoint is not None:
+        from medgen.training.optim import restart_schedule
+
+        accelerator.load_state(str(checkpoint))
+        step, guard.last_checkpoint = checkpoints.read_state(checkpoint)["step"], checkpoint
+        # the schedule of this config at the restored step (a longer vae.max_train_steps extends the run)
+        learning_rate = restart_schedule(lr_scheduler, optimizer, vae_config.learning_rate)
+        accelerator.print(
+            f"Autoencoder: resuming from {checkpoint} at step {step} of {vae_config.max_train_steps}, "
+            f"learning rate {learning_rate:.3g}."
+        )
+    resumed_step = step
+
+    # 1. Train: reconstruction + KL (+ SSIM) (+ adversarial after the warm-up, alternating with the discriminator)
+    progress = tqdm(
+        total=vae_config.max_train_steps, initial=step, desc="autoencoder", disable=not accelerator.is_local_main_process
+    )
+    steps_per_epoch = len(dataloader)
+    epoch, resume_batches = divmod(step, steps_per_epoch)
     vae.train()
+    if discriminator is not None:
+        discriminator.train()
     try:
         while step < vae_config.max_train_steps:
-            for batch in dataloader:
+            dataloader.set_epoch(epoch)  # with accelerate's seedable sampler the order is a function of (seed, epoch)
+            batches = accelerator.skip_first_batches(dataloader, resume_batches) if resume_batches else dataloader
+            resume_batches = 0
+            for batch in batches:
+                # randomness drawn from (seed, step, process) alone, so a resumed run replays it exactly
+                step_seed = config.seed * 2**40 + step * 1024 + accelerator.process_index
+                torch.manual_seed(step_seed)  # the posterior sample draws from the global RNG
+                crops = torch.Generator().manual_seed(step_seed)
                 batch_pixels = random_crop(batch["pixel_values"], vae_config.crop_size, crops)
-                loss, parts = autoencoder_loss(vae, batch_pixels, vae_config, perceptual)
+                adversarial_now = discriminator is not None and adversarial_active(vae_config, step)
+                loss, parts, reconstruction = autoencoder_loss_and_reconstruction(
+                    vae, batch_pixels, vae_config, perceptual,
+                    discriminator if adversarial_now else None, criterion,
+                )
                 guard.observe_loss(loss)
                 accelerator.backward(loss)
                 grad_norm = accelerator.clip_grad_norm_(vae.parameters(), config.optim.max_grad_norm)
@@ -265,14 +391,29 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator, extra_data: l
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                if adversarial_now:
+                    # 2. the discriminator learns from this batch's reconstructions (the autoencoder's
+                    # adversarial term also left gradients on it: cleared first)
+                    discriminator_optimizer.zero_grad(set_to_none=True)
+                    d_loss = discriminator_loss(discriminator, batch_pixels, reconstruction, criterion)
+                    guard.observe_loss(d_loss)
+                    accelerator.backward(d_loss)
+                    d_norm = accelerator.clip_grad_norm_(discriminator.parameters(), config.optim.max_grad_norm)
+                    guard.check(step + 1, vae_config.discriminator_learning_rate, d_norm)
+                    discriminator_optimizer.step()
+                    discriminator_optimizer.zero_grad(set_to_none=True)
+                    parts["discriminator"] = d_loss.item()
                 step += 1
                 progress.update(1)
                 if step % config.log_every_steps == 0 or step == vae_config.max_train_steps:
                     parts["lr"] = current_learning_rate(optimizer)
                     progress.set_postfix({name: f"{value:.4g}" for name, value in parts.items()})
                     accelerator.log({f"autoencoder/{name}": value for name, value in parts.items()}, step=step)
+                if step % config.checkpointing_steps == 0 or step == vae_config.max_train_steps:
+                    guard.last_checkpoint = save_stage_checkpoint(accelerator, config, vae_dir, step, run_id)
                 if step >= vae_config.max_train_steps:
                     break
+            epoch += 1
     finally:
         progress.close()
     accelerator.wait_for_everyone()
@@ -299,6 +440,8 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator, extra_data: l
         metrics.update(
             scaling_factor=vae.config.scaling_factor,
             train_steps=step,
+            resumed_from_step=resumed_step,
+            adversarial_weight=vae_config.adversarial_weight,
             train_images=len(train_set),
             downsampling_factor=factor,
             latent_channels=vae_config.latent_channels,
@@ -317,6 +460,80 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator, extra_data: l
             accelerator.print(f"  {name}: PSNR {values['psnr']:.2f} dB, SSIM {values['ssim']:.3f} on {values['num_images']} images")
     accelerator.wait_for_everyone()
     return vae_dir
+
+
+STAGE_KEYS = ("data", "extra_data", "vae", "seed")
+
+
+def save_stage_checkpoint(accelerator, config: TrainConfig, vae_dir: Path, step: int, run_id: str) -> Path:
+    """The autoencoder stage's accelerate state (autoencoder, discriminator, their optimizers, the schedule, data
+    order and RNG) in `vae_dir/checkpoints/checkpoint-<step>`, written to a temporary folder and renamed when
+    complete; older ones beyond `checkpoints_total_limit` are removed. Returns the folder on every process."""
+    temporary = checkpoints.temporary_path(vae_dir, step)
+    if accelerator.is_main_process:
+        checkpoints.clear(temporary)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary), safe_serialization=True)
+    if accelerator.is_main_process:
+        save_config(config, temporary / "training_config.yaml")
+        checkpoints.finalize(temporary, step, run_id, stage="autoencoder", max_train_steps=config.vae.max_train_steps)
+        checkpoints.prune(vae_dir, config.checkpoints_total_limit, run_id)
+    accelerator.wait_for_everyone()
+    return checkpoints.checkpoint_dir(vae_dir) / f"checkpoint-{step}"
+
+
+def resumable_checkpoint(vae_dir: Path, config: TrainConfig) -> Path | None:
+    """The newest autoencoder checkpoint in `vae_dir` (None when there is none). Refuses one written with other
+    data, autoencoder settings or seed (a longer `vae.max_train_steps` extends the run and is allowed)."""
+    import yaml
+
+    saved = checkpoints.list_checkpoints(vae_dir)
+    if not saved:
+        return None
+    newest = saved[-1]
+    state = checkpoints.read_state(newest)
+    if state.get("stage") != "autoencoder":
+        raise ValueError(
+            f"{newest} is not an autoencoder checkpoint (stage {state.get('stage')!r}); the autoencoder stage cannot "
+            f"resume from it. Use another output_dir or start again with --overwrite_output_dir."
+        )
+    earlier = yaml.safe_load((newest / "training_config.yaml").read_text()) or {}
+    current = config_to_dict(config)
+    changed = sorted(
+        name
+        for key in STAGE_KEYS
+        for name in _changed_settings(key, earlier.get(key), current[key])
+        if name not in RESUMABLE_CHANGES and not name.endswith(".cache_dir")
+    )
+    if changed:
+        raise ValueError(
+            f"{newest} was written by an autoencoder run with other settings ({', '.join(changed[:5])}); resuming "
+            f"would mix two runs. Resume with the settings it was trained with (its training_config.yaml), or start "
+            f"again with --overwrite_output_dir (removes the earlier run) or another output_dir."
+        )
+    return newest
+
+
+# a longer run extends the schedule; where the data cache lives changes nothing that was learned
+RESUMABLE_CHANGES = ("vae.max_train_steps",)
+
+
+def _changed_settings(name: str, earlier: Any, current: Any) -> list[str]:
+    """Dotted names of the settings that differ between two plain config values."""
+    if isinstance(earlier, dict) and isinstance(current, dict):
+        return [
+            changed
+            for key in sorted(set(earlier) | set(current), key=str)
+            for changed in _changed_settings(f"{name}.{key}", earlier.get(key), current.get(key))
+        ]
+    if isinstance(earlier, list) and isinstance(current, list) and len(earlier) == len(current):
+        if all(isinstance(item, dict) for item in (*earlier, *current)):
+            return [
+                changed
+                for index, (a, b) in enumerate(zip(earlier, current))
+                for changed in _changed_settings(f"{name}[{index}]", a, b)
+            ]
+    return [] if earlier == current else [name]
 
 
 def _finished_stage(vae_dir: Path, config: TrainConfig) -> bool:
@@ -346,8 +563,12 @@ def load_autoencoder(path: str | Path) -> AutoencoderKL:
 
 
 __all__ = [
+    "adversarial_active",
     "autoencoder_loss",
+    "autoencoder_loss_and_reconstruction",
     "build_autoencoder",
+    "build_discriminator",
+    "discriminator_loss",
     "downsampling_factor",
     "latent_scaling_factor",
     "load_autoencoder",
