@@ -8,3 +8,26 @@ value as its `__call__` default, since a saved folder ships that file alone; a t
 """
 
 DEFAULT_INFERENCE_STEPS = 15
+
+
+def replacement_scheduler(saved, class_name: str):
+    """A fresh scheduler of the diffusers class `class_name` for the model whose saved scheduler is `saved` (the
+    app's sampler menu, `medgen generate --scheduler`).
+
+    `<class>.from_config(saved.config)` keeps the noise schedule of a DDPM-form model, and a rectified-flow
+    model's flow form for DPM-Solver++ / UniPC. An EDM model (`diffusion.objective: edm`) has its own scheduler
+    family, whose timesteps are ln(sigma) / 4 and whose steps apply EDM's preconditioning: DPM-Solver++ is its
+    `EDMDPMSolverMultistepScheduler`, and any other class would read it as a DDPM model and silently give wrong
+    images, so it is refused."""
+    import diffusers
+
+    if type(saved).__name__.startswith("EDM"):
+        edm_forms = {"DPMSolverMultistepScheduler": "EDMDPMSolverMultistepScheduler"}
+        edm_class = edm_forms.get(class_name, class_name if class_name.startswith("EDM") else None)
+        if edm_class is None:
+            raise ValueError(
+                f"{class_name} cannot sample this model: it was trained with the EDM objective and samples with "
+                f"DPM-Solver++ (diffusers' EDMDPMSolverMultistepScheduler, its saved scheduler)"
+            )
+        return getattr(diffusers, edm_class).from_config(saved.config)
+    return getattr(diffusers, class_name).from_config(saved.config)

@@ -227,6 +227,31 @@ def test_edm_trains_and_its_saved_pipeline_samples_with_a_stock_scheduler(pneumo
     assert (first == second).all()
 
 
+def test_choosing_a_sampler_in_the_app_or_generate_keeps_an_edm_model_in_its_edm_form():
+    """The app's sampler menu and `medgen generate --scheduler` rebuild the scheduler from the saved config; for an
+    EDM model a plain DPM-Solver++ would read it as a DDPM model (timesteps 999..0, unit initial noise) and
+    silently give wrong images."""
+    import helpers
+    from medgen.app.streaming import pipeline_with_sampler
+    from medgen.commands.generate import _set_scheduler
+
+    pipe = helpers.tiny_label_pipeline()
+    config = DiffusionConfig(objective="edm", edm_sigma_data=0.5)
+    pipe.scheduler = build_sampler(build_objective(config).scheduler, config.sampler)
+    chosen = pipeline_with_sampler(pipe, "DPM-Solver++ (fast)").scheduler
+    assert isinstance(chosen, EDMDPMSolverMultistepScheduler) and chosen.config.sigma_data == 0.5
+    assert chosen is not pipe.scheduler  # a fresh one per run, as for every model
+    with pytest.raises(ValueError, match="DDIMScheduler cannot sample this model.*EDM"):
+        pipeline_with_sampler(pipe, "DDIM")
+    assert _set_scheduler(pipe, "dpm") == "EDMDPMSolverMultistepScheduler"
+    with pytest.raises(ValueError, match="UniPCMultistepScheduler cannot sample this model"):
+        _set_scheduler(pipe, "unipc")
+    # a DDPM-form model gets the class asked for, as before
+    plain = helpers.tiny_label_pipeline()
+    assert type(pipeline_with_sampler(plain, "DDIM").scheduler).__name__ == "DDIMScheduler"
+    assert _set_scheduler(plain, "unipc") == "UniPCMultistepScheduler"
+
+
 def test_default_objective_draws_the_same_timesteps_as_before():
     """The diffusion objective keeps the loop's random draws, so existing runs resume bit for bit."""
     objective = build_objective(DiffusionConfig())

@@ -58,11 +58,10 @@ def pipeline_with_sampler(pipe, sampler: str):
     Models are shared, but the scheduler (which keeps per-run state, e.g. the multistep solver's
     history) and the interrupt flag belong to the copy, so concurrent runs cannot disturb each other.
     """
-    import diffusers
+    from medgen.sampling import replacement_scheduler
 
-    scheduler_class = getattr(diffusers, SAMPLERS[sampler])
     run_pipe = copy.copy(pipe)
-    run_pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+    run_pipe.scheduler = replacement_scheduler(pipe.scheduler, SAMPLERS[sampler])  # an EDM model keeps its EDM form
     run_pipe._interrupt = False
     return run_pipe
 

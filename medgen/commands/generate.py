@@ -290,10 +290,9 @@ def _write_mask(mask_png: Any, path: Path) -> None:
 
 def _set_scheduler(pipe: Any, name: str | None) -> str:
     if name is not None:
-        import diffusers
+        from medgen.sampling import replacement_scheduler
 
-        scheduler_class = getattr(diffusers, SCHEDULERS[name])
-        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+        pipe.scheduler = replacement_scheduler(pipe.scheduler, SCHEDULERS[name])  # an EDM model keeps its EDM form
     return type(pipe.scheduler).__name__
 
 
