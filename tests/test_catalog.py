@@ -44,6 +44,21 @@ def test_ship_writes_fp16_weights_the_current_source_and_what_the_model_is(run_d
     assert description.labels == ["benign", "malignant", "normal"]
 
 
+def test_shipped_card_states_what_the_run_recorded(tmp_path):
+    folder = tmp_path / "run"
+    tiny_label_pipeline(labels=("benign", "malignant", "normal"), latent=True).save_pretrained(folder)
+    (folder / "training_config.yaml").write_text(
+        "data: {source: csv, path: busi}\ntrain_batch_size: 16\ndiffusion: {prediction_type: v_prediction}\nlicense: other\n"
+    )
+    (folder / "training_summary.json").write_text(json.dumps({"steps": 1500}))
+    (folder / "data_summary.json").write_text(json.dumps({"num_images": 624}))
+    card = (ship(folder, "busi", "breast ultrasound", "BUSI train split", output=tmp_path / "out") / "README.md").read_text()
+    assert "| Data | BUSI train split |" in card and "| Training images | 624 |" in card
+    assert "| Optimisation steps | 1500 (batch 16 x 1 accumulation) |" in card
+    assert "| Prediction type | v_prediction |" in card and "license: other" in card
+    assert "not recorded" not in card.split("## Training")[1].split("##")[0]
+
+
 def test_ship_never_replaces_a_folder_unasked_and_names_bad_inputs(run_dir, tmp_path):
     out = ship(run_dir, "x", "chest X-ray", "data", output=tmp_path / "shipped")
     stamp = (out / "model_index.json").stat().st_mtime_ns

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,32 @@ def to_half_precision(folder: Path) -> None:
         save_file(half, path, metadata={"format": "pt"})
 
 
+def card_info_from_run(run_dir: Path, training_data: str) -> dict[str, Any]:
+    """The model card's Training lines for a shipped folder, read from what the run recorded (its config and
+    summaries); lines the run did not record stay "not recorded"."""
+    info: dict[str, Any] = {"dataset": training_data}
+    data = _read_json(run_dir / "data_summary.json")
+    training = _read_json(run_dir / "training_summary.json")
+    if data.get("num_images") is not None:
+        info["num_train_images"] = data["num_images"]
+    if not (run_dir / "training_config.yaml").is_file():
+        return info
+    from medgen.config import load_config
+    from medgen.training.diffusion import objective_card
+
+    try:
+        config = load_config(run_dir / "training_config.yaml")
+    except ValueError as error:  # e.g. a config written by an older medgen: ship, with those lines not recorded
+        warnings.warn(f"the model card's training lines are not recorded: {error}", stacklevel=2)
+        return info
+    if training.get("steps") is not None:
+        info["train_steps"] = (
+            f"{training['steps']} (batch {config.train_batch_size} x {config.gradient_accumulation_steps} accumulation)"
+        )
+    info.update(objective_card(config.diffusion), ema=config.ema.use_ema, license=config.license)
+    return info
+
+
 def ship(
     run_dir: str | Path,
     name: str,
@@ -127,7 +154,7 @@ def ship(
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=output.parent))
     try:
-        pipeline.save_pretrained(staging)
+        pipeline.save_pretrained(staging, model_card=card_info_from_run(run_dir, training_data))
         to_half_precision(staging)
         for file_name in CARRIED_FILES:
             if (run_dir / file_name).is_file():
