@@ -187,3 +187,23 @@ def test_a_four_channel_autoencoder_drives_latent_label_training_and_sampling(ad
     pipe.set_progress_bar_config(disable=True)
     images = pipe(labels="pneumonia", num_inference_steps=2, output_type="np", generator=torch.manual_seed(0)).images
     assert images.shape == (1, 16, 16, 1) and (images >= 0).all() and (images <= 1).all()
+
+
+def test_every_autoencoder_benchmark_variant_is_a_valid_config_with_one_change():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_autoencoder", REPO_ROOT / "benchmarks" / "bench_autoencoder.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    shipped = load_config(bench.CONFIG)
+    table = bench.variants(300, bench.ADVERSARIAL_WEIGHT)
+    assert set(bench.DEFAULT_VARIANTS) <= set(table) and table["l1_ssim_c8"][1] == []
+    for name, (_, overrides) in table.items():
+        config = load_config(bench.CONFIG, [*overrides, "vae.max_train_steps=300"])
+        assert config.data == shipped.data and config.extra_data == shipped.extra_data, name
+        if "adversarial" in name:
+            assert config.vae.adversarial_weight == 0.01 and config.vae.discriminator_start_step == 100
+        assert config.vae.latent_channels == (4 if name.endswith("_c4") else 8)
+    c4 = load_config(REPO_ROOT / "train_configs" / "autoencoder_128_c4.yaml")
+    assert c4.vae.latent_channels == 4 and c4.data == shipped.data and c4.extra_data == shipped.extra_data
+    assert {**c4.vae.__dict__, "latent_channels": 8} == shipped.vae.__dict__  # only the channel count differs
