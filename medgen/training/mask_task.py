@@ -291,9 +291,21 @@ def preview(source: str | Path, output: str | Path, count: int = 4, seed: int = 
         rows.append(np.concatenate(tiles, axis=1))
     width = max(row.shape[1] for row in rows)
     rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows]
+    grid = Image.fromarray(np.concatenate(rows, axis=0))
+    if pipe.labels:  # the label of each row on the left, as in the training sample grids
+        from PIL import ImageDraw
+
+        from medgen.training.samples import TITLE_WIDTH
+
+        titled = Image.new("RGB", (TITLE_WIDTH + grid.width, grid.height))
+        titled.paste(grid, (TITLE_WIDTH, 0))
+        draw = ImageDraw.Draw(titled)
+        for index, label in enumerate(pipe.labels):
+            draw.text((4, index * rows[0].shape[0] + rows[0].shape[0] // 2 - 5), str(label)[:15], fill=(255, 255, 255))
+        grid = titled
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    grid.save(path)
     return path
 
 
