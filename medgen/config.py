@@ -142,6 +142,18 @@ class DiffusionConfig:
         if self.sampler not in ("dpm", "unipc", "ddim", "ddpm"):
             raise ValueError(f"diffusion.sampler must be one of dpm, unipc, ddim, ddpm, got {self.sampler!r}")
 
+    def card_lines(self) -> dict[str, str]:
+        """The model card's `noise_schedule` and `prediction_type` lines for the objective."""
+        if self.objective == "rectified_flow":
+            return {"noise_schedule": f"rectified flow, logit-normal t, shift {self.flow_shift}",
+                    "prediction_type": "flow (rectified flow velocity)"}
+        if self.objective == "edm":
+            return {"noise_schedule": f"EDM (Karras et al. 2022), ln sigma ~ N({self.edm_p_mean}, {self.edm_p_std}), "
+                                      f"sigma_data {self.edm_sigma_data}",
+                    "prediction_type": "EDM preconditioned denoiser (c_skip x + c_out F)"}
+        return {"noise_schedule": f"{self.beta_schedule}, {self.num_train_timesteps} steps",
+                "prediction_type": self.prediction_type}
+
 
 @dataclass
 class OptimConfig:

@@ -39,7 +39,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from medgen.config import TrainConfig, config_to_dict, save_config
 from medgen.training import checkpoints, run_folder
 from medgen.training.arguments import add_arguments, resolve_config
-from medgen.training.diffusion import build_objective, build_sampler, objective_card
+from medgen.training.diffusion import build_objective, build_sampler
 from medgen.training.divergence import DivergenceGuard, TrainingStopped, current_learning_rate
 from medgen.training.optim import build_lr_scheduler, build_optimizer, restart_schedule, warmup_outlasts_run
 from medgen.training.samples import save_sample_grid
@@ -433,7 +433,7 @@ def model_card_info(config: TrainConfig, data, steps: int) -> dict:
         "dataset": f"`{config.data.source}` data from `{Path(config.data.path).name}` ({read})",
         "num_train_images": len(data),
         "train_steps": f"{steps} (batch {config.train_batch_size} x {config.gradient_accumulation_steps} accumulation)",
-        **objective_card(schedule),  # noise_schedule, prediction_type
+        **schedule.card_lines(),  # noise_schedule, prediction_type
         "ema": config.ema.use_ema,
         "license": config.license,
         "repo_id": config.hub_model_id,

@@ -113,7 +113,6 @@ def card_info_from_run(run_dir: Path, training_data: str) -> dict[str, Any]:
     if not (run_dir / "training_config.yaml").is_file():
         return info
     from medgen.config import load_config
-    from medgen.training.diffusion import objective_card
 
     try:
         config = load_config(run_dir / "training_config.yaml")
@@ -124,7 +123,7 @@ def card_info_from_run(run_dir: Path, training_data: str) -> dict[str, Any]:
         info["train_steps"] = (
             f"{training['steps']} (batch {config.train_batch_size} x {config.gradient_accumulation_steps} accumulation)"
         )
-    info.update(objective_card(config.diffusion), ema=config.ema.use_ema, license=config.license)
+    info.update(config.diffusion.card_lines(), ema=config.ema.use_ema, license=config.license)
     return info
 
 

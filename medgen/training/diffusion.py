@@ -205,16 +205,3 @@ def build_objective(config: DiffusionConfig) -> DiffusionObjective:
     if config.objective == "edm":
         return EDMObjective(config)
     return DiffusionObjective(config)
-
-
-def objective_card(config: DiffusionConfig) -> dict[str, str]:
-    """The model card's `noise_schedule` and `prediction_type` lines for the objective."""
-    if config.objective == "rectified_flow":
-        return {"noise_schedule": f"rectified flow, logit-normal t, shift {config.flow_shift}",
-                "prediction_type": "flow (rectified flow velocity)"}
-    if config.objective == "edm":
-        return {"noise_schedule": f"EDM (Karras et al. 2022), ln sigma ~ N({config.edm_p_mean}, {config.edm_p_std}), "
-                                  f"sigma_data {config.edm_sigma_data}",
-                "prediction_type": "EDM preconditioned denoiser (c_skip x + c_out F)"}
-    return {"noise_schedule": f"{config.beta_schedule}, {config.num_train_timesteps} steps",
-            "prediction_type": config.prediction_type}
