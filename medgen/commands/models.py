@@ -125,6 +125,8 @@ def _detail_lines(description) -> list[tuple[str, str]]:
             usefulness.append(f"label accuracy {_number(e['label_accuracy'])}")
         if e.get("tstr_auc") is not None and e.get("trtr_auc"):
             usefulness.append(f"TSTR/TRTR AUROC {e['tstr_auc']:.3f}/{e['trtr_auc']:.3f}")
+        if e.get("mask_dice_ratio") is not None:
+            usefulness.append(f"mask faithfulness (Dice ratio) {_number(e['mask_dice_ratio'])}")
         if usefulness:
             rows.append(("usefulness", ", ".join(usefulness)))
         if "memorization_alarm" in e:

@@ -69,6 +69,9 @@ def describe(folder: str | Path, name: str | None = None) -> ModelDescription:
     if tstr.get("synthetic_trained_auc") is not None:
         figures["tstr_auc"] = tstr["synthetic_trained_auc"]
         figures["trtr_auc"] = tstr.get("real_trained_same_size_auc", tstr.get("real_trained_auc"))
+    faithfulness = evaluation.get("mask_faithfulness") or {}
+    if faithfulness.get("ratio") is not None:
+        figures["mask_dice_ratio"] = faithfulness["ratio"]
     if evaluation.get("memorization") is not None:
         figures["memorization_alarm"] = bool(evaluation["memorization"].get("alarm"))
     return ModelDescription(

@@ -187,6 +187,11 @@ def evaluation_section(folder: str | Path) -> str:
         if "synthetic_trained_auc" in tstr:
             rows.append(("TSTR AUROC: synthetic-trained / real-trained",
                          f"{_number(tstr['synthetic_trained_auc'])} / {_number(tstr.get('real_trained_auc'))}"))
+        faithfulness = summary.get("mask_faithfulness") or {}
+        if "dice_generated" in faithfulness:
+            rows.append(("Mask faithfulness: Dice of a real-trained segmenter on images drawn from the test masks / on the real test images",
+                         f"{_number(faithfulness['dice_generated'])} / {_number(faithfulness.get('dice_real_test'))} "
+                         f"(ratio {_number(faithfulness.get('ratio'), 2)})"))
         verdict = "**ALARM**" if memorization.get("alarm") else "no alarm"
         rows.append(("Memorization", f"{verdict}: {describe_memorization(memorization)}"))
         lines += ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows), "",

@@ -89,6 +89,11 @@ def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, 
     if "tstr" in report:
         keys = ("synthetic_trained_auc", "real_trained_auc", "real_trained_same_size_auc", "skipped")
         summary["tstr"] = {key: report["tstr"][key] for key in keys if key in report["tstr"]}
+    faithfulness = report.get("mask_faithfulness") or {}
+    if "dice_generated" in faithfulness:  # a mask pipeline: do its images follow their masks?
+        keys = ("dice_generated", "dice_real_test", "ratio", "dice_generated_nonempty", "dice_real_test_nonempty",
+                "ratio_nonempty", "n_test_masks")
+        summary["mask_faithfulness"] = {key: faithfulness[key] for key in keys if key in faithfulness}
     return summary
 
 
