@@ -90,8 +90,11 @@ def test_space_readme_lists_each_model_with_modality_resolution_and_labels(pipel
     rows = [line for line in (out / "README.md").read_text().splitlines() if line.startswith("| `")]
     assert rows[0] == f"| `{pipeline_dir.name}` | brain MRI | 16 px | normal, pneumonia |"
     for row, (name, builtin) in zip(rows[1:], builtin_models().items(), strict=True):
-        info = describe_pipeline_folder(builtin_pipeline_path(builtin))
-        assert row.startswith(f"| `{name}` |") and f"| {info.image_size} px | {', '.join(info.labels)} |" in row
+        folder = builtin_pipeline_path(builtin)
+        info = describe_pipeline_folder(folder)
+        modality = json.loads((folder / "medgen_model.json").read_text())["modality"]  # what `models ship` recorded
+        labels = ", ".join(info.labels) + (f"; mask: {', '.join(info.mask_classes)}" if info.kind == "mask" else "")
+        assert row == f"| `{name}` | {modality} | {info.image_size} px | {labels} |"
     assert "| `default` | chest X-ray | 32 px | normal, pneumonia |" in rows or "default" not in builtin_models()
 
 

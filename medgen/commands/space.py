@@ -106,7 +106,16 @@ class SpaceModel:
 
 
 def model_card_modality(folder: Path) -> str:
-    """The modality a pipeline's model card states (a "Modality" table row, else a modality tag), or "not recorded"."""
+    """The modality a pipeline states: a shipped folder's `medgen_model.json` (`medgen models ship`), else its
+    model card (a "Modality" table row, else a modality tag), or "not recorded"."""
+    info = folder / "medgen_model.json"
+    if info.is_file():
+        try:
+            modality = json.loads(info.read_text()).get("modality")
+        except (OSError, ValueError):
+            modality = None
+        if isinstance(modality, str) and modality.strip():
+            return modality.strip()
     card = folder / "README.md"
     if not card.is_file():
         return "not recorded"
