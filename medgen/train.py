@@ -56,7 +56,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
     # refusals and a finished run are answered before any data is read
     checkpoint, run_id = run_folder.resolve_run(output_dir, resume_from_checkpoint, overwrite_output_dir)
     resumed_step = checkpoints.read_state(checkpoint)["step"] if checkpoint else 0
-    if resumed_step >= config.max_train_steps and (output_dir / "model_index.json").is_file():
+    if resumed_step >= config.max_train_steps and saved_pipeline_step(output_dir) == resumed_step:
         PartialState().print(finished_message(resumed_step, config))
         return output_dir
     record_precision(config)
@@ -189,7 +189,8 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
     warmup_warning = warmup_outlasts_run(config, steps_per_epoch, global_step)
     if warmup_warning:
         logger.warning(warmup_warning, main_process_only=True)
-    if finished:  # but its pipeline was never saved (stopped after the last checkpoint): save it now
+    if finished:  # but the pipeline of this step was never saved: stopped after the last checkpoint, or a longer
+        # run stopped early and exported at its newest checkpoint (max_train_steps = that step)
         accelerator.print(finished_message(global_step, config) + " Saving its pipeline.")
 
     if accelerator.is_main_process:
@@ -302,7 +303,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
     if accelerator.is_main_process:
         pipeline = build_final_pipeline(accelerator, task, unet, ema, noise_scheduler, config)
         pipeline.save_pretrained(output_dir, model_card=model_card_info(config, data, global_step))
-        if not finished:  # a finished run's summary is already there
+        if not finished or saved_pipeline_step(output_dir) != global_step:  # else: that run's summary is there
             (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         sample_path = sample(accelerator, task, unet, ema, noise_scheduler, config, global_step)
         if not finished:
@@ -344,6 +345,17 @@ def generate_command(output_dir: Path, task) -> str | None:
     return shlex.join(
         ["medgen", "generate", "--pipeline", str(output_dir), *flags, "--count", "8", "--output", str(output_dir / "generated")]
     )
+
+
+def saved_pipeline_step(output_dir: Path) -> int | None:
+    """The training step of the pipeline saved in `output_dir` (its `training_summary.json`), None if none is saved."""
+    summary = output_dir / "training_summary.json"
+    if not (output_dir / "model_index.json").is_file() or not summary.is_file():
+        return None
+    try:
+        return json.loads(summary.read_text()).get("steps")
+    except (json.JSONDecodeError, AttributeError):
+        return None
 
 
 def finished_message(step: int, config: TrainConfig) -> str:

@@ -292,3 +292,26 @@ def test_a_finished_run_without_its_pipeline_saves_it_on_resume(finished_run, pn
     assert "already finished at step 3" in out and "final loss" not in out
     assert (output_dir / "model_index.json").is_file()
     assert [p.name for p in checkpoints.list_checkpoints(output_dir)] == ["checkpoint-2", "checkpoint-3"]
+
+
+def test_a_longer_run_stopped_early_exports_the_pipeline_of_a_checkpoint(
+    finished_run, pneumoniamnist_npz, tmp_path, capsys
+):
+    """`--max_train_steps N --resume_from_checkpoint <checkpoint-N>` saves the model as it stood at step N (EMA
+    weights), with a summary saying N, even where the folder holds the pipeline of a later step; asking again is
+    a no-op."""
+    output_dir = copy_run(finished_run, tmp_path)
+    step_3_unet = (output_dir / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    checkpoint_2 = output_dir / "checkpoints" / "checkpoint-2"
+    capsys.readouterr()
+
+    main(load_config(TINY, overrides(pneumoniamnist_npz, output_dir, steps=2)), resume_from_checkpoint=str(checkpoint_2))
+    assert "Saving its pipeline" in capsys.readouterr().out
+    assert json.loads((output_dir / "training_summary.json").read_text())["steps"] == 2
+    assert (output_dir / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() != step_3_unet
+    assert yaml.safe_load((output_dir / "training_config.yaml").read_text())["max_train_steps"] == 2
+
+    step_2_index = (output_dir / "model_index.json").stat().st_mtime_ns
+    main(load_config(TINY, overrides(pneumoniamnist_npz, output_dir, steps=2)), resume_from_checkpoint=str(checkpoint_2))
+    assert "already finished at step 2" in capsys.readouterr().out
+    assert (output_dir / "model_index.json").stat().st_mtime_ns == step_2_index
