@@ -5,6 +5,7 @@ preprocessing as the model saw them, and checks labels before sampling."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +183,31 @@ def test_a_held_out_split_passes_the_training_check(tmp_path, capsys):
     overlap = json.loads((tmp_path / "out" / "report.json").read_text())["training_overlap"]
     assert overlap["held_out"] is True and overlap["n_overlap"] == 0
     assert overlap["n_training"] == 16 and overlap["n_reference"] == 8
+
+
+def test_test_images_duplicated_in_the_training_split_are_left_out_on_request_and_the_rest_scored(tmp_path, capsys, sampled):
+    data = image_folder(tmp_path / "data", split=True)  # rows 0, 3, ..., 21 are the test split
+    for test_row, training_row in ((0, 2), (3, 5)):  # the same image in both splits, as in some public sets
+        shutil.copyfile(data / f"images/{training_row:02d}.png", data / f"images/{test_row:02d}.png")
+    folder = pipeline_folder(tmp_path / "pipe", data=data, split="train")
+    assert main(argv(folder, data, tmp_path / "out", "--split", "test")) == 2
+    error = capsys.readouterr().err
+    assert "2 of the 8 reference images" in error and "--exclude-training-overlap" in error and sampled == []
+
+    both = argv(folder, data, tmp_path / "out", "--split", "test", "--exclude-training-overlap", "--allow-training-overlap")
+    with pytest.raises(SystemExit):
+        main(both)
+    assert "not allowed with argument" in capsys.readouterr().err and sampled == []
+
+    assert main(argv(folder, data, tmp_path / "out", "--split", "test", "--exclude-training-overlap", "--store-in-pipeline")) == 0
+    assert "2 of 8 are training images and were left out" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    overlap = report["training_overlap"]
+    assert overlap["held_out"] is True and overlap["n_overlap"] == 2 and overlap["n_excluded"] == 2
+    assert report["n_real"] == 6
+    assert "were left out" in (tmp_path / "out" / "report.html").read_text()
+    stored = json.loads((folder / "evaluation.json").read_text())["data"]
+    assert stored["held_out"] is True and stored["n_excluded_as_training"] == 2 and stored["n_real"] == 6
 
 
 # ----------------------------------------------------------------------------------------------------

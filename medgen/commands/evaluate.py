@@ -16,7 +16,8 @@ A built-in pipeline's folder is written only by the maintainers' shipping step (
 `medgen models ship`).
 
 When the pipeline folder records its training config, the real images are read with its preprocessing, and
-reference images that are training images (same pixels) are refused unless --allow-training-overlap.
+reference images that are training images (same pixels) are refused unless --exclude-training-overlap
+(leave them out, score the rest) or --allow-training-overlap (score them, marked 'not held out').
 Data options a training config takes are accepted as `data.KEY=VALUE` (e.g. data.empty_findings=skip).
 """
 
@@ -131,7 +132,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "the medgen package",
     )
     store.add_argument("--no-store", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for scripts
-    parser.add_argument(
+    overlap = parser.add_mutually_exclusive_group()
+    overlap.add_argument(
+        "--exclude-training-overlap", action="store_true",
+        help="leave out reference images that are images the pipeline was trained on (a data set with the same image "
+        "in two splits) and score the rest; the report says how many were left out",
+    )
+    overlap.add_argument(
         "--allow-training-overlap", action="store_true",
         help="score even when reference images are images the pipeline was trained on (found by content hash when "
         "the pipeline folder records its training config); the report and any stored evaluation are marked "
@@ -265,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
         memorization_features=not args.no_feature_memorization,
         memorization_train_images=args.memorization_train_images or None,
         allow_training_overlap=args.allow_training_overlap,
+        exclude_training_overlap=args.exclude_training_overlap,
         autoencoder_ceiling=not args.no_autoencoder_ceiling,
     )
     for line in summary_lines(report):
@@ -311,6 +319,11 @@ def summary_lines(report: dict) -> list[str]:
     overlap = report.get("training_overlap") or {}
     if overlap.get("held_out") is False:
         lines.append(f"NOT HELD OUT: {overlap['n_overlap']} of {overlap['n_reference']} reference images are training images")
+    elif overlap.get("n_excluded"):
+        lines.append(
+            f"reference images checked against {overlap['n_training']} training images: {overlap['n_excluded']} of "
+            f"{overlap['n_reference']} are training images and were left out"
+        )
     elif overlap.get("held_out"):
         lines.append(f"reference images checked against {overlap['n_training']} training images: none is a training image")
     elif overlap.get("why_not"):

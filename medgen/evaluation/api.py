@@ -536,6 +536,7 @@ def evaluate(
     prompt_template: str = "chest x-ray, {labels}",
     progress: bool = False,
     allow_training_overlap: bool = False,
+    exclude_training_overlap: bool = False,
     autoencoder_ceiling: bool = True,
     mask_faithfulness: bool = True,
     **metric_options: Any,
@@ -564,6 +565,9 @@ def evaluate(
         allow_training_overlap: when the pipeline folder records its training data (`training_config.yaml`),
             reference images that are training images (same pixels) are an error before sampling; True scores
             anyway and marks the report `training_overlap.held_out = False` (publishing refuses it).
+        exclude_training_overlap: instead, drop the reference images that are training images (a data set with
+            the same image in two splits) and score the rest, which are held out; the report says how many were
+            dropped (`training_overlap.n_excluded`).
         autoencoder_ceiling: for latent pipelines, also score reference images passed through the pipeline's
             autoencoder (`baselines.autoencoder`).
         mask_faithfulness: for a mask-conditioned pipeline, also draw images from the test masks and score them with
@@ -583,6 +587,8 @@ def evaluate(
         raise ValueError("give the real data to compare with (data=path or DataConfig)")
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2 (FID needs at least two images), got {num_samples}")
+    if allow_training_overlap and exclude_training_overlap:
+        raise ValueError("give at most one of allow_training_overlap (score overlapping images) and exclude_training_overlap (drop them)")
     data_options = dict(data_options or {})
     started = time.perf_counter()
     notes: list[str] = []
@@ -633,10 +639,15 @@ def evaluate(
         if recorded is None:
             overlap_report["why_not"] = recorded_where
         else:
-            overlap_report, training_floor_images = _check_training_overlap(
-                real, reference_config, recorded, recorded_where, allow_training_overlap
+            overlap_report, training_floor_images, real = _check_training_overlap(
+                real, reference_config, recorded, recorded_where, allow_training_overlap, exclude_training_overlap
             )
-            if overlap_report.get("n_overlap"):
+            if overlap_report.get("n_excluded"):
+                notes.append(
+                    f"{overlap_report['n_excluded']} of the {overlap_report['n_reference']} reference images are training "
+                    f"images of this pipeline and were left out (exclude_training_overlap): scored against the other {len(real)}"
+                )
+            elif overlap_report.get("n_overlap"):
                 notes.append(
                     f"NOT HELD OUT: {overlap_report['n_overlap']} of the {len(real)} reference images are training images "
                     "of this pipeline (allow_training_overlap): the figures do not measure generalisation, and "
@@ -757,11 +768,12 @@ class TrainingOverlapError(ValueError):
 
 
 def _check_training_overlap(
-    real: ImageSet, reference_config: Any, recorded: Any, where: str, allow: bool
-) -> tuple[dict[str, Any], ImageSet | None]:
+    real: ImageSet, reference_config: Any, recorded: Any, where: str, allow: bool, exclude: bool = False
+) -> tuple[dict[str, Any], ImageSet | None, ImageSet]:
     """Reads the pipeline's recorded training data as the reference images were read and compares their
-    content hashes. Returns the report entry and the training images (None when they could not be read);
-    overlap raises `TrainingOverlapError` unless `allow`."""
+    content hashes. Returns the report entry, the training images (None when they could not be read) and the
+    reference images (without the overlapping ones when `exclude`); overlap raises `TrainingOverlapError`
+    unless `allow` or `exclude`."""
     from medgen.data import DataConfig
     from medgen.evaluation.provenance import training_overlap
 
@@ -773,29 +785,45 @@ def _check_training_overlap(
     if not Path(recorded.path).exists():
         entry["why_not"] = f"the training data recorded in {where} ({recorded.path}) is not found here"
         print(f"note: reference images not checked against the training images: {entry['why_not']}", flush=True)
-        return entry, None
+        return entry, None, real
     try:
         config = DataConfig.from_dict(values)
         training = read_image_set(config, None, None, what="Training data recorded by the pipeline")
     except (FileNotFoundError, ValueError) as error:
         entry["why_not"] = f"the training data recorded in {where} could not be read ({error})"
         print(f"note: reference images not checked against the training images: {entry['why_not']}", flush=True)
-        return entry, None
+        return entry, None, real
     found = training_overlap(real, training)
     entry.update({key: value for key, value in found.items() if not key.startswith("_")})
     entry["checked"] = True
     entry["held_out"] = found["n_overlap"] == 0
     entry["_training_config"] = config.to_dict()
-    if found["n_overlap"] and not allow:
+    if found["n_overlap"] and exclude:
+        kept = ~found["_mask"]
+        if kept.sum() < 2:
+            raise TrainingOverlapError(
+                f"{found['n_overlap']} of the {len(real)} reference images ({real.source}) are images this pipeline was "
+                f"trained on (recorded in {where}); fewer than two would be left to score"
+            )
+        entry["n_excluded"] = found["n_overlap"]
+        entry["held_out"] = True
+        print(
+            f"Left out {found['n_overlap']} of the {len(real)} reference images: the same pixels as images of the "
+            f"training data {recorded.path} [{recorded.split}]; scoring against the other {int(kept.sum())}",
+            flush=True,
+        )
+        real = real.subset(kept)
+    elif found["n_overlap"] and not allow:
         raise TrainingOverlapError(
             f"{found['n_overlap']} of the {len(real)} reference images ({real.source}) are images this pipeline was "
             f"trained on (the same pixels as images of its training data {recorded.path} [{recorded.split}], recorded "
             f"in {where}); scores against them say nothing about unseen images. Score against images the model did "
             "not see (a held-out split, e.g. --split test with a split column or a training config that sets "
-            "holdout_fraction), or pass --allow-training-overlap to score anyway: the report and any stored "
-            "evaluation are then marked 'not held out', and publishing refuses them"
+            "holdout_fraction), pass --exclude-training-overlap to leave those images out and score the rest, or "
+            "--allow-training-overlap to score anyway: the report and any stored evaluation are then marked 'not "
+            "held out', and publishing refuses them"
         )
     disjoint = np.isin(training.image_hashes(), real.image_hashes(), invert=True)
     if not disjoint.any():  # every training image is a reference image: no training floor from them
-        return entry, None
-    return entry, (training if disjoint.all() else training.subset(disjoint))
+        return entry, None, real
+    return entry, (training if disjoint.all() else training.subset(disjoint)), real

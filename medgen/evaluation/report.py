@@ -131,6 +131,12 @@ def _held_out(report: dict) -> str:
             "reference images are images the model was trained on. These figures do not measure how the model "
             "generalises; publishing refuses an evaluation marked so.</p>"
         )
+    if overlap.get("n_excluded"):
+        return (
+            f"<p>Reference images checked against the {_fmt(overlap.get('n_training'))} training images the pipeline "
+            f"records (content hashes): {_fmt(overlap.get('n_excluded'))} of the {_fmt(overlap.get('n_reference'))} are "
+            "training images and were left out; the figures are on the others.</p>"
+        )
     if overlap.get("held_out"):
         return (
             f"<p>Reference images checked against the {_fmt(overlap.get('n_training'))} training images the pipeline "

@@ -62,6 +62,8 @@ def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, 
             "n_train": report.get("n_train"),
             # False: reference images were training images (evaluate --allow-training-overlap); the gate refuses it
             "held_out": (report.get("training_overlap") or {}).get("held_out"),
+            # reference images left out because they are training images (evaluate --exclude-training-overlap)
+            "n_excluded_as_training": (report.get("training_overlap") or {}).get("n_excluded", 0),
         },
         "n_generated": report.get("n_generated"),
         "feature_extractor": (report.get("feature_extractor") or {}).get("name"),
