@@ -89,6 +89,17 @@ def example_mask_props(info: PipelineInfo) -> dict[str, Any]:
     }
 
 
+def example_prompts(info: PipelineInfo) -> list[str]:
+    """The example prompts offered for a text model: those saved with it (what it was trained to follow, one per
+    modality and finding for the built-in), else generic chest X-ray findings."""
+    return list(info.example_prompts) or list(EXAMPLE_PROMPTS)
+
+
+def prompt_example_props(info: PipelineInfo) -> dict[str, Any]:
+    """The clickable example prompts of a model, one per row."""
+    return {"samples": [[text] for text in example_prompts(info)]}
+
+
 def uploaded_file(value: Any, name: str) -> str | None:
     """The server path of a file the page (or `gradio_client.handle_file`) uploaded, or None for no file.
 
@@ -211,6 +222,8 @@ def build_demo(service: AppService) -> gr.Blocks:
             gr.Dropdown(**example_mask_props(selected)),
             False,
             gr.Column(visible=selected.kind == "text"),
+            gr.Dataset(**prompt_example_props(selected)),
+            gr.Textbox(placeholder=example_prompts(selected)[0]),
             gr.Markdown(visible=selected.kind == "unconditional"),
             gr.Slider(value=selected.default_guidance, visible=selected.kind != "unconditional"),
             service.model_details(name),
@@ -243,8 +256,13 @@ def build_demo(service: AppService) -> gr.Blocks:
                         "Sample a mask", size="sm", visible=info.mask_generator, elem_id="sample-mask",
                     )
                 with gr.Column(visible=info.kind == "text") as prompt_group:
-                    prompt = gr.Textbox(value="", label="Prompt", placeholder=EXAMPLE_PROMPTS[1], lines=2, elem_id="prompt")
-                    gr.Examples(examples=[[text] for text in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
+                    prompt = gr.Textbox(
+                        value="", label="Prompt", placeholder=example_prompts(info)[0], lines=2, elem_id="prompt",
+                    )
+                    prompt_examples = gr.Dataset(
+                        components=[prompt], **prompt_example_props(info), label="Example prompts (click one)",
+                        type="values", samples_per_page=24, elem_id="prompt-examples",
+                    )
                     negative_prompt = gr.Textbox(value="", label="Negative prompt", placeholder="what the images should not show")
                 unconditional_note = gr.Markdown(
                     "This model is unconditional: it draws images like its training set, without a condition.",
@@ -302,11 +320,14 @@ def build_demo(service: AppService) -> gr.Blocks:
                     reuse_seed = gr.Button("Reuse this seed", size="sm", scale=1)
                 download = gr.File(label="Download ZIP", interactive=False, height=90, elem_id="download")
 
+        prompt_examples.click(
+            lambda sample: sample[0], inputs=prompt_examples, outputs=prompt, queue=False, api_visibility="private",
+        )
         model.change(
             select_model, inputs=model,
             outputs=[
                 condition, mask_group, mask_note, sample_mask_button, example, condition_chosen, prompt_group,
-                unconditional_note, guidance_scale, details,
+                prompt_examples, prompt, unconditional_note, guidance_scale, details,
             ],
             queue=False, api_visibility="private",
         )

@@ -66,6 +66,21 @@ def test_the_model_dropdown_lists_the_given_folders_then_the_builtins(served):
     assert "default" not in service.catalog.loaded_names() or len(service.catalog.loaded_names()) <= 4
 
 
+def test_a_text_model_offers_its_own_example_prompts_else_generic_ones(app_module):
+    from dataclasses import replace
+
+    from helpers import tiny_label_pipeline
+
+    from medgen.app import describe_pipeline
+
+    info = replace(describe_pipeline(tiny_label_pipeline()), kind="text")
+    generic = app_module.prompt_example_props(info)["samples"]
+    assert generic == [[text] for text in app_module.EXAMPLE_PROMPTS]  # a text model saved without examples
+    trained = replace(info, example_prompts=("brain MRI, glioma", "breast ultrasound, benign lesion"))
+    assert app_module.prompt_example_props(trained)["samples"] == [["brain MRI, glioma"], ["breast ultrasound, benign lesion"]]
+    assert app_module.example_prompts(trained)[0] == "brain MRI, glioma"  # also the prompt box's placeholder
+
+
 def test_the_steps_slider_starts_at_the_pipelines_default(served):
     from medgen.sampling import DEFAULT_INFERENCE_STEPS
 

@@ -197,3 +197,28 @@ def test_save_and_load_with_medgen_and_stock_diffusers(pipe, tmp_path):
     for loaded in (with_medgen, stock):
         loaded.set_progress_bar_config(disable=True)
         np.testing.assert_allclose(sample(loaded, ["pneumonia", ""], guidance_scale=3.0), expected, atol=1e-5)
+
+
+def test_example_prompts_travel_with_the_saved_pipeline(pipe, minilm, tmp_path):
+    """Apps offer the prompts a model was trained on; they are saved in model_index.json and read back by medgen
+    and by stock diffusers."""
+    tokenizer, encoder = minilm
+    prompts = ["chest x-ray, viral pneumonia", "brain MRI, no tumor"]
+    pipeline = TextToImagePipeline(
+        vae=pipe.vae, text_encoder=encoder, tokenizer=tokenizer, unet=pipe.unet, scheduler=pipe.scheduler,
+        max_length=16, example_prompts=prompts,
+    )
+    folder = pipeline.save_pretrained(tmp_path / "with-examples")
+    assert json.loads((folder / "model_index.json").read_text())["example_prompts"] == prompts
+    assert medgen.TextToImagePipeline.from_pretrained(folder).config.example_prompts == prompts
+    assert DiffusionPipeline.from_pretrained(folder, trust_remote_code=True).config.example_prompts == prompts
+    from medgen.app import describe_pipeline, describe_pipeline_folder
+
+    assert describe_pipeline_folder(folder).example_prompts == tuple(prompts)  # the app's model list, unloaded
+    assert describe_pipeline(medgen.TextToImagePipeline.from_pretrained(folder)).example_prompts == tuple(prompts)
+    assert pipe.config.example_prompts == []  # none given: none offered
+    with pytest.raises(ValueError, match="example_prompts"):
+        TextToImagePipeline(
+            vae=pipe.vae, text_encoder=encoder, tokenizer=tokenizer, unet=pipe.unet, scheduler=pipe.scheduler,
+            example_prompts=["brain MRI", "  "],
+        )

@@ -43,6 +43,8 @@ class PipelineInfo:
     # Mask models: the example masks stored in the folder (real masks of the held-out split), as (name, label)
     # pairs; the label is "" for a model without labels.
     example_masks: tuple[tuple[str, str], ...] = ()
+    # Text models: the prompts saved with the pipeline (what it was trained to follow); none for older pipelines.
+    example_prompts: tuple[str, ...] = ()
 
 
 def _default_guidance(kind: PipelineKind) -> float:
@@ -95,6 +97,7 @@ def describe_pipeline(pipe, source: str = "") -> PipelineInfo:
         mask_classes=tuple(pipe.mask_classes) if kind == "mask" else (),
         mask_generator=kind == "mask" and bool(pipe.has_mask_generator),
         example_masks=example_mask_choices(getattr(pipe, "_medgen_source_folder", None)) if kind == "mask" else (),
+        example_prompts=tuple(getattr(pipe.config, "example_prompts", None) or ()) if kind == "text" else (),
     )
 
 
@@ -140,6 +143,7 @@ def describe_pipeline_folder(folder: str | Path, source: str = "") -> PipelineIn
         mask_classes=tuple(id2mask_class[key] for key in sorted(id2mask_class, key=int)) if kind == "mask" else (),
         mask_generator=kind == "mask" and isinstance(mask_unet, list) and bool(mask_unet) and mask_unet[0] is not None,
         example_masks=example_mask_choices(folder) if kind == "mask" else (),
+        example_prompts=tuple(index.get("example_prompts") or ()) if kind == "text" else (),
     )
 
 

@@ -128,7 +128,9 @@ def load_components(
     # Every entry is checked before any is loaded: a refused folder loads nothing at all.
     for name in sorted(expected & set(model_index)):
         value = model_index[name]
-        if not _is_component_entry(value):
+        # An argument that is no component (`max_length`, `example_prompts`) is a plain value, never imported,
+        # even when it looks like `[library, class]` (two example prompts)
+        if name not in ALLOWED_COMPONENTS or not _is_component_entry(value):
             config_kwargs[name] = value
         elif value[0] is None or value[1] is None:
             components[name] = None

@@ -66,6 +66,9 @@ class TextToImagePipeline(DiffusionPipeline):
             Any diffusers scheduler, e.g. [`DPMSolverMultistepScheduler`] (the default saved by medgen).
         max_length (`int`, defaults to 77):
             Prompt length in tokens (the length used in training); longer prompts are truncated with a warning.
+        example_prompts (`list[str]`, *optional*):
+            Prompts the model was trained to follow (for a model trained on described sets: the canonical prompt of
+            each modality + finding), saved with the pipeline so that apps can offer them.
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
@@ -80,6 +83,7 @@ class TextToImagePipeline(DiffusionPipeline):
         unet: UNet2DConditionModel,
         scheduler: KarrasDiffusionSchedulers,
         max_length: int = 77,
+        example_prompts: list[str] | None = None,
     ):
         super().__init__()
         hidden_size = text_encoder.config.hidden_size
@@ -94,8 +98,11 @@ class TextToImagePipeline(DiffusionPipeline):
             )
         if not isinstance(max_length, int) or max_length < 2:
             raise ValueError(f"`max_length` must be an integer >= 2, got {max_length!r}.")
+        example_prompts = list(example_prompts or [])
+        if not all(isinstance(text, str) and text.strip() for text in example_prompts):
+            raise ValueError(f"`example_prompts` must be non-empty strings, got {example_prompts!r}.")
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
-        self.register_to_config(max_length=max_length)
+        self.register_to_config(max_length=max_length, example_prompts=example_prompts)
         self._interrupt = False
 
     @property

@@ -136,6 +136,7 @@ class TextTask(DiffusionTask):
             unet=unet,
             scheduler=scheduler,
             max_length=self.config.text.max_length,
+            example_prompts=self.example_prompts(),
         )
 
     def sample_prompts(self) -> list[str]:
@@ -149,6 +150,11 @@ class TextTask(DiffusionTask):
 
             return [template_prompt([name], self.config.data.prompt_template) for name in self.label_names]
         return list(DEFAULT_SAMPLE_PROMPTS)
+
+    def example_prompts(self) -> list[str]:
+        """What the saved pipeline offers as examples: for described sets the canonical prompt of every group (all
+        the trained facts, modality first), else the sample-grid rows."""
+        return default_sample_prompts([self.config.data, *self.config.extra_data]) or self.sample_prompts()
 
     def sample_requests(self) -> list[tuple[str, dict[str, Any]]]:
         return [(prompt, {"prompt": prompt}) for prompt in self.sample_prompts()]
