@@ -307,3 +307,15 @@ def test_training_encodes_one_phrasing_per_image_drawn_from_the_step_seed(tmp_pa
     assert first == again and first != other  # the step's seed decides; another step draws again
     assert first[0] == "" and first[-1] == "plain clinical notes"  # dropped prompts are empty, plain text is kept
     assert set(first[1:-1]) <= set(phrasings_) and len(set(first[1:-1] + other[1:-1])) > 1
+
+
+def test_the_example_prompts_of_a_multi_set_model_name_every_trained_group_once_in_set_order():
+    from types import SimpleNamespace
+
+    from medgen.data.prompts import default_sample_prompts
+
+    sets = [SimpleNamespace(prompts=name) for name in ("kermany", None, "brain_mri", "kermany")]
+    prompts = default_sample_prompts(sets)
+    assert prompts[:3] == ["pediatric chest x-ray, normal", "pediatric chest x-ray, bacterial pneumonia", "pediatric chest x-ray, viral pneumonia"]
+    assert set(prompts[3:]) == {"brain MRI, glioma", "brain MRI, meningioma", "brain MRI, pituitary tumor", "brain MRI, no tumor"}
+    assert len(prompts) == len(set(prompts)) == 7  # a set listed twice adds nothing; a set without prompts neither

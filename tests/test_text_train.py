@@ -42,6 +42,7 @@ def test_tiny_text_config_runs_end_to_end(covid_notes_dir, tmp_path):
     assert isinstance(pipe, TextToImagePipeline)
     assert pipe.vae.config.scaling_factor == pytest.approx(metrics["scaling_factor"])
     assert "all-MiniLM-L6-v2" in (output_dir / "README.md").read_text()
+    assert pipe.config.example_prompts == config.text.sample_prompts  # what the app offers (no prompt set: the grid's)
     assert list((output_dir / "samples").glob("step-*.png"))
     pipe.set_progress_bar_config(disable=True)
 
