@@ -208,6 +208,8 @@ def test_test_images_duplicated_in_the_training_split_are_left_out_on_request_an
     assert "were left out" in (tmp_path / "out" / "report.html").read_text()
     stored = json.loads((folder / "evaluation.json").read_text())["data"]
     assert stored["held_out"] is True and stored["n_excluded_as_training"] == 2 and stored["n_real"] == 6
+    card = (folder / "README.md").read_text()  # the model card says it too
+    assert "| Held out | yes: reference images checked against the training images (content hashes); 2 that are training images were left out |" in card
 
 
 # ----------------------------------------------------------------------------------------------------

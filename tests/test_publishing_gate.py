@@ -124,6 +124,10 @@ def test_push_of_a_pipeline_loaded_from_an_evaluated_folder_uploads_its_evaluati
     assert json.loads(upload["files"]["evaluation.json"]) == stored
     card = upload["files"]["README.md"].decode()
     assert "## Evaluation" in card and "no alarm" in card and stored["date"] in card
+    fid_row = next(line for line in card.splitlines() if line.startswith("| FID"))
+    assert f"{stored['fid']:.3f}" in fid_row and f"real-vs-real baseline {stored['fid_real_baseline']:.3f}" in fid_row
+    held_out_row = next(line for line in card.splitlines() if line.startswith("| Held out"))
+    assert ("not checked" in held_out_row) == (stored["data"]["held_out"] is None)
 
 
 def test_push_refuses_a_pipeline_changed_after_its_evaluation(folders, uploads):

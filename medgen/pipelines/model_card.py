@@ -152,6 +152,27 @@ def _number(value: Any, digits: int = 3) -> str:
     return "not measured" if value is None else f"{value:.{digits}f}"
 
 
+def _held_out_text(data: dict[str, Any]) -> str:
+    """Whether the reference images were checked against the training images, and what was found."""
+    held_out, excluded = data.get("held_out"), data.get("n_excluded_as_training") or 0
+    if held_out is False:
+        return "**NO**: reference images include images the model was trained on; these figures do not measure unseen data"
+    if held_out is None:
+        return "not checked (the training data was not recorded or not found)"
+    checked = "yes: reference images checked against the training images (content hashes)"
+    return checked + (f"; {excluded} that are training images were left out" if excluded else "")
+
+
+def _fid_references(summary: dict[str, Any]) -> str:
+    """What the FID is read against: the floors (real images at the same N) and the autoencoder's ceiling."""
+    references = [
+        ("training floor", summary.get("fid_training_floor")),
+        ("real-vs-real baseline", summary.get("fid_real_baseline")),
+        ("autoencoder ceiling", summary.get("fid_autoencoder_ceiling")),
+    ]
+    return "; ".join(f"{name} {_number(value)}" for name, value in references if value is not None) or "no baseline"
+
+
 def evaluation_section(folder: str | Path) -> str:
     """The card's "Evaluation" section (between markers), rendered from `folder/evaluation.json` when it holds
     an evaluation of the folder's weights."""
@@ -174,9 +195,9 @@ def evaluation_section(folder: str | Path) -> str:
             ("Real reference data", f"{data.get('source') or 'not recorded'} ({data.get('n_real')} images)"),
             ("Real training split (memorization search)",
              f"`{data['train_split']}` ({data.get('n_train')} images)" if data.get("train_split") else "halves of the reference data"),
+            ("Held out", _held_out_text(data)),
             ("Generated images", summary.get("n_generated")),
-            (f"FID ({summary.get('feature_extractor')} features)",
-             f"{_number(summary.get('fid'))} (real-vs-real baseline {_number(summary.get('fid_real_baseline'))})"),
+            (f"FID ({summary.get('feature_extractor')} features)", f"{_number(summary.get('fid'))} ({_fid_references(summary)})"),
             ("Precision / recall", f"{_number(summary.get('precision'))} / {_number(summary.get('recall'))}"),
         ]
         for name, recall in (summary.get("recall_per_label") or {}).items():
