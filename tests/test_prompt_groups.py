@@ -41,7 +41,7 @@ def test_medgen_evaluate_prompt_groups_scores_every_group_on_held_out_images(tmp
     code = cli.main([
         "evaluate", "--pipeline", str(tmp_path / "pipe"), "--config", str(config), "--prompt-groups",
         "--num-samples", "12", "--num-inference-steps", "2", "--max-real", "6", "--feature-extractor", "pixel",
-        "--no-cache", "--no-classifier", "--no-feature-memorization", "--no-progress", "--output", str(tmp_path / "eval"),
+        "--no-cache", "--no-classifier", "--no-feature-memorization", "--no-frd", "--no-progress", "--output", str(tmp_path / "eval"),
     ])
     assert code == 0
     summary = json.loads((tmp_path / "eval" / REPORT_FILE).read_text())
@@ -60,6 +60,8 @@ def test_medgen_evaluate_prompt_groups_scores_every_group_on_held_out_images(tmp
     assert sorted(summary["modality"]["per_modality"]) == ["breast ultrasound", "chest CT"]
     assert (tmp_path / "eval" / "busi-ultrasound" / "report.json").is_file()
     assert (tmp_path / "eval" / "modality" / "report.json").is_file()
+    for part in ("busi-ultrasound", "modality"):  # the command's switches reach every part's scoring
+        assert "switched off" in json.loads((tmp_path / "eval" / part / "report.json").read_text())["frd"]["skipped"]
 
 
 def test_a_pipeline_without_prompts_is_refused(tmp_path):

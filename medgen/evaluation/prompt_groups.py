@@ -320,6 +320,7 @@ def run_command(args: Any, data: Any, data_options: dict[str, Any], train_split:
         sample_batch_size=args.sample_batch_size, device=args.device, max_real=args.max_real, progress=not args.no_progress,
         feature_extractor=args.feature_extractor, batch_size=args.batch_size, cache_dir=args.cache_dir,
         use_cache=not args.no_cache, classifier=not args.no_classifier, memorization_features=not args.no_feature_memorization,
+        memorization_train_images=args.memorization_train_images or None, frd=not args.no_frd,
     )
     for line in summary_lines(summary):
         print(line)
