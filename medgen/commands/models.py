@@ -38,6 +38,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     ship.add_argument("--training-data", required=True, help="what it was trained on (set, split, image count)")
     ship.add_argument("--output", help="shipped folder (default medgen/pretrained/NAME)")
     ship.add_argument("--overwrite", action="store_true", help="replace an existing shipped folder")
+    ship.add_argument(
+        "--text-encoder-from",
+        metavar="ENCODER",
+        help="text pipelines: leave out the frozen text encoder's weights and load them from ENCODER (e.g. "
+        "minilm-offline) instead; refused unless the pipeline's encoder holds exactly those weights",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -46,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "models_action", None) == "ship":
         from medgen.pipelines.catalog import ship
 
-        folder = ship(args.run_dir, args.name, args.modality, args.training_data, args.output, args.overwrite)
+        folder = ship(
+            args.run_dir, args.name, args.modality, args.training_data, args.output, args.overwrite,
+            text_encoder_from=args.text_encoder_from,
+        )
         print(f"Shipped {args.name} to {folder}")
         from medgen.evaluation.provenance import is_builtin_folder
 

@@ -153,6 +153,8 @@ def evaluate_prompt_groups(
     max_real: int | None = None,
     modality: bool = True,
     progress: bool = False,
+    allow_training_overlap: bool = False,
+    exclude_training_overlap: bool = False,
     **metric_options: Any,
 ) -> dict[str, Any]:
     """Samples every prompt group of `sets` and scores it against the group's held-out real images.
@@ -165,12 +167,18 @@ def evaluate_prompt_groups(
         samples_per_group: images per group, shared evenly by its prompts.
         prompts_per_group: the canonical prompt and seeded paraphrases (`medgen.data.prompts.group_prompts`).
         modality: also score all images labelled by modality (FID per modality, modality accuracy).
+        allow_training_overlap, exclude_training_overlap: what to do with test images whose pixels are those of a
+            training image of their set (as `evaluate`): by default a `TrainingOverlapError` naming the group;
+            `exclude_training_overlap` leaves them out (counted per set), `allow_training_overlap` scores them and
+            marks the set not held out.
         metric_options: passed on to `evaluate_image_sets` (feature_extractor, classifier, use_cache, ...).
 
     Returns the summary written to `output/prompt_groups.json` (when `output` is given).
     """
     from medgen.evaluation.api import _resolve_device, evaluate_image_sets, pipeline_image_geometry
 
+    if allow_training_overlap and exclude_training_overlap:
+        raise ValueError("give at most one of allow_training_overlap (score overlapping images) and exclude_training_overlap (drop them)")
     if samples_per_group < 2:
         raise ValueError(f"samples_per_group must be >= 2 (FID needs two images), got {samples_per_group}")
     if isinstance(pipeline, (str, Path)):
@@ -202,14 +210,24 @@ def evaluate_prompt_groups(
         set_name = Path(data.path).name
         own = [group for group in groups if group.set_name == set_name]
         generated, generated_labels, kept, real_parts, train_parts = [], [], [], [], []
-        for group in own:
-            # each group's own rows (its filters on the set's CSV), so that every group has its images
-            group_real = _read(data, split, resolution, channels, group.filters, max_real)
+        # each group's own rows (its filters on the set's CSV), so that every group has its images
+        read = [
+            (
+                _read(data, split, resolution, channels, group.filters, max_real),
+                _read(data, train_split, resolution, channels, group.filters, max_real) if train_split else None,
+            )
+            for group in own
+        ]
+        train_hashes = np.concatenate([train.image_hashes() for _, train in read if train is not None] or [np.array([])])
+        overlap = {"n_reference": 0, "n_overlap": 0, "n_excluded": 0, "n_training": len(train_hashes)}
+        for group, (group_real, group_train) in zip(own, read):
+            if group_real is not None and len(train_hashes):
+                group_real = _held_out(group_real, train_hashes, f"{set_name} / {group.name}", overlap,
+                                       allow_training_overlap, exclude_training_overlap)
             group.num_real_test = 0 if group_real is None else len(group_real)
             if group_real is None:
                 summary["skipped_groups"].append({"set": set_name, "group": group.name, "why": f"no {split} image"})
                 continue
-            group_train = _read(data, train_split, resolution, channels, group.filters, max_real) if train_split else None
             prompts = [group.prompts[i % len(group.prompts)] for i in range(samples_per_group)]
             group.prompt_counts = {prompt: prompts.count(prompt) for prompt in group.prompts if prompt in prompts}
             if progress:
@@ -235,7 +253,8 @@ def evaluate_prompt_groups(
             generated_set, real, train, output_dir=None if output_dir is None else output_dir / set_name, seed=seed,
             progress=progress, extra={"pipeline": pipeline_name, "prompt_groups": [_entry(g) for g in kept]}, **metric_options,
         )
-        summary["sets"][set_name] = _figures(report)
+        summary["sets"][set_name] = {**_figures(report), "training_overlap": {
+            **overlap, "checked": bool(train_split), "held_out": overlap["n_overlap"] == overlap["n_excluded"]}}
         for group in kept:
             summary["groups"].append({**_entry(group), "set_figures": summary["sets"][set_name],
                                       "label_figures": _label_figures(report, group.label)})
@@ -263,6 +282,30 @@ def evaluate_prompt_groups(
     return summary
 
 
+def _held_out(real: Any, train_hashes: np.ndarray, where: str, overlap: dict[str, int], allow: bool, exclude: bool) -> Any:
+    """`real` without the images whose pixels are those of a training image (`exclude`), or as it is (none, or
+    `allow`); a `TrainingOverlapError` otherwise. Counts into `overlap`."""
+    from medgen.evaluation.api import TrainingOverlapError
+
+    found = np.isin(real.image_hashes(), train_hashes)
+    overlap["n_reference"] += len(real)
+    overlap["n_overlap"] += int(found.sum())
+    if not found.any() or allow:
+        return real
+    if not exclude:
+        raise TrainingOverlapError(
+            f"{int(found.sum())} of the {len(real)} test images of {where} are training images (the same pixels as "
+            "images of its training split): scores against them say nothing about unseen images. Pass "
+            "--exclude-training-overlap to leave them out and score the rest, or --allow-training-overlap to score "
+            "anyway (the evaluation is then marked not held out)"
+        )
+    if (~found).sum() < 2:
+        raise TrainingOverlapError(f"{where}: fewer than two test images are left once its training images are left out")
+    overlap["n_excluded"] += int(found.sum())
+    print(f"Left out {int(found.sum())} of the {len(real)} test images of {where}: the same pixels as training images", flush=True)
+    return real.subset(~found)
+
+
 def _entry(group: PromptGroup) -> dict[str, Any]:
     return {"set": group.set_name, "group": group.name, "modality": group.modality, "label": group.label,
             "filters": group.filters, "prompts": group.prompt_counts, "num_real_test": group.num_real_test}
@@ -274,6 +317,9 @@ def _figures(report: dict[str, Any]) -> dict[str, Any]:
         "fid": report.get("fid"), "kid": (report.get("kid") or {}).get("mean"), "precision": report.get("precision"),
         "recall": report.get("recall"), "n_generated": report.get("n_generated"), "n_real": report.get("n_real"),
         "label_accuracy": accuracy.get("accuracy") if isinstance(accuracy, dict) else accuracy,
+        "fid_real_baseline": (report.get("fid_real_baseline") or {}).get("fid"),
+        "feature_extractor": (report.get("feature_extractor") or {}).get("name"),
+        "memorization": report.get("memorization"),
     }
 
 
@@ -293,39 +339,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
-
-
-def run_command(args: Any, data: Any, data_options: dict[str, Any], train_split: str | None) -> int:
-    """`medgen evaluate --prompt-groups`: the sets from `--config` (data and extra_data) or `--data` with
-    `data.prompts=NAME`; `--num-samples` images in all, shared evenly by the groups."""
-    from medgen.data import DataConfig
-
-    if args.pipeline is None:
-        raise ValueError("--prompt-groups samples a text pipeline: give --pipeline, not --generated")
-    if args.config is not None:
-        from medgen.config import load_config
-
-        config = load_config(args.config, list(args.overrides))
-        sets = [config.data, *config.extra_data]
-    else:
-        values = {"source": "csv", "path": str(data), "findings_column": "label", **data_options}
-        if not values.get("prompts"):
-            raise ValueError("--prompt-groups with --data needs the set's prompt set: data.prompts=NAME (medgen.data.prompts)")
-        sets = [DataConfig.from_dict(values)]
-    count = len(plan_groups(sets))
-    summary = evaluate_prompt_groups(
-        args.pipeline, sets, args.output, samples_per_group=max(2, args.num_samples // max(count, 1)), split=args.split,
-        train_split=train_split if args.config is None else (args.train_split or "train"),
-        num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale, seed=args.seed,
-        sample_batch_size=args.sample_batch_size, device=args.device, max_real=args.max_real, progress=not args.no_progress,
-        feature_extractor=args.feature_extractor, batch_size=args.batch_size, cache_dir=args.cache_dir,
-        use_cache=not args.no_cache, classifier=not args.no_classifier, memorization_features=not args.no_feature_memorization,
-        memorization_train_images=args.memorization_train_images or None, frd=not args.no_frd,
-    )
-    for line in summary_lines(summary):
-        print(line)
-    print(f"report: {Path(args.output) / REPORT_FILE}")
-    return 0
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:

@@ -137,11 +137,16 @@ def ship(
     training_data: str,
     output: str | Path | None = None,
     overwrite: bool = False,
+    text_encoder_from: str | None = None,
 ) -> Path:
     """Turns the pipeline saved by a training run in `run_dir` into a shipped folder (default
     `medgen/pretrained/<name>`): re-saved by the current medgen (current `pipeline.py`), fp16 weights, the run's
     config/summaries/samples, and `medgen_model.json`. Written to a temporary folder and moved into place, so
-    a failure leaves any earlier folder as it was. The evaluation is stored afterwards by `medgen evaluate`."""
+    a failure leaves any earlier folder as it was. The evaluation is stored afterwards by `medgen evaluate`.
+
+    `text_encoder_from` (text pipelines, e.g. `"minilm-offline"`): leave the frozen text encoder's weights out
+    and name that source in model_index.json instead; refused unless the pipeline's encoder holds exactly its
+    weights. Loading fills them in from the installed encoder (see `medgen.text_encoders`)."""
     from medgen.pipelines import load_pipeline
 
     run_dir = Path(run_dir)
@@ -156,7 +161,14 @@ def ship(
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=output.parent))
     try:
-        pipeline.save_pretrained(staging, model_card=card_info_from_run(run_dir, training_data))
+        card = card_info_from_run(run_dir, training_data)
+        reference = None
+        if text_encoder_from:
+            reference = text_encoder_reference_of(pipeline, run_dir, text_encoder_from)
+            card["extra"] = external_encoder_note(reference) + card.get("extra", "")
+        pipeline.save_pretrained(staging, model_card=card)
+        if reference is not None:
+            leave_out_text_encoder(staging, reference)
         to_half_precision(staging)
         for file_name in CARRIED_FILES:
             if (run_dir / file_name).is_file():
@@ -173,3 +185,34 @@ def ship(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
+
+
+def text_encoder_reference_of(pipeline: Any, run_dir: Path, source: str) -> dict[str, str]:
+    from medgen.text_encoders import text_encoder_reference
+
+    if getattr(pipeline, "text_encoder", None) is None:
+        raise ValueError(f"{run_dir} holds a {type(pipeline).__name__}, which has no text encoder to leave out")
+    return text_encoder_reference(pipeline.text_encoder, source)
+
+
+def external_encoder_note(reference: dict[str, str]) -> str:
+    """The model card's paragraph for a folder shipped without its text encoder's weights."""
+    return (
+        f"**Text encoder weights not included.** This folder leaves out the weights of its frozen text encoder "
+        f"(`{reference['weights']}`, sha256 `{reference['sha256'][:16]}...`); medgen fills them in from "
+        f"`{reference['name']}` when it loads the folder and checks that they are the weights it was trained "
+        "with. With stock diffusers, pass them yourself: `DiffusionPipeline.from_pretrained(folder, "
+        f"trust_remote_code=True, text_encoder=transformers.AutoModel.from_pretrained(\"{reference['weights']}\"))`.\n\n"
+    )
+
+
+def leave_out_text_encoder(folder: Path, reference: dict[str, str]) -> None:
+    """Removes `folder/text_encoder/` and names `reference` in its place in model_index.json."""
+    from medgen.text_encoders import TEXT_ENCODER_REFERENCE_KEY
+
+    shutil.rmtree(folder / "text_encoder")
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["text_encoder"] = [None, None]
+    index[TEXT_ENCODER_REFERENCE_KEY] = reference
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

@@ -64,6 +64,8 @@ def stored_evaluation(folder: str | Path, name: str | None = None) -> tuple[dict
 
 def describe_memorization(memorization: dict[str, Any]) -> str:
     """One line: the memorization verdict per searched space, e.g. "pixel space: 3/200 near copies ..."."""
+    if "per_set" in memorization:  # a text model across sets: searched per set
+        return "; ".join(f"{name}: {describe_memorization(entry)}" for name, entry in memorization["per_set"].items())
     parts = []
     for space in ("pixel", "feature"):
         entry = memorization.get(space)

@@ -26,6 +26,12 @@ from medgen.pipelines.locate import (  # noqa: F401  (also imported from here by
     builtin_pipeline_path,
     resolve_pipeline_folder,
 )
+from medgen.text_encoders import (
+    TEXT_ENCODER_CLASSES,
+    TEXT_ENCODER_REFERENCE_KEY,
+    TOKENIZER_CLASSES,
+    load_referenced_text_encoder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,17 +42,6 @@ SHIPPED_MODULE_PREFIX = "medgen.pipelines.pipeline_"
 # another library) is refused before it is imported: loading a folder must never run its code.
 # Schedulers hold no weights and read a JSON config only: any diffusers scheduler class is allowed.
 SCHEDULER_CLASSES = "any diffusers scheduler"
-TEXT_ENCODER_CLASSES = (
-    "BertModel", "RobertaModel", "XLMRobertaModel", "ElectraModel", "DebertaModel", "DebertaV2Model",
-    "DistilBertModel", "MPNetModel", "CamembertModel",
-)
-TOKENIZER_CLASSES = (
-    "BertTokenizer", "BertTokenizerFast", "RobertaTokenizer", "RobertaTokenizerFast", "XLMRobertaTokenizer",
-    "XLMRobertaTokenizerFast", "ElectraTokenizer", "ElectraTokenizerFast", "DebertaTokenizer",
-    "DebertaTokenizerFast", "DebertaV2Tokenizer", "DebertaV2TokenizerFast", "DistilBertTokenizer",
-    "DistilBertTokenizerFast", "MPNetTokenizer", "MPNetTokenizerFast", "CamembertTokenizer",
-    "CamembertTokenizerFast", "PreTrainedTokenizerFast",
-)
 ALLOWED_COMPONENTS: dict[str, tuple[str, tuple[str, ...] | str]] = {
     "unet": ("diffusers", ("UNet2DModel", "UNet2DConditionModel")),
     "vae": ("diffusers", ("AutoencoderKL",)),
@@ -213,6 +208,11 @@ class MedgenPipelineMixin:
         # Components given as arguments replace the saved ones, which are then not loaded at all.
         saved_entries = {key: value for key, value in model_index.items() if key not in kwargs}
         components, config_kwargs = load_components(folder, saved_entries, expected, torch_dtype=torch_dtype)
+        reference = model_index.get(TEXT_ENCODER_REFERENCE_KEY)
+        if reference is not None and "text_encoder" in expected and components.get("text_encoder", 0) is None:
+            # shipped without its frozen encoder's weights: they come from the installed encoder, checked by digest
+            text_encoder = load_referenced_text_encoder(folder, reference)
+            components["text_encoder"] = text_encoder.to(torch_dtype) if torch_dtype is not None else text_encoder
         init_kwargs = {**components, **config_kwargs, **kwargs}
         missing = [name for name in expected if name not in init_kwargs and parameters[name].default is inspect.Parameter.empty]
         if missing:

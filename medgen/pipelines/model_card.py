@@ -173,6 +173,45 @@ def _fid_references(summary: dict[str, Any]) -> str:
     return "; ".join(f"{name} {_number(value)}" for name, value in references if value is not None) or "no baseline"
 
 
+def _prompt_groups_lines(summary: dict[str, Any]) -> list[str]:
+    """The Evaluation section of a text model scored per prompt group (`medgen evaluate --prompt-groups`)."""
+    from medgen.pipelines.evaluation_record import EVALUATION_FILE, describe_memorization
+
+    data = summary.get("data") or {}
+    sampling = summary.get("sampling") or {}
+    memorization = summary["memorization"]
+    rows = [
+        ("Date", summary.get("date", "not recorded")),
+        ("medgen version", summary.get("medgen_version", "not recorded")),
+        ("Real reference data", f"`{data.get('split')}` split of {data.get('source')} ({data.get('n_real')} images)"),
+        ("Held out", _held_out_text(data)),
+        ("Generated images", f"{summary.get('n_generated')} ({sampling.get('num_inference_steps')} steps, guidance "
+                             f"{sampling.get('guidance_scale') or 'the pipeline default'})"),
+        (f"FID, all modalities ({summary.get('feature_extractor')} features)",
+         f"{_number(summary.get('fid'))} (real-vs-real baseline {_number(summary.get('fid_real_baseline'))})"),
+        ("Precision / recall", f"{_number(summary.get('precision'))} / {_number(summary.get('recall'))}"),
+        ("Modality accuracy (real-trained modality classifier)", _number(summary.get("modality_accuracy"))),
+    ]
+    for name, figures in (summary.get("per_modality") or {}).items():
+        rows.append((f"Modality {name}: FID / modality accuracy",
+                     f"{_number(figures.get('fid'))} / {_number(figures.get('modality_accuracy'))}"))
+    for name, figures in (summary.get("per_set") or {}).items():
+        rows.append((f"Set {name}: FID / finding accuracy (classifier trained on its real images)",
+                     f"{_number(figures.get('fid'))} / {_number(figures.get('label_accuracy'))}"))
+    verdict = "**ALARM**" if memorization.get("alarm") else "no alarm"
+    rows.append(("Memorization", f"{verdict}: {describe_memorization(memorization)}"))
+    prompts = [
+        f"- {group}: " + "; ".join(f"`{prompt}` x{count}" for prompt, count in counts.items())
+        for group, counts in (summary.get("prompts") or {}).items()
+    ]
+    return [
+        "| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows), "",
+        "Scored per prompt group with these prompts (the canonical prompt and paraphrases, images each):", "",
+        *prompts, "",
+        f"Measured with `medgen evaluate --prompt-groups`; the summary is `{EVALUATION_FILE}` in this folder.",
+    ]
+
+
 def evaluation_section(folder: str | Path) -> str:
     """The card's "Evaluation" section (between markers), rendered from `folder/evaluation.json` when it holds
     an evaluation of the folder's weights."""
@@ -186,6 +225,8 @@ def evaluation_section(folder: str | Path) -> str:
             f"No stored evaluation of these weights{reason}. `medgen evaluate --pipeline <this folder> --data <real data> --store-in-pipeline` "
             f"stores one in `{EVALUATION_FILE}`; `push_to_hub` and `medgen space build` require it."
         )
+    elif summary.get("kind") == "prompt_groups":
+        lines += _prompt_groups_lines(summary)
     else:
         data = summary.get("data") or {}
         memorization = summary["memorization"]

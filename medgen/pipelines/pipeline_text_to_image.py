@@ -86,6 +86,12 @@ class TextToImagePipeline(DiffusionPipeline):
         example_prompts: list[str] | None = None,
     ):
         super().__init__()
+        if text_encoder is None:
+            raise ValueError(
+                "`text_encoder` is None: this pipeline was saved without its text encoder's weights (its "
+                "model_index.json names them under `_text_encoder_reference`). Load it with medgen, which fills them "
+                "in, or pass `text_encoder=transformers.AutoModel.from_pretrained(<those weights>)`."
+            )
         hidden_size = text_encoder.config.hidden_size
         if unet.config.cross_attention_dim != hidden_size:
             raise ValueError(

@@ -99,6 +99,68 @@ def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, 
     return summary
 
 
+def prompt_groups_summary(report: dict[str, Any], folder: str | Path) -> dict[str, Any]:
+    """The compact summary of a `medgen evaluate --prompt-groups` report (a text model across sets): the
+    modality figures (FID per modality against every set's test images, modality accuracy), each set's FID and
+    finding accuracy, the prompts each group was scored with, and the memorization verdict of every set (the
+    alarm is raised when any set raised it)."""
+    from medgen import __version__
+
+    sets = report.get("sets") or {}
+    modality = report.get("modality") or {}
+    overlaps = [figures.get("training_overlap") or {} for figures in sets.values()]
+    per_set_memorization = {name: _memorization(figures.get("memorization")) for name, figures in sets.items()}
+    return {
+        "format": SUMMARY_FORMAT,
+        "kind": "prompt_groups",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "medgen_version": __version__,
+        "weights_sha256": weights_sha256(folder),
+        "data": {
+            "source": f"{len(sets)} sets: " + ", ".join(sets),
+            "split": report.get("split"),
+            "train_split": report.get("train_split"),
+            "n_real": sum(figures.get("n_real") or 0 for figures in sets.values()),
+            "n_train": sum(overlap.get("n_training", 0) for overlap in overlaps),
+            "held_out": all(overlap.get("held_out") for overlap in overlaps) if overlaps else None,
+            "n_excluded_as_training": sum(overlap.get("n_excluded", 0) for overlap in overlaps),
+        },
+        "n_generated": sum(figures.get("n_generated") or 0 for figures in sets.values()),
+        "feature_extractor": modality.get("feature_extractor"),
+        "fid": modality.get("fid"),
+        "fid_real_baseline": modality.get("fid_real_baseline"),
+        "precision": modality.get("precision"),
+        "recall": modality.get("recall"),
+        "modality_accuracy": modality.get("label_accuracy"),
+        "per_modality": {
+            name: {"fid": figures.get("fid"), "modality_accuracy": figures.get("label_accuracy")}
+            for name, figures in (modality.get("per_modality") or {}).items()
+        },
+        "per_set": {
+            name: {key: figures.get(key) for key in ("fid", "fid_real_baseline", "precision", "recall", "label_accuracy", "n_real")}
+            for name, figures in sets.items()
+        },
+        "prompts": {f"{group['set']} / {group['group']}": group["prompts"] for group in report.get("groups") or []},
+        "sampling": dict(report.get("sampling") or {}),
+        "memorization": {
+            "alarm": any(entry["alarm"] for entry in per_set_memorization.values()),
+            "per_set": per_set_memorization,
+        },
+    }
+
+
+def _memorization(memorization: dict[str, Any] | None) -> dict[str, Any]:
+    if not memorization:
+        return {"alarm": False}
+    return {
+        "alarm": bool(memorization["alarm"]),
+        **{
+            space: {key: memorization[space][key] for key in MEMORIZATION_FIELDS if key in memorization[space]}
+            for space in ("pixel", "feature") if space in memorization
+        },
+    }
+
+
 def _json_scalar(value: Any) -> Any:
     # Metrics arrive as NumPy scalars from some code paths; JSON wants plain numbers.
     if hasattr(value, "item"):
@@ -107,14 +169,16 @@ def _json_scalar(value: Any) -> Any:
 
 
 def store_evaluation(folder: str | Path, report: dict[str, Any]) -> Path:
-    """Writes `folder/evaluation.json` (atomically) from a `medgen evaluate` report and adds its
+    """Writes `folder/evaluation.json` (atomically) from a `medgen evaluate` report (or a `--prompt-groups`
+    summary) and adds its
     "Evaluation" section to the folder's model card; returns the JSON path."""
     from medgen.files import atomic_write
 
     folder = Path(folder)
     path = folder / EVALUATION_FILE
     with atomic_write(path, "w") as file:
-        json.dump(evaluation_summary(report, folder), file, indent=2, default=_json_scalar)
+        summary = prompt_groups_summary(report, folder) if "groups" in report else evaluation_summary(report, folder)
+        json.dump(summary, file, indent=2, default=_json_scalar)
         file.write("\n")
     update_evaluation_section(folder)
     return path
