@@ -93,7 +93,7 @@ def test_test_images_that_are_training_images_are_refused_or_left_out_and_the_ev
     tiny_text_pipeline().save_pretrained(pipe)
     argv = [
         "evaluate", "--pipeline", str(pipe), "--config", str(config), "--prompt-groups", "--num-samples", "6",
-        "--num-inference-steps", "2", "--feature-extractor", "pixel", "--no-cache", "--no-classifier",
+        "--num-inference-steps", "2", "--feature-extractor", "pixel", "--no-cache",
         "--no-feature-memorization", "--no-frd", "--no-progress", "--output", str(tmp_path / "eval"), "--store-in-pipeline",
     ]
     assert cli.main(argv) == 2
@@ -105,7 +105,17 @@ def test_test_images_that_are_training_images_are_refused_or_left_out_and_the_ev
     assert overlap["n_excluded"] > 0 and overlap["held_out"] is True
     assert sum(group["num_real_test"] for group in report["groups"]) == overlap["n_reference"] - overlap["n_excluded"]
 
+    # the finding accuracy of each prompt's images, and of canonical prompts against paraphrases
+    normal = report["groups"][2]["prompt_accuracy"]
+    assert [entry["n"] for entry in normal.values()] == list(report["groups"][2]["prompts"].values())
+    assert all(0 <= entry["finding_accuracy"] <= 1 for entry in normal.values())
+    paraphrases = report["paraphrases"]
+    assert paraphrases["n_canonical"] == 3 and paraphrases["n_paraphrases"] == 3  # 2 images per group, 3 groups
+    canonical_hits = sum(list(group["prompt_accuracy"].values())[0]["finding_accuracy"] for group in report["groups"])
+    assert paraphrases["finding_accuracy_canonical"] == pytest.approx(canonical_hits / 3)
+
     stored = json.loads((pipe / "evaluation.json").read_text())
+    assert stored["paraphrases"] == paraphrases
     assert stored["kind"] == "prompt_groups" and stored["data"]["n_excluded_as_training"] == overlap["n_excluded"]
     assert stored["data"]["held_out"] is True and stored["memorization"]["alarm"] is False
     assert stored["prompts"]["lung-ct-iqothnccd / chest CT / normal"] == report["groups"][2]["prompts"]

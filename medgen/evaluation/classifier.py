@@ -166,7 +166,8 @@ def auc(probabilities: np.ndarray, images: ImageSet) -> float | None:
 
 
 def agreement(probabilities: np.ndarray, images: ImageSet) -> dict:
-    """How often predictions match the labels: accuracy (single-label) or per-label agreement at 0.5 (multi-label)."""
+    """How often predictions match the labels: accuracy (single-label, with whether each image's prediction matched)
+    or per-label agreement at 0.5 (multi-label)."""
     labels = images.labels
     if images.multi_label:
         matches = (probabilities >= 0.5) == (labels >= 0.5)
@@ -177,7 +178,7 @@ def agreement(probabilities: np.ndarray, images: ImageSet) -> dict:
     per_label = {
         name: float(correct[requested == j].mean()) for j, name in enumerate(images.label_names) if (requested == j).any()
     }
-    return {"accuracy": float(correct.mean()), "per_label": per_label}
+    return {"accuracy": float(correct.mean()), "per_label": per_label, "per_image_correct": correct.tolist()}
 
 
 def _cache_path(cache_dir: Path, train: ImageSet, recipe: ClassifierRecipe) -> Path:

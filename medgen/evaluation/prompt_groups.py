@@ -209,7 +209,7 @@ def evaluate_prompt_groups(
     for data in sets:
         set_name = Path(data.path).name
         own = [group for group in groups if group.set_name == set_name]
-        generated, generated_labels, kept, real_parts, train_parts = [], [], [], [], []
+        generated, generated_labels, kept, real_parts, train_parts, sampled_prompts = [], [], [], [], [], []
         # each group's own rows (its filters on the set's CSV), so that every group has its images
         read = [
             (
@@ -237,6 +237,7 @@ def evaluate_prompt_groups(
             generated.append(images)
             generated_labels += [group.label] * len(images)
             kept.append(group)
+            sampled_prompts.append(prompts)
             real_parts.append((group_real, group.label))
             if group_train is not None:
                 train_parts.append((group_train, group.label))
@@ -255,9 +256,12 @@ def evaluate_prompt_groups(
         )
         summary["sets"][set_name] = {**_figures(report), "training_overlap": {
             **overlap, "checked": bool(train_split), "held_out": overlap["n_overlap"] == overlap["n_excluded"]}}
-        for group in kept:
+        correct = iter((report.get("label_accuracy") or {}).get("per_image_correct") or [])
+        for group, prompts in zip(kept, sampled_prompts):
+            matches = [next(correct, None) for _ in prompts]
             summary["groups"].append({**_entry(group), "set_figures": summary["sets"][set_name],
-                                      "label_figures": _label_figures(report, group.label)})
+                                      "label_figures": _label_figures(report, group.label),
+                                      "prompt_accuracy": _prompt_accuracy(prompts, matches)})
     if modality and len(modality_parts) >= 1:
         names = sorted(modality_parts)
         generated_parts, real_parts, train_parts = [], [], []
@@ -272,9 +276,12 @@ def evaluate_prompt_groups(
             _concatenate(real_parts, names, f"{split} images of every set, labelled by modality"),
             _concatenate(train_parts, names, f"{train_split} images of every set, labelled by modality") if train_parts else None,
             output_dir=None if output_dir is None else output_dir / MODALITY_FOLDER, seed=seed, progress=progress,
-            extra={"pipeline": pipeline_name, "labels": "modality"}, **metric_options,
+            extra={"pipeline": pipeline_name, "labels": "modality"},
+            # one modality: nothing for a modality classifier to tell apart
+            **{**metric_options, **({"classifier": False} if len(names) < 2 else {})},
         )
         summary["modality"] = {**_figures(report), "per_modality": {name: _label_figures(report, name) for name in names}}
+    summary["paraphrases"] = _paraphrase_figures(summary["groups"])
     summary["duration_s"] = round(time.perf_counter() - started, 3)
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -304,6 +311,30 @@ def _held_out(real: Any, train_hashes: np.ndarray, where: str, overlap: dict[str
     overlap["n_excluded"] += int(found.sum())
     print(f"Left out {int(found.sum())} of the {len(real)} test images of {where}: the same pixels as training images", flush=True)
     return real.subset(~found)
+
+
+def _prompt_accuracy(prompts: list[str], matches: list[bool | None]) -> dict[str, dict[str, float | int]]:
+    """Per prompt of a group: how many images, and the finding accuracy on them (none without a classifier)."""
+    result: dict[str, dict[str, float | int]] = {}
+    for prompt in dict.fromkeys(prompts):
+        hits = [match for asked, match in zip(prompts, matches) if asked == prompt and match is not None]
+        result[prompt] = {"n": prompts.count(prompt), **({"finding_accuracy": sum(hits) / len(hits)} if hits else {})}
+    return result
+
+
+def _paraphrase_figures(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """Do paraphrases ask for the same finding as the canonical prompt? Finding accuracy on the images of every
+    group's canonical prompt (its first) and on those of its paraphrases, pooled over the groups."""
+    pooled = {"canonical": [0.0, 0], "paraphrases": [0.0, 0]}
+    for group in groups:
+        for position, entry in enumerate((group.get("prompt_accuracy") or {}).values()):
+            if "finding_accuracy" in entry:
+                bucket = pooled["canonical" if position == 0 else "paraphrases"]
+                bucket[0] += entry["finding_accuracy"] * entry["n"]
+                bucket[1] += entry["n"]
+    return {
+        f"finding_accuracy_{name}": (hits / count if count else None) for name, (hits, count) in pooled.items()
+    } | {f"n_{name}": count for name, (_, count) in pooled.items()}
 
 
 def _entry(group: PromptGroup) -> dict[str, Any]:

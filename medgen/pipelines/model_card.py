@@ -198,6 +198,11 @@ def _prompt_groups_lines(summary: dict[str, Any]) -> list[str]:
     for name, figures in (summary.get("per_set") or {}).items():
         rows.append((f"Set {name}: FID / finding accuracy (classifier trained on its real images)",
                      f"{_number(figures.get('fid'))} / {_number(figures.get('label_accuracy'))}"))
+    paraphrases = summary.get("paraphrases") or {}
+    if paraphrases.get("finding_accuracy_canonical") is not None:
+        rows.append(("Finding accuracy: canonical prompts / paraphrases",
+                     f"{_number(paraphrases['finding_accuracy_canonical'])} ({paraphrases.get('n_canonical')} images) / "
+                     f"{_number(paraphrases.get('finding_accuracy_paraphrases'))} ({paraphrases.get('n_paraphrases')} images)"))
     verdict = "**ALARM**" if memorization.get("alarm") else "no alarm"
     rows.append(("Memorization", f"{verdict}: {describe_memorization(memorization)}"))
     prompts = [

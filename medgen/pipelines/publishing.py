@@ -141,6 +141,7 @@ def prompt_groups_summary(report: dict[str, Any], folder: str | Path) -> dict[st
             for name, figures in sets.items()
         },
         "prompts": {f"{group['set']} / {group['group']}": group["prompts"] for group in report.get("groups") or []},
+        "paraphrases": dict(report.get("paraphrases") or {}),
         "sampling": dict(report.get("sampling") or {}),
         "memorization": {
             "alarm": any(entry["alarm"] for entry in per_set_memorization.values()),
