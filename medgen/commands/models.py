@@ -60,9 +60,11 @@ def run(args: argparse.Namespace) -> int:
         from medgen.evaluation.provenance import is_builtin_folder
 
         store = "--store-in-builtin" if is_builtin_folder(folder) else "--store-in-pipeline"
+        text = "tokenizer" in json.loads((folder / "model_index.json").read_text())
         print(
             f"Next: medgen evaluate --pipeline {folder} --config {args.run_dir}/training_config.yaml "
-            f"--split test --num-samples 256 --output <report folder> {store}"
+            + ("--prompt-groups --num-samples 540 " if text else "--split test --num-samples 256 ")
+            + f"--output <report folder> {store}"
         )
         return 0
     descriptions = list_models()
@@ -113,8 +115,12 @@ def _is_zero(value) -> bool:
 def _detail_lines(description) -> list[tuple[str, str]]:
     e = description.evaluation
     star = "*"
-    rows = [("folder", description.folder), ("labels", ", ".join(description.labels) or "none (unconditional)"),
-            ("trained on", description.training_data)]
+    prompts = description.example_prompts
+    condition = (
+        ("prompts", f"free text; {len(prompts)} example prompts (its trained facts), e.g. " + "; ".join(repr(p) for p in prompts[:3]))
+        if prompts else ("labels", ", ".join(description.labels) or "none (unconditional)")
+    )
+    rows = [("folder", description.folder), condition, ("trained on", description.training_data)]
     if "fid" in e:
         fidelity = f"FID {e['fid']:.1f}" + (f" at N = {e['n_generated']}" if e.get("n_generated") else "")
         if e.get("fid_real_baseline") is not None:
@@ -130,6 +136,10 @@ def _detail_lines(description) -> list[tuple[str, str]]:
                 f"{name} {_number(value)}{star if _is_zero(value) else ''}" for name, value in per_label.items()
             )))
         usefulness = []
+        if e.get("modality_accuracy") is not None:
+            usefulness.append(f"modality accuracy {_number(e['modality_accuracy'])}")
+            usefulness += [f"{name} finding accuracy {_number(value)}" for name, value in e["finding_accuracy"].items()
+                           if value is not None]
         if e.get("label_accuracy") is not None:
             usefulness.append(f"label accuracy {_number(e['label_accuracy'])}")
         if e.get("tstr_auc") is not None and e.get("trtr_auc"):

@@ -36,6 +36,7 @@ class ModelDescription:
     evaluation: dict[str, Any] = field(default_factory=dict)
     folder: str = ""  # where it lies: stock diffusers loads it from there (`DiffusionPipeline.from_pretrained`)
     aliases: list[str] = field(default_factory=list)  # other built-in names of the same folder (`default`)
+    example_prompts: list[str] = field(default_factory=list)  # a text model's trained prompts (empty: not a text model)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +66,10 @@ def describe(folder: str | Path, name: str | None = None) -> ModelDescription:
         for key in ("fid", "fid_real_baseline", "precision", "recall", "recall_per_label", "label_accuracy", "n_generated")
         if evaluation.get(key) is not None
     }
+    if evaluation.get("modality_accuracy") is not None:  # a text model scored per prompt group
+        figures["modality_accuracy"] = evaluation["modality_accuracy"]
+        figures["per_modality"] = evaluation.get("per_modality") or {}
+        figures["finding_accuracy"] = {name: entry.get("label_accuracy") for name, entry in (evaluation.get("per_set") or {}).items()}
     tstr = evaluation.get("tstr") or {}
     if tstr.get("synthetic_trained_auc") is not None:
         figures["tstr_auc"] = tstr["synthetic_trained_auc"]
@@ -84,6 +89,7 @@ def describe(folder: str | Path, name: str | None = None) -> ModelDescription:
         latent=vae is not None,
         evaluation=figures,
         folder=str(folder.resolve()),
+        example_prompts=list(index.get("example_prompts") or []) if "tokenizer" in index else [],
     )
 
 
