@@ -133,6 +133,14 @@ def card_info_from_run(run_dir: Path, training_data: str) -> dict[str, Any]:
             f"{training['steps']} (batch {config.train_batch_size} x {config.gradient_accumulation_steps} accumulation)"
         )
     info.update(config.diffusion.card_lines(), ema=config.ema.use_ema, license=config.license)
+    from medgen.data.prompts import prompt_card_section
+
+    prompts = prompt_card_section([config.data, *config.extra_data])  # a text model's Prompts section
+    if prompts:
+        info["extra"] = prompts
+    if config.extra_data:
+        names = ", ".join(f"`{Path(d.path).name}` ({d.split})" for d in [config.data, *config.extra_data])
+        info["dataset"] = f"{training_data}; {len(config.extra_data) + 1} image sets: {names}"
     return info
 
 
