@@ -19,6 +19,7 @@ BUILTIN_PIPELINES: dict[str, str] = {
     "brain-mri": "pretrained/brain-mri",
     "breast-ultrasound": "pretrained/breast-ultrasound",
     "lung-ct": "pretrained/lung-ct",
+    "medical-text": "pretrained/medical-text",
     "chest-xray-lungs": "pretrained/chest-xray-lungs",
     "breast-ultrasound-lesions": "pretrained/breast-ultrasound-lesions",
     "pneumoniamnist-32": "pretrained/pneumoniamnist-32",
