@@ -44,6 +44,8 @@ def test_each_shipped_model_card_names_the_task_of_its_pipeline_kind(card):
     labelled = bool(index.get("id2label"))
     if index["_class_name"][1] == "MaskConditionedPipeline":  # an image drawn from a mask image
         assert data.pipeline_tag == "image-to-image"
+    elif index["_class_name"][1] == "TextToImagePipeline":
+        assert data.pipeline_tag == "text-to-image"
     else:
         assert data.pipeline_tag == (None if labelled else "unconditional-image-generation")
     assert ("class-conditional-image-generation" in data.tags) == labelled
