@@ -94,6 +94,8 @@ def test_space_readme_lists_each_model_with_modality_resolution_and_labels(pipel
         info = describe_pipeline_folder(folder)
         modality = json.loads((folder / "medgen_model.json").read_text())["modality"]  # what `models ship` recorded
         labels = ", ".join(info.labels) + (f"; mask: {', '.join(info.mask_classes)}" if info.kind == "mask" else "")
+        if info.kind == "text":  # the built-in text model takes a prompt
+            labels = "free-text prompt"
         assert row == f"| `{name}` | {modality} | {info.image_size} px | {labels} |"
     assert "| `default` | chest X-ray | 32 px | normal, pneumonia |" in rows or "default" not in builtin_models()
 
