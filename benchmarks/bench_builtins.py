@@ -1,8 +1,8 @@
 """Built-in models on this machine: sampling time at pipeline defaults and the size of the shipped weights.
 
-Issue 19's usability goals for the 128 px built-ins: one image in <= 2 s and a batch of 16 in <= 20 s at the
+Issue 19's usability goals for the 128 px built-ins (the text model `medical-text` is timed beside them): one image in <= 2 s and a batch of 16 in <= 20 s at the
 pipeline's defaults (its scheduler, step count and guidance) on the CPU, and every shipped weight file together
-<= 100 MB (fp16), so that the package stays publishable on PyPI. For each label-conditioned built-in this times
+<= 100 MB (fp16), so that the package stays publishable on PyPI. For each built-in named this times
 a 1-image call and a 16-image call (the first label; median of `--repeats` calls after one untimed warm-up
 call), side by side in one run, and sums the bytes of every `*.safetensors` file under `medgen/pretrained/`.
 
@@ -24,18 +24,20 @@ import torch
 from medgen.pipelines import load_pipeline
 from medgen.pipelines.locate import BUILTIN_PIPELINES, builtin_pipeline_path
 
-LABEL_MODELS = ("chest-xray", "brain-mri", "breast-ultrasound", "lung-ct")
+LABEL_MODELS = ("chest-xray", "brain-mri", "breast-ultrasound", "lung-ct", "medical-text")
 ONE_IMAGE_GOAL_S = 2.0
 BATCH_GOAL_S = 20.0
 WEIGHTS_GOAL_MB = 100.0
 
 
-def time_call(pipeline, label: str, count: int, repeats: int) -> float:
-    """Median seconds of `repeats` calls making `count` images of `label` at the pipeline's defaults."""
+def time_call(pipeline, condition: str, count: int, repeats: int) -> float:
+    """Median seconds of `repeats` calls making `count` images of `condition` (a label, or a text model's prompt)
+    at the pipeline's defaults."""
+    key = "labels" if pipeline.labels else "prompt"
 
     def call() -> None:
         generator = torch.Generator().manual_seed(0)
-        pipeline(labels=[label] * count, generator=generator, output_type="np")
+        pipeline(**{key: [condition] * count}, generator=generator, output_type="np")
 
     call()  # warm-up: first-call allocations and lazy initialisation are not what a user waits for each time
     times = []
@@ -58,7 +60,8 @@ def shipped_weight_bytes() -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(LABEL_MODELS), choices=sorted(BUILTIN_PIPELINES),
-                        help="label-conditioned built-ins to time (default: the four 128 px models)")
+                        help="built-ins to time (default: the four 128 px label models and the text model; a text model is "
+                        "asked for its first example prompt)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per size; the median is reported")
     parser.add_argument("--batch", type=int, default=16, help="images in the batch call (default 16)")
     parser.add_argument("--json", help="also write the results to this JSON file")
@@ -73,7 +76,7 @@ def main() -> None:
     for name in args.models:
         pipeline = load_pipeline(name)
         pipeline.set_progress_bar_config(disable=True)
-        label = pipeline.labels[0]
+        label = pipeline.labels[0] if pipeline.labels else pipeline.config.example_prompts[0]
         defaults = {key: value.default for key, value in inspect.signature(pipeline.__call__).parameters.items()}
         one = time_call(pipeline, label, 1, args.repeats)
         batch = time_call(pipeline, label, args.batch, args.repeats)
