@@ -48,7 +48,6 @@ def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, 
     def number(value: Any) -> float | None:
         return None if value is None else float(value)
 
-    memorization = report["memorization"]
     summary: dict[str, Any] = {
         "format": SUMMARY_FORMAT,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -73,13 +72,7 @@ def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, 
         "recall": number(report.get("recall")),
         "fid_training_floor": number(((report.get("baselines") or {}).get("training") or {}).get("fid")),
         "fid_autoencoder_ceiling": number(((report.get("baselines") or {}).get("autoencoder") or {}).get("fid")),
-        "memorization": {
-            "alarm": bool(memorization["alarm"]),
-            **{
-                space: {key: memorization[space][key] for key in MEMORIZATION_FIELDS if key in memorization[space]}
-                for space in ("pixel", "feature") if space in memorization
-            },
-        },
+        "memorization": _memorization(report["memorization"]),
     }
     if "sampling" in report:
         summary["sampling"] = {key: report["sampling"].get(key) for key in ("num_inference_steps", "guidance_scale", "seed")}
@@ -109,7 +102,10 @@ def prompt_groups_summary(report: dict[str, Any], folder: str | Path) -> dict[st
     sets = report.get("sets") or {}
     modality = report.get("modality") or {}
     overlaps = [figures.get("training_overlap") or {} for figures in sets.values()]
-    per_set_memorization = {name: _memorization(figures.get("memorization")) for name, figures in sets.items()}
+    unsearched = [name for name, figures in sets.items() if not figures.get("memorization")]
+    if unsearched:  # the publishing gate must never read a missing search as "no alarm"
+        raise ValueError(f"the prompt-group report has no memorization search for {', '.join(unsearched)}")
+    per_set_memorization = {name: _memorization(figures["memorization"]) for name, figures in sets.items()}
     return {
         "format": SUMMARY_FORMAT,
         "kind": "prompt_groups",
@@ -150,9 +146,8 @@ def prompt_groups_summary(report: dict[str, Any], folder: str | Path) -> dict[st
     }
 
 
-def _memorization(memorization: dict[str, Any] | None) -> dict[str, Any]:
-    if not memorization:
-        return {"alarm": False}
+def _memorization(memorization: dict[str, Any]) -> dict[str, Any]:
+    """The verdict and, per searched space, the figures kept in a stored summary."""
     return {
         "alarm": bool(memorization["alarm"]),
         **{
