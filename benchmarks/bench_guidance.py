@@ -1,0 +1,98 @@
+"""Classifier-free guidance scale against fidelity and label accuracy of a label model, side by side in one run.
+
+Guidance trades diversity (recall, FID) for faithfulness to the label (label accuracy, precision). This scores
+one label pipeline (a built-in name or a folder) at several guidance scales on its training config's held-out
+test split, with everything else fixed: the same N, seeds, sampler and steps, the same
+Inception features and real-trained classifier (`medgen.evaluation.evaluate`, cached between scales), test
+images that are training images left out. The floor (real training images against the test split at the same
+N) is printed beside FID, so the scale that a model's default should use can be read off one table.
+
+    python benchmarks/bench_guidance.py --pipeline chest-xray --guidance 1 1.5 2 3 --n 256
+    python benchmarks/bench_guidance.py --pipeline runs/my_model --config train_configs/chest_xray_128.yaml --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from medgen.config import load_config
+from medgen.evaluation.api import evaluate
+from medgen.pipelines.hub import builtin_pipeline_path
+from medgen.sampling import DEFAULT_INFERENCE_STEPS
+
+
+def pipeline_folder(pipeline: str) -> Path:
+    folder = Path(pipeline)
+    return folder if folder.is_dir() else builtin_pipeline_path(pipeline)
+
+
+def score(pipeline: str, config_path: Path, guidance: float, n: int, steps: int, seed: int, cache_dir: str | None) -> dict:
+    config = load_config(config_path)
+    start = time.perf_counter()
+    report = evaluate(
+        pipeline=pipeline, data=config.data, split="test", num_samples=n, num_inference_steps=steps, seed=seed,
+        guidance_scale=guidance,
+        exclude_training_overlap=True, frd=False, autoencoder_ceiling=False, memorization_features=False,
+        cache_dir=cache_dir,
+    )
+    accuracy = report.get("label_accuracy") or {}
+    floor = ((report.get("baselines") or {}).get("training") or {}).get("fid")
+    return {
+        "guidance_scale": guidance, "n_generated": report.get("n_generated"), "n_real": report.get("n_real"),
+        "fid": report.get("fid"), "floor_fid": floor, "precision": report.get("precision"), "recall": report.get("recall"),
+        "recall_per_label": {name: figures.get("recall") for name, figures in (report.get("per_label") or {}).items()},
+        "label_accuracy": accuracy.get("accuracy"), "label_accuracy_per_label": accuracy.get("per_label"),
+        "tstr_auc": (report.get("tstr") or {}).get("synthetic_trained_auc"),
+        "real_auc": (report.get("tstr") or {}).get("real_trained_auc"),
+        "memorization_alarm": (report.get("memorization") or {}).get("alarm"),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pipeline", required=True, help="built-in name or pipeline folder (label-conditioned)")
+    parser.add_argument("--config", help="training config whose data is scored (default: the pipeline's training_config.yaml)")
+    parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0])
+    parser.add_argument("--n", type=int, default=256, help="generated images per scale (split evenly over the labels)")
+    parser.add_argument("--num-inference-steps", type=int, default=DEFAULT_INFERENCE_STEPS, help="sampler steps (pipeline default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", help="feature and classifier cache (default: medgen's)")
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args()
+
+    config_path = Path(args.config) if args.config else pipeline_folder(args.pipeline) / "training_config.yaml"
+    if not config_path.is_file():
+        parser.error(f"--config: {config_path} is not a file")
+    rows = []
+    for guidance in args.guidance:
+        row = score(args.pipeline, config_path, guidance, args.n, args.num_inference_steps, args.seed, args.cache_dir)
+        rows.append(row)
+        print(f"guidance {guidance:g}: FID {row['fid']:.1f}, label accuracy {row['label_accuracy']}, "
+              f"{row['seconds'] / 60:.1f} min", flush=True)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+    def cell(value, width, digits=3):
+        return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+    print(f"\n{args.pipeline}: held-out test split of {config_path}, N = {rows[0]['n_generated']} generated "
+          f"against {rows[0]['n_real']} test images, seed {args.seed}, {args.num_inference_steps} sampler steps")
+    labels = list(rows[0]["recall_per_label"])
+    print(f"{'guidance':>9}{'FID':>8}{'/floor':>8}{'prec.':>7}{'recall':>7}{'label acc.':>11}{'TSTR AUC':>9}  recall per label")
+    for row in rows:
+        ratio = row["fid"] / row["floor_fid"] if row["fid"] and row["floor_fid"] else None
+        per_label = ", ".join(f"{name} {cell(row['recall_per_label'][name], 0, 2)}" for name in labels)
+        print(f"{row['guidance_scale']:>9g}{cell(row['fid'], 8, 1)}{cell(ratio, 8, 2)}{cell(row['precision'], 7, 2)}"
+              f"{cell(row['recall'], 7, 2)}{cell(row['label_accuracy'], 11)}{cell(row['tstr_auc'], 9)}  {per_label}")
+    real_auc = rows[0]["real_auc"]
+    if real_auc is not None:
+        print(f"real-trained classifier AUC on the test split: {real_auc:.3f}")
+
+
+if __name__ == "__main__":
+    main()
