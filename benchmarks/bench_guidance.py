@@ -45,6 +45,7 @@ def score(pipeline: str, config_path: Path, guidance: float, n: int, steps: int,
         "fid": report.get("fid"), "floor_fid": floor, "precision": report.get("precision"), "recall": report.get("recall"),
         "recall_per_label": {name: figures.get("recall") for name, figures in (report.get("per_label") or {}).items()},
         "label_accuracy": accuracy.get("accuracy"), "label_accuracy_per_label": accuracy.get("per_label"),
+        "real_test_accuracy_per_label": accuracy.get("real_test_per_label"),
         "tstr_auc": (report.get("tstr") or {}).get("synthetic_trained_auc"),
         "real_auc": (report.get("tstr") or {}).get("real_trained_auc"),
         "memorization_alarm": (report.get("memorization") or {}).get("alarm"),
@@ -89,9 +90,14 @@ def main() -> None:
         per_label = ", ".join(f"{name} {cell(row['recall_per_label'][name], 0, 2)}" for name in labels)
         print(f"{row['guidance_scale']:>9g}{cell(row['fid'], 8, 1)}{cell(ratio, 8, 2)}{cell(row['precision'], 7, 2)}"
               f"{cell(row['recall'], 7, 2)}{cell(row['label_accuracy'], 11)}{cell(row['tstr_auc'], 9)}  {per_label}")
-    real_auc = rows[0]["real_auc"]
+    print("label accuracy per label: " + "; ".join(
+        f"guidance {row['guidance_scale']:g}: " + ", ".join(f"{name} {value:.2f}" for name, value in (row["label_accuracy_per_label"] or {}).items())
+        for row in rows))
+    real_auc, real_per_label = rows[0]["real_auc"], rows[0]["real_test_accuracy_per_label"]
     if real_auc is not None:
         print(f"real-trained classifier AUC on the test split: {real_auc:.3f}")
+    if real_per_label:
+        print("its accuracy on real test images per label: " + ", ".join(f"{name} {value:.2f}" for name, value in real_per_label.items()))
 
 
 if __name__ == "__main__":

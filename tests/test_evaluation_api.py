@@ -196,3 +196,18 @@ def test_bad_inputs_raise_clear_errors(small_sets, tmp_path):
         evaluate(data="x.npz")
     with pytest.raises(FileNotFoundError, match="nowhere.npz"):
         evaluate(generated=tmp_path / "mixed", data=tmp_path / "nowhere.npz")
+
+
+def test_report_html_puts_each_labels_accuracy_beside_the_classifier_on_real_images_of_it(tmp_path):
+    from medgen.evaluation.report import write_html
+
+    report = {
+        "per_label": {"normal": {"n_generated": 4, "n_real": 5, "fid": 1.5}, "pneumonia": {"n_generated": 4, "n_real": 7, "fid": 2.5}},
+        "label_accuracy": {"accuracy": 0.5, "per_label": {"normal": 0.75, "pneumonia": 0.25},
+                           "real_test_accuracy": 0.6, "real_test_per_label": {"normal": 0.8, "pneumonia": 0.125}},
+    }
+    html = write_html(report, tmp_path / "report.html", {}).read_text()
+    assert "classifier accuracy on real test images" in html
+    row = html[html.index("<td>pneumonia</td>"):]
+    row = row[: row.index("</tr>")]
+    assert row.endswith("<td>0.25</td><td>0.125</td>")

@@ -109,6 +109,12 @@ def test_classifier_beats_chance_and_scores_label_accuracy_and_tstr(pneumonia, t
     assert report["label_accuracy"]["accuracy"] > 0.7
     assert report["label_accuracy"]["real_test_auc"] > 0.8
     assert report["tstr"]["synthetic_trained_auc"] > 0.7
+    # the judge's own accuracy on real test images of each label, beside the generated images' per label
+    real_per_label = report["label_accuracy"]["real_test_per_label"]
+    assert set(real_per_label) == set(report["label_accuracy"]["per_label"]) == set(LABELS)
+    counts = pneumonia["test"].labels.sum(axis=0)
+    weighted = sum(real_per_label[name] * counts[j] for j, name in enumerate(LABELS)) / counts.sum()
+    assert weighted == pytest.approx(report["label_accuracy"]["real_test_accuracy"])
 
     # Images whose requested label is the wrong one must score a low label accuracy.
     swapped = ImageSet(generated.images, generated.labels[:, ::-1].copy(), LABELS, False, "swapped")

@@ -242,6 +242,28 @@ def test_evaluate_stores_its_summary_and_the_card_section_which_the_gate_reads(p
         assert "evaluation.json" in uploads[0]["files"]
 
 
+def test_stored_label_accuracy_keeps_each_label_beside_the_classifier_on_real_images_of_it(pneumoniamnist_npz, tmp_path):
+    from medgen.pipelines.publishing import store_evaluation
+
+    folder = Path(tiny_label_pipeline().save_pretrained(tmp_path / "pipe"))
+    assert cli.main(_evaluate_argv(folder, pneumoniamnist_npz, tmp_path / "report")) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    report["label_accuracy"] = {  # as the classifier writes it (tests/test_evaluation_metrics.py)
+        "accuracy": 0.5, "per_label": {"normal": 0.875, "pneumonia": 0.125}, "real_test_accuracy": 0.75,
+        "real_test_per_label": {"normal": 0.9, "pneumonia": 0.0},
+    }
+    store_evaluation(folder, report)
+
+    summary = json.loads((folder / "evaluation.json").read_text())
+    assert summary["label_accuracy"] == 0.5
+    assert summary["label_accuracy_per_label"] == {
+        "normal": {"generated": 0.875, "real_test": 0.9}, "pneumonia": {"generated": 0.125, "real_test": 0.0},
+    }
+    card = (folder / "README.md").read_text()
+    assert "| Label accuracy: pneumonia | 0.125 (the classifier on real test images of pneumonia: 0.000) |" in card
+    assert "| Label accuracy: normal | 0.875 (the classifier on real test images of normal: 0.900) |" in card
+
+
 def test_evaluate_no_store_leaves_the_pipeline_folder_as_it_was(pneumoniamnist_npz, tmp_path):
     folder = Path(tiny_label_pipeline().save_pretrained(tmp_path / "pipe"))
     card = (folder / "README.md").read_text()

@@ -6,7 +6,9 @@ steps with a fixed seed, so that numbers are reproducible and the real-trained m
 
 - `label_accuracy`: a classifier trained on real training images is asked what it sees in each generated
   image; the fraction that matches the requested label says whether the model draws the finding it was
-  asked for. Read it next to the same classifier's accuracy on real test images (its ceiling).
+  asked for. Read it next to the same classifier's accuracy on real test images (its ceiling), overall and per
+  label (`real_test_per_label`): a label the classifier does not recognise in real images either cannot be
+  checked in generated ones.
 - `tstr`: the same recipe trained only on generated images, scored by AUC on real test images, next to
   the real-trained AUC (and a real-trained AUC at the same number of images): how useful the synthetic
   images are as training data.
@@ -220,9 +222,11 @@ def classifier_report(
     test_probabilities = predict_probabilities(model, test, multi_label, recipe.max_side)
     real_auc = auc(test_probabilities, test)
     generated_probabilities = predict_probabilities(model, generated, multi_label, recipe.max_side)
+    real_agreement = agreement(test_probabilities, test)
     label_accuracy = {
         **agreement(generated_probabilities, generated),
-        "real_test_accuracy": agreement(test_probabilities, test)["accuracy"],
+        "real_test_accuracy": real_agreement["accuracy"],
+        "real_test_per_label": real_agreement["per_label"],
         "real_test_auc": real_auc,
         "n_generated": len(generated),
     }

@@ -162,15 +162,18 @@ def write_html(report: dict, path: str | Path, figures: dict[str, str]) -> Path:
         ["metric", "value", "how to read"],
     )
     per_label_rows = []
+    accuracy = report.get("label_accuracy") or {}
     for label, values in (report.get("per_label") or {}).items():
         per_label_rows.append(
             [html.escape(label)]
             + [_fmt(values.get(key)) for key in ("n_generated", "n_real", "fid", "fid_real_baseline", "precision", "recall")]
             + [_fmt((values.get("ms_ssim") or {}).get("generated")), _fmt((values.get("ms_ssim") or {}).get("real"))]
+            + [_fmt((accuracy.get("per_label") or {}).get(label)), _fmt((accuracy.get("real_test_per_label") or {}).get(label))]
         )
     per_label = _table(
         per_label_rows,
-        ["label", "generated", "real", "FID", "FID real baseline", "precision", "recall", "MS-SSIM generated", "MS-SSIM real"],
+        ["label", "generated", "real", "FID", "FID real baseline", "precision", "recall", "MS-SSIM generated", "MS-SSIM real",
+         "label accuracy", "classifier accuracy on real test images"],
     ) if per_label_rows else "<p>No labels.</p>"
     statistics = report.get("statistics") or {}
     statistic_rows = [

@@ -250,6 +250,10 @@ def evaluation_section(folder: str | Path) -> str:
             rows.append((f"Recall: {name}", _number(recall)))
         if "label_accuracy" in summary:
             rows.append(("Label accuracy (real-trained classifier)", _number(summary["label_accuracy"])))
+        for name, accuracy in (summary.get("label_accuracy_per_label") or {}).items():
+            real = accuracy.get("real_test")
+            rows.append((f"Label accuracy: {name}", _number(accuracy.get("generated"))
+                         + ("" if real is None else f" (the classifier on real test images of {name}: {_number(real)})")))
         tstr = summary.get("tstr") or {}
         if "synthetic_trained_auc" in tstr:
             rows.append(("TSTR AUROC: synthetic-trained / real-trained",

@@ -80,7 +80,14 @@ def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, 
     if recall_per_label:
         summary["recall_per_label"] = recall_per_label
     if "label_accuracy" in report:
-        summary["label_accuracy"] = report["label_accuracy"].get("accuracy")
+        accuracy = report["label_accuracy"]
+        summary["label_accuracy"] = accuracy.get("accuracy")
+        if accuracy.get("per_label"):  # each label beside the same classifier on real test images of that label
+            real = accuracy.get("real_test_per_label") or {}
+            summary["label_accuracy_per_label"] = {
+                name: {"generated": number(value), "real_test": number(real.get(name))}
+                for name, value in accuracy["per_label"].items()
+            }
     if "tstr" in report:
         keys = ("synthetic_trained_auc", "real_trained_auc", "real_trained_same_size_auc", "skipped")
         summary["tstr"] = {key: report["tstr"][key] for key in keys if key in report["tstr"]}
