@@ -10,6 +10,24 @@ value as its `__call__` default, since a saved folder ships that file alone; a t
 DEFAULT_INFERENCE_STEPS = 15
 
 
+def effective_guidance_scale(pipe, requested: float | None) -> float | None:
+    """The classifier-free guidance scale a call of `pipe` with `requested` samples with: `requested`, else the
+    model's stored `default_guidance_scale` (label models), else its `__call__` default; None for a pipeline
+    without guidance. What generate and evaluate record, so that "the default" is never ambiguous."""
+    import inspect
+
+    parameters = inspect.signature(pipe.__call__).parameters
+    if "guidance_scale" not in parameters:
+        return None
+    if requested is not None:
+        return float(requested)
+    stored = getattr(pipe, "default_guidance_scale", None)
+    if stored is not None:
+        return float(stored)
+    default = parameters["guidance_scale"].default
+    return None if default in (None, inspect.Parameter.empty) else float(default)
+
+
 def replacement_scheduler(saved, class_name: str):
     """A fresh scheduler of the diffusers class `class_name` for the model whose saved scheduler is `saved` (the
     app's sampler menu, `medgen generate --scheduler`).

@@ -37,6 +37,11 @@ VARIANTS = {
         LabelConditionedPipeline,
         pipeline_label_conditioned,
     ),
+    # a model with its own default guidance scale: both loaders sample with it when the call gives none
+    "label_default_guidance": (
+        lambda: tiny_label_pipeline(default_guidance_scale=4.0), {"labels": ["pneumonia", "normal"]},
+        LabelConditionedPipeline, pipeline_label_conditioned,
+    ),
     "unconditional": (tiny_unconditional_pipeline, {"batch_size": 2}, UnconditionalPipeline, pipeline_unconditional),
 }
 

@@ -47,7 +47,10 @@ class PipelineInfo:
     example_prompts: tuple[str, ...] = ()
 
 
-def _default_guidance(kind: PipelineKind) -> float:
+def _default_guidance(kind: PipelineKind, stored: Any = None) -> float:
+    """The model's own default (`default_guidance_scale` in its model_index.json), else the kind's."""
+    if stored is not None:
+        return float(stored)
     return {"label": 2.0, "text": 3.0, "mask": 2.0}.get(kind, 1.0)
 
 
@@ -91,7 +94,7 @@ def describe_pipeline(pipe, source: str = "") -> PipelineInfo:
         labels=list(pipe.labels) if kind in ("label", "mask") else [],
         multi_label=bool(getattr(pipe.config, "multi_label", False)),
         image_size=int(size),
-        default_guidance=_default_guidance(kind),
+        default_guidance=_default_guidance(kind, pipe.config.get("default_guidance_scale")),
         class_name=type(pipe).__name__,
         source=str(source),
         mask_classes=tuple(pipe.mask_classes) if kind == "mask" else (),
@@ -137,7 +140,7 @@ def describe_pipeline_folder(folder: str | Path, source: str = "") -> PipelineIn
         labels=labels if kind in ("label", "mask") else [],
         multi_label=bool(index.get("multi_label", False)),
         image_size=int(size),
-        default_guidance=_default_guidance(kind),
+        default_guidance=_default_guidance(kind, index.get("default_guidance_scale")),
         class_name=class_name,
         source=str(source or folder),
         mask_classes=tuple(id2mask_class[key] for key in sorted(id2mask_class, key=int)) if kind == "mask" else (),

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medgen.sampling import DEFAULT_INFERENCE_STEPS
+from medgen.sampling import DEFAULT_INFERENCE_STEPS, effective_guidance_scale
 
 MAX_COUNT = 10_000
 MAX_STEPS = 1_000
@@ -91,7 +91,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--count", type=int, default=1, help=f"number of images, 1-{MAX_COUNT} (default 1)")
     parser.add_argument("--num-inference-steps", type=int, default=DEFAULT_INFERENCE_STEPS,
                         help=f"denoising steps (default {DEFAULT_INFERENCE_STEPS})")
-    parser.add_argument("--guidance-scale", type=float, default=2.0, help="classifier-free guidance (default 2.0)")
+    parser.add_argument("--guidance-scale", type=float, default=None,
+                        help="classifier-free guidance (default: the model's own, 2.0 for label models that store none)")
     parser.add_argument("--seed", type=int, help="seed of image 0; image i uses SEED+i (default: random, recorded)")
     parser.add_argument("--output", required=True, help="output folder; created if missing")
     parser.add_argument(
@@ -168,7 +169,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--count must be between 1 and {MAX_COUNT}; got {args.count}")
     if not 1 <= args.num_inference_steps <= MAX_STEPS:
         raise ValueError(f"--num-inference-steps must be between 1 and {MAX_STEPS}; got {args.num_inference_steps}")
-    if not (math.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
+    if args.guidance_scale is not None and not (math.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
         raise ValueError(f"--guidance-scale must be a finite number >= 0; got {args.guidance_scale}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")
@@ -322,8 +323,9 @@ def _call_pipeline(
         kwargs["masks"] = [masks[index % len(masks)] for index in indices]
     elif takes_masks and masks is None:  # no pairs asked for: images only, no mask drawn
         kwargs["generate_masks"] = False
-    if "guidance_scale" in inspect.signature(pipe.__call__).parameters:
-        kwargs["guidance_scale"] = args.guidance_scale
+    guidance = effective_guidance_scale(pipe, args.guidance_scale)
+    if guidance is not None:
+        kwargs["guidance_scale"] = guidance
     if not takes_masks:
         return pipe(**kwargs).images, None
     output = pipe(**kwargs)
@@ -456,7 +458,7 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
         "seed": seed,
         "seed_rule": "image i uses torch.Generator('cpu').manual_seed(seed + i)",
         "num_inference_steps": args.num_inference_steps,
-        "guidance_scale": args.guidance_scale if kind != "unconditional" else None,
+        "guidance_scale": effective_guidance_scale(pipe, args.guidance_scale) if kind != "unconditional" else None,
         **({"masks": "mask generator (--pairs)" if masks == [] else str(args.masks)} if masks is not None else {}),
         "scheduler": scheduler,
         "postprocess": get_preset(args.postprocess).record(),

@@ -44,6 +44,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="text pipelines: leave out the frozen text encoder's weights and load them from ENCODER (e.g. "
         "minilm-offline) instead; refused unless the pipeline's encoder holds exactly those weights",
     )
+    ship.add_argument(
+        "--guidance-scale", type=float, metavar="SCALE",
+        help="label models: store SCALE as the model's default guidance scale (what a call without one uses; "
+        "choose it with benchmarks/bench_guidance.py); default: keep the run's",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -54,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
         folder = ship(
             args.run_dir, args.name, args.modality, args.training_data, args.output, args.overwrite,
-            text_encoder_from=args.text_encoder_from,
+            text_encoder_from=args.text_encoder_from, guidance_scale=args.guidance_scale,
         )
         print(f"Shipped {args.name} to {folder}")
         from medgen.evaluation.provenance import is_builtin_folder

