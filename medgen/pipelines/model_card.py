@@ -163,6 +163,15 @@ def _held_out_text(data: dict[str, Any]) -> str:
     return checked + (f"; {excluded} that are training images were left out" if excluded else "")
 
 
+def _generated_text(summary: dict[str, Any]) -> str:
+    """How many images were scored, and the sampler settings they were drawn with (when recorded)."""
+    sampling = summary.get("sampling") or {}
+    settings = [f"{sampling['num_inference_steps']} steps"] if sampling.get("num_inference_steps") else []
+    if sampling.get("guidance_scale") is not None:
+        settings.append(f"guidance {_number(sampling['guidance_scale'], 2)}")
+    return f"{summary.get('n_generated')}" + (f" ({', '.join(settings)})" if settings else "")
+
+
 def _fid_references(summary: dict[str, Any]) -> str:
     """What the FID is read against: the floors (real images at the same N) and the autoencoder's ceiling."""
     references = [
@@ -242,7 +251,7 @@ def evaluation_section(folder: str | Path) -> str:
             ("Real training split (memorization search)",
              f"`{data['train_split']}` ({data.get('n_train')} images)" if data.get("train_split") else "halves of the reference data"),
             ("Held out", _held_out_text(data)),
-            ("Generated images", summary.get("n_generated")),
+            ("Generated images", _generated_text(summary)),
             (f"FID ({summary.get('feature_extractor')} features)", f"{_number(summary.get('fid'))} ({_fid_references(summary)})"),
             ("Precision / recall", f"{_number(summary.get('precision'))} / {_number(summary.get('recall'))}"),
         ]
