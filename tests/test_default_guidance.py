@@ -98,9 +98,28 @@ def test_ship_stores_the_chosen_default_and_refuses_a_bad_one(tmp_path):
     run = tmp_path / "run"
     tiny_label_pipeline(latent=True).save_pretrained(run)
     (run / "training_config.yaml").write_text("seed: 0\n")
+    (run / "training_config.yaml").write_text("seed: 5\nnum_sample_images: 3\ndiffusion:\n  num_inference_steps: 2\n")
     out = ship(run, "busi", "breast ultrasound", "BUSI", output=tmp_path / "shipped", guidance_scale=3.0)
     assert json.loads((out / "model_index.json").read_text())["default_guidance_scale"] == 3.0
     assert load_pipeline(out).default_guidance_scale == 3.0
+
+    # samples.png shows the shipped default: one row per label, the run's seed, count and steps, at guidance 3
+    from PIL import Image
+
+    from medgen.training.samples import image_grid
+
+    source = load_pipeline(run)
+
+    def grid(guidance):
+        return np.asarray(image_grid([
+            (label, source(labels=label, num_images_per_prompt=3, num_inference_steps=2, guidance_scale=guidance,
+                           generator=torch.Generator().manual_seed(5), output_type="np").images)
+            for label in source.labels
+        ]))
+
+    shipped = np.asarray(Image.open(out / "samples.png"))
+    np.testing.assert_array_equal(shipped, grid(3.0))
+    assert not np.array_equal(shipped, grid(2.0))
     with pytest.raises(ValueError, match="--guidance-scale"):
         ship(run, "busi", "breast ultrasound", "BUSI", output=tmp_path / "other", guidance_scale=-2.0)
     assert not (tmp_path / "other").exists()

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medgen.sampling import DEFAULT_INFERENCE_STEPS
+
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 MODEL_INFO_FILE = "medgen_model.json"
 CARRIED_FILES = ("training_config.yaml", "training_summary.json", "data_summary.json")
@@ -200,7 +202,9 @@ def ship(
             if (run_dir / file_name).is_file():
                 shutil.copy2(run_dir / file_name, staging / file_name)
         samples = sorted(run_dir.glob("samples/*.png"))
-        if samples:
+        if guidance_scale is not None:  # the run's grids show its own scale: redraw them at the shipped default
+            draw_sample_grid(pipeline, run_dir, staging / "samples.png")
+        elif samples:
             shutil.copy2(samples[-1], staging / "samples.png")
         info = {"name": name, "modality": modality, "training_data": training_data, "trained_in": str(run_dir)}
         (staging / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
@@ -211,6 +215,27 @@ def ship(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
+
+
+def draw_sample_grid(pipeline: Any, run_dir: Path, path: Path) -> Path:
+    """`samples.png` drawn as training draws its grids (one row per label, every row from the run's seed, its
+    image count and step count), at the pipeline's own default guidance scale."""
+    import torch
+    import yaml
+
+    from medgen.training.samples import save_sample_grid
+
+    config_path = run_dir / "training_config.yaml"
+    config = (yaml.safe_load(config_path.read_text()) if config_path.is_file() else None) or {}
+    seed, count = int(config.get("seed", 0)), int(config.get("num_sample_images", 4))
+    steps = int((config.get("diffusion") or {}).get("num_inference_steps", DEFAULT_INFERENCE_STEPS))
+    pipeline.set_progress_bar_config(disable=True)
+    rows = []
+    for label in pipeline.labels:
+        images = pipeline(labels=label, num_images_per_prompt=count, num_inference_steps=steps,
+                          generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images
+        rows.append((label, images))
+    return save_sample_grid(rows, path)
 
 
 def text_encoder_reference_of(pipeline: Any, run_dir: Path, source: str) -> dict[str, str]:
