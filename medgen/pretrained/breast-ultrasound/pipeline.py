@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Callable, Mapping, Sequence, Union
 
 import torch
@@ -21,6 +22,8 @@ from diffusers.utils.torch_utils import randn_tensor
 # One image's condition: a finding name, several names (multi-label models), or name -> value
 # (values in [0, 1]; e.g. 0.5 for an uncertain finding, as CheXpert's "-1" under a value policy).
 ImageLabels = Union[str, Sequence[str], Mapping[str, float]]
+
+DEFAULT_GUIDANCE_SCALE = 2.0  # a call without guidance_scale, on a model that stores no default
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -58,6 +61,9 @@ class LabelConditionedPipeline(DiffusionPipeline):
             Label index (as a string) to finding name, stored in `model_index.json`.
         multi_label (`bool`, defaults to `False`):
             Whether one image may carry several findings at once (CheXpert / NIH style).
+        default_guidance_scale (`float`, *optional*):
+            The classifier-free guidance scale a call uses when it gives none, stored in `model_index.json`: the
+            scale measured best for this model (2.0 when not set).
     """
 
     model_cpu_offload_seq = "unet->vae"
@@ -71,8 +77,13 @@ class LabelConditionedPipeline(DiffusionPipeline):
         vae: AutoencoderKL | None = None,
         id2label: dict[str, str] | None = None,
         multi_label: bool = False,
+        default_guidance_scale: float | None = None,
     ):
         super().__init__()
+        if default_guidance_scale is not None:
+            default_guidance_scale = float(default_guidance_scale)
+            if not (math.isfinite(default_guidance_scale) and default_guidance_scale >= 0):
+                raise ValueError(f"`default_guidance_scale` must be a finite number >= 0, got {default_guidance_scale}.")
         num_labels = unet.config.projection_class_embeddings_input_dim - 1
         if id2label is None:
             id2label = {str(i): f"label_{i}" for i in range(num_labels)}
@@ -82,8 +93,14 @@ class LabelConditionedPipeline(DiffusionPipeline):
                 f"The UNet expects {num_labels} labels (+1 null flag) but id2label names {len(id2label)}: {id2label}."
             )
         self.register_modules(unet=unet, scheduler=scheduler, vae=vae)
-        self.register_to_config(id2label=id2label, multi_label=bool(multi_label))
+        self.register_to_config(id2label=id2label, multi_label=bool(multi_label), default_guidance_scale=default_guidance_scale)
         self._interrupt = False
+
+    @property
+    def default_guidance_scale(self) -> float:
+        """The guidance scale of a call that gives none: the model's stored `default_guidance_scale`, else 2.0."""
+        value = self.config.get("default_guidance_scale")
+        return DEFAULT_GUIDANCE_SCALE if value is None else float(value)
 
     @property
     def labels(self) -> list[str]:
@@ -175,7 +192,7 @@ class LabelConditionedPipeline(DiffusionPipeline):
         labels: ImageLabels | list[ImageLabels] | None = None,
         num_images_per_prompt: int = 1,
         num_inference_steps: int = 15,
-        guidance_scale: float = 2.0,
+        guidance_scale: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
@@ -195,9 +212,10 @@ class LabelConditionedPipeline(DiffusionPipeline):
                 Images generated for each entry of `labels`.
             num_inference_steps (`int`, defaults to 15):
                 Denoising steps; 15-25 suit the default multistep solver, DDPM wants its full schedule.
-            guidance_scale (`float`, defaults to 2.0):
+            guidance_scale (`float`, *optional*):
                 Classifier-free guidance weight; 1.0 disables guidance, larger values follow the labels more
-                closely at the cost of diversity.
+                closely at the cost of diversity. Defaults to the model's `default_guidance_scale` (2.0 when the
+                model stores none).
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
                 For reproducible sampling; a list gives each image its own generator.
             latents (`torch.Tensor`, *optional*):
@@ -219,6 +237,8 @@ class LabelConditionedPipeline(DiffusionPipeline):
             [`ImagePipelineOutput`] or `tuple`: the generated images. After an interruption `pipe.interrupt`
             is `True` and the images are the partially denoised samples.
         """
+        if guidance_scale is None:
+            guidance_scale = self.default_guidance_scale
         self.check_inputs(
             num_images_per_prompt, num_inference_steps, guidance_scale, output_type, callback_on_step_end_tensor_inputs
         )
