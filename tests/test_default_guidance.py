@@ -136,3 +136,13 @@ def test_training_stores_the_configs_guidance_as_the_default():
     task = build_task(config, ["normal", "pneumonia"], multi_label=False)
     pipe = task.build_pipeline(tiny_label_pipeline().unet, tiny_label_pipeline().scheduler)
     assert isinstance(pipe, LabelConditionedPipeline) and pipe.default_guidance_scale == 3.5
+
+
+def test_models_lists_a_stored_default(tmp_path):
+    from medgen.commands.models import _detail_lines
+    from medgen.pipelines.catalog import describe
+
+    tiny_label_pipeline(default_guidance_scale=3.0).save_pretrained(tmp_path / "pipe")
+    description = describe(tmp_path / "pipe")
+    assert description.default_guidance == 3.0
+    assert ("labels", "normal, pneumonia; samples at guidance 3 by default") in _detail_lines(description)

@@ -123,7 +123,8 @@ def _detail_lines(description) -> list[tuple[str, str]]:
     prompts = description.example_prompts
     condition = (
         ("prompts", f"free text; {len(prompts)} example prompts (its trained facts), e.g. " + "; ".join(repr(p) for p in prompts[:3]))
-        if prompts else ("labels", ", ".join(description.labels) or "none (unconditional)")
+        if prompts else ("labels", (", ".join(description.labels) or "none (unconditional)") + (
+            f"; samples at guidance {description.default_guidance:g} by default" if description.default_guidance is not None else ""))
     )
     rows = [("folder", description.folder), condition, ("trained on", description.training_data)]
     if "fid" in e:

@@ -41,6 +41,7 @@ class ModelDescription:
     folder: str = ""  # where it lies: stock diffusers loads it from there (`DiffusionPipeline.from_pretrained`)
     aliases: list[str] = field(default_factory=list)  # other built-in names of the same folder (`default`)
     example_prompts: list[str] = field(default_factory=list)  # a text model's trained prompts (empty: not a text model)
+    default_guidance: float | None = None  # a label model's stored default guidance scale (None: the pipelines' 2.0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +95,7 @@ def describe(folder: str | Path, name: str | None = None) -> ModelDescription:
         evaluation=figures,
         folder=str(folder.resolve()),
         example_prompts=list(index.get("example_prompts") or []) if "tokenizer" in index else [],
+        default_guidance=index.get("default_guidance_scale"),
     )
 
 
