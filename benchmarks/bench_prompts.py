@@ -34,7 +34,7 @@ from medgen.evaluation.classifier import predict_probabilities, real_classifier
 from medgen.evaluation.features import default_cache_dir
 from medgen.evaluation.images import ImageSet, load_real_split
 from medgen.pipelines import load_pipeline
-from medgen.training.samples import image_grid
+from medgen.sample_grid import image_grid
 
 DEFAULT_PROMPTS = (
     "chest x-ray, normal",

@@ -42,7 +42,7 @@ from medgen.training.arguments import add_arguments, resolve_config
 from medgen.training.diffusion import build_objective, build_sampler
 from medgen.training.divergence import DivergenceGuard, TrainingStopped, current_learning_rate
 from medgen.training.optim import build_lr_scheduler, build_optimizer, restart_schedule, warmup_outlasts_run
-from medgen.training.samples import save_sample_grid
+from medgen.sample_grid import save_sample_grid
 
 logger = get_logger("medgen.train")
 

@@ -106,7 +106,7 @@ def test_ship_stores_the_chosen_default_and_refuses_a_bad_one(tmp_path):
     # samples.png shows the shipped default: one row per label, the run's seed, count and steps, at guidance 3
     from PIL import Image
 
-    from medgen.training.samples import image_grid
+    from medgen.sample_grid import image_grid
 
     source = load_pipeline(run)
 

@@ -14,7 +14,7 @@ from medgen.config import load_config
 from medgen.pipelines import MaskConditionedPipeline, load_pipeline
 from medgen.train import main
 from medgen.training.mask_task import attach_mask_generator, preview
-from medgen.training.samples import TITLE_WIDTH
+from medgen.sample_grid import TITLE_WIDTH
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY = REPO_ROOT / "train_configs" / "tiny_mask.yaml"

@@ -225,7 +225,7 @@ def draw_sample_grid(pipeline: Any, run_dir: Path, path: Path) -> Path:
     import torch
     import yaml
 
-    from medgen.training.samples import save_sample_grid
+    from medgen.sample_grid import save_sample_grid
 
     config_path = run_dir / "training_config.yaml"
     config = (yaml.safe_load(config_path.read_text()) if config_path.is_file() else None) or {}

@@ -295,7 +295,7 @@ def preview(source: str | Path, output: str | Path, count: int = 4, seed: int = 
     if pipe.labels:  # the label of each row on the left, as in the training sample grids
         from PIL import ImageDraw
 
-        from medgen.training.samples import TITLE_WIDTH
+        from medgen.sample_grid import TITLE_WIDTH
 
         titled = Image.new("RGB", (TITLE_WIDTH + grid.width, grid.height))
         titled.paste(grid, (TITLE_WIDTH, 0))
