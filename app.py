@@ -133,6 +133,13 @@ def after_cancel(cancelled: int, shown: list | None) -> Any:
     return cancel_clicked(cancelled, len(shown or []))
 
 
+def recount_cancelled(cancelled: int, shown: list | None) -> Any:
+    """The cancelled status, counted again when the gallery changes after Cancel; nothing while no run is cancelled."""
+    if not cancelled:
+        return gr.skip()
+    return cancel_clicked(cancelled, len(shown or []))
+
+
 def build_demo(service: AppService) -> gr.Blocks:
     """The Blocks UI: a model dropdown, and condition or prompt inputs that follow the selected model's kind."""
     info = service.info
@@ -232,6 +239,7 @@ def build_demo(service: AppService) -> gr.Blocks:
     with gr.Blocks(title="medgen: synthetic medical images", delete_cache=(3600, 7200)) as demo:
         # The image count of this page's run in progress (queued or running); 0 when there is none.
         running = gr.State(0)
+        cancelled = gr.State(0)  # the image count of the run last cancelled, 0 once another starts
         # Whether the user picked a condition for the selected model: an example mask then keeps it.
         condition_chosen = gr.State(False)
         gr.Markdown("# medgen: synthetic medical images")
@@ -334,7 +342,7 @@ def build_demo(service: AppService) -> gr.Blocks:
         # At the click the page marks a run as in progress (a queued run can be cancelled too) and empties the
         # gallery, so that what it shows at Cancel is what this run kept; then the run is queued.
         generate_event = generate_button.click(
-            lambda requested: (requested, []), inputs=count, outputs=[running, gallery], queue=False,
+            lambda requested: (requested, [], 0), inputs=count, outputs=[running, gallery, cancelled], queue=False,
             api_visibility="private",
         ).then(
             zero_gpu(generate),
@@ -354,13 +362,18 @@ def build_demo(service: AppService) -> gr.Blocks:
         )
         # The follow-up is queued (it is not waited for: Cancel has acted already), so that its pop-up can reach
         # the page; events outside the queue cannot show one. preprocess=False: the gallery is only counted.
-        cancelled = gr.State(0)
         cancel_button.click(
             cancel_outputs, inputs=[running, gallery], outputs=[status, running, cancelled], cancels=[generate_event],
             queue=False, api_visibility="private", preprocess=False,
         ).then(
             after_cancel, inputs=[cancelled, gallery], outputs=status, api_visibility="private", show_progress="hidden",
             preprocess=False,
+        )
+        # A batch already on its way at Cancel can land after the follow-up has counted the gallery: the status
+        # of a cancelled run follows the gallery until the next run starts (which sets `cancelled` back to 0).
+        gallery.change(
+            recount_cancelled, inputs=[cancelled, gallery], outputs=status, queue=False, api_visibility="private",
+            preprocess=False, show_progress="hidden",
         )
         # Runs on the same workers as Generate (one model call at a time on CPU).
         sample_mask_button.click(

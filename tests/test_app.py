@@ -243,6 +243,15 @@ def test_cancel_with_no_run_in_progress_leaves_the_status_as_it_is(app_module):
     assert app_module.after_cancel(8, [{"image": "a.png"}] * 4).startswith("Cancelled: kept 4 of 8 images.")
 
 
+def test_a_batch_landing_after_cancel_is_counted_in_the_status(app_module):
+    """Issue: a batch on its way at Cancel could land after the status was written ("kept 2", gallery showing 4)."""
+    import gradio as gr
+
+    assert app_module.recount_cancelled(8, [{"image": "a.png"}] * 6).startswith("Cancelled: kept 6 of 8 images.")
+    # No run cancelled (a run in progress, or a new one started): the gallery's changes leave the status alone.
+    assert isinstance(app_module.recount_cancelled(0, [{"image": "a.png"}] * 6), type(gr.skip()))
+
+
 def test_the_details_line_names_the_selected_model(served):
     service, client = served
     props = [c for c in client.config["components"] if c.get("props", {}).get("elem_id") == "model-details"][0]["props"]
