@@ -64,6 +64,8 @@ class ModelConfig:
     attention_head_dim: int = 8
     dropout: float = 0.0
     pretrained_vae: str | None = None  # a saved AutoencoderKL folder: diffusion then runs in its latent space
+    # a trained pipeline (folder or built-in name) whose UNet weights start the run: fine-tuning (training/initial_weights.py)
+    init_from: str | None = None
     # how the timestep (+ label) embedding enters each ResNet block: `default` adds it, `scale_shift` modulates the
     # normalised features with it (AdaGN, Dhariwal & Nichol 2021; diffusers' resnet_time_scale_shift)
     resnet_time_scale_shift: str = "default"

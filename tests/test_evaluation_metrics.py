@@ -121,6 +121,24 @@ def test_classifier_beats_chance_and_scores_label_accuracy_and_tstr(pneumonia, t
     assert agreement(predict_probabilities(model, swapped, multi_label=False), swapped)["accuracy"] < 0.3
 
 
+def test_a_wider_augmented_judge_is_cached_and_loaded_back_as_itself(pneumonia, tmp_path):
+    """Judge recipes (benchmarks/bench_judge.py) differ in width and augmentation: each is cached on its own and a
+    cached one loads back as the network it was trained as, giving the same predictions."""
+    from medgen.evaluation.classifier import SmallCNN, real_classifier
+
+    torch.set_num_threads(1)
+    wide = ClassifierRecipe(steps=40, batch_size=32, width=16, augment=True)
+    train, test = pneumonia["train"].subset(np.arange(400)), pneumonia["test"]
+    trained = real_classifier(train, tmp_path, wide)
+    assert sum(p.numel() for p in trained.parameters()) > 3 * sum(p.numel() for p in SmallCNN(1, 2).parameters())
+    assert len(list(tmp_path.glob("classifiers/*.safetensors"))) == 1
+    loaded = real_classifier(train, tmp_path, wide)
+    np.testing.assert_allclose(
+        predict_probabilities(loaded, test, False), predict_probabilities(trained, test, False), atol=1e-6
+    )
+    assert auc(predict_probabilities(loaded, test, False), test) > 0.7
+
+
 def test_real_features_are_cached_by_fingerprint(pneumonia, tmp_path):
     calls = []
 

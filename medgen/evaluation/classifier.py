@@ -39,20 +39,22 @@ class ClassifierRecipe:
     learning_rate: float = 2e-3
     max_side: int = 64
     seed: int = 0
+    width: int = 8  # channels of the first conv block (the next two have 2x and 4x)
+    augment: bool = False  # random horizontal flips and shifts of up to 1/16 of the side while training
     version: int = 2
 
 
 class SmallCNN(nn.Module):
-    """Three conv blocks and a linear head; ~6k parameters."""
+    """Three conv blocks and a linear head; ~6k parameters at width 8, ~100k at width 32."""
 
-    def __init__(self, in_channels: int, num_outputs: int) -> None:
+    def __init__(self, in_channels: int, num_outputs: int, width: int = 8) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.BatchNorm2d(4 * width), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
         )
-        self.head = nn.Linear(32, num_outputs)
+        self.head = nn.Linear(4 * width, num_outputs)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images).flatten(1))
@@ -113,7 +115,7 @@ def _train(images: ImageSet, recipe: ClassifierRecipe, progress: bool, desc: str
     torch.manual_seed(recipe.seed)
     inputs = _prepare(images.images, recipe.max_side)
     targets = _targets(images)
-    model = SmallCNN(inputs.shape[1], len(images.label_names))
+    model = SmallCNN(inputs.shape[1], len(images.label_names), recipe.width)
     loss_fn = nn.BCEWithLogitsLoss() if images.multi_label else nn.CrossEntropyLoss()
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.learning_rate, total_steps=recipe.steps)
@@ -127,12 +129,23 @@ def _train(images: ImageSet, recipe: ClassifierRecipe, progress: bool, desc: str
     model.train()
     for _ in tqdm(range(recipe.steps), desc=desc, disable=not progress, unit="step"):
         index = torch.multinomial(weights, batch, replacement=True, generator=generator)
-        loss = loss_fn(model(inputs[index]), targets[index])
+        batch_inputs = _augment(inputs[index], generator) if recipe.augment else inputs[index]
+        loss = loss_fn(model(batch_inputs), targets[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
     return model.eval()
+
+
+def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flips a random half of the batch left-right and shifts the batch by up to 1/16 of the side (edge padding)."""
+    flip = torch.rand(len(batch), generator=generator) < 0.5
+    batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
+    pad = max(1, batch.shape[-1] // 16)
+    padded = nn.functional.pad(batch, (pad, pad, pad, pad), mode="replicate")
+    dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
+    return padded[..., dy : dy + batch.shape[-2], dx : dx + batch.shape[-1]]
 
 
 def predict_probabilities(model: SmallCNN, images: ImageSet, multi_label: bool, max_side: int = 64) -> np.ndarray:
@@ -197,7 +210,7 @@ def real_classifier(
     if cache_dir is not None:
         path = _cache_path(Path(cache_dir), train, recipe)
         if path.is_file():
-            model = SmallCNN(train.images.shape[1], len(train.label_names))
+            model = SmallCNN(train.images.shape[1], len(train.label_names), recipe.width)
             model.load_state_dict(load_file(str(path)))
             return model.eval()
     model = train_classifier(train, recipe, progress, "classifier: real training images")

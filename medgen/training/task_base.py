@@ -34,6 +34,10 @@ class DiffusionTask:
             self.vae = AutoencoderKL.from_pretrained(config.model.pretrained_vae, use_safetensors=True)
             self.vae.requires_grad_(False).eval()
         self.unet = self.build_unet()
+        if config.model.init_from:
+            from medgen.training.initial_weights import load_initial_weights
+
+            load_initial_weights(self.unet, config.model.init_from, label_names)
 
     @property
     def sample_shape(self) -> tuple[int, int]:
