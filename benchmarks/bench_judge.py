@@ -90,12 +90,49 @@ def score(recipe: ClassifierRecipe, train: ImageSet, test: ImageSet, generated: 
     return row
 
 
+def probe_score(train: ImageSet, test: ImageSet, generated: ImageSet | None) -> dict:
+    """A linear probe for comparison: class-balanced logistic regression on the Inception pool features (medgen's
+    FID network, features cached as the evaluation caches them)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from medgen.evaluation.features import cached_features, default_cache_dir, get_feature_extractor
+
+    extractor = get_feature_extractor("inception")
+    features = {name: cached_features(extractor, images.images, images.fingerprint(), default_cache_dir())
+                for name, images in (("train", train), ("test", test))}
+    start = time.perf_counter()
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000))
+    probe.fit(features["train"], train.labels.argmax(axis=1))
+    seconds = time.perf_counter() - start
+    probabilities = probe.predict_proba(features["test"])
+    real = agreement(probabilities, test)
+    row = {
+        "train_seconds": round(seconds, 1), "parameters": int(probe[-1].coef_.size + probe[-1].intercept_.size),
+        "real_test_accuracy": real["accuracy"],
+        "real_test_balanced_accuracy": float(np.mean(list(real["per_label"].values()))),
+        "real_test_per_label": real["per_label"], "real_test_auc": auc(probabilities, test),
+    }
+    if generated is not None:
+        found = agreement(probe.predict_proba(extract_generated(extractor, generated)), generated)
+        row["generated_accuracy"], row["generated_per_label"] = found["accuracy"], found["per_label"]
+    return row
+
+
+def extract_generated(extractor, generated: ImageSet) -> np.ndarray:
+    from medgen.evaluation.features import extract_features
+
+    return extract_features(extractor, generated.images)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=MODELS, help="built-in label models (default: the four 128 px ones)")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="classifier seeds (the spread shows the noise)")
     parser.add_argument("--n", type=int, default=0, help="also sample N images per model and score them with every recipe")
+    parser.add_argument("--probe", action="store_true", help="also a linear probe on Inception features (embeds every training image once)")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
 
@@ -104,10 +141,13 @@ def main() -> None:
         train, test, config_path = real_splits(model)
         generated = generated_set(model, args.n, train) if args.n else None
         print(f"\n{model}: {len(train)} training / {len(test)} held-out test images ({config_path})", flush=True)
-        for name in args.recipes:
-            for seed in args.seeds:
-                row = {"model": model, "recipe": name, "seed": seed, **asdict(replace(RECIPES[name], seed=seed))}
-                row.update(score(replace(RECIPES[name], seed=seed), train, test, generated))
+        for name in [*args.recipes, *(["inception_probe"] if args.probe else [])]:
+            for seed in args.seeds if name != "inception_probe" else [0]:
+                if name == "inception_probe":
+                    row = {"model": model, "recipe": name, "seed": seed, **probe_score(train, test, generated)}
+                else:
+                    row = {"model": model, "recipe": name, "seed": seed, **asdict(replace(RECIPES[name], seed=seed))}
+                    row.update(score(replace(RECIPES[name], seed=seed), train, test, generated))
                 rows.append(row)
                 per_label = ", ".join(f"{label} {value:.2f}" for label, value in row["real_test_per_label"].items())
                 extra = f"; generated {row['generated_accuracy']:.2f}" if generated is not None else ""
@@ -120,7 +160,7 @@ def main() -> None:
 
     print(f"\nbalanced real-test accuracy (mean over seeds {args.seeds}); generated-image accuracy in brackets with --n")
     print(f"{'recipe':<20}" + "".join(f"{model:>22}" for model in args.models))
-    for name in args.recipes:
+    for name in [*args.recipes, *(["inception_probe"] if args.probe else [])]:
         cells = []
         for model in args.models:
             mine = [row for row in rows if row["model"] == model and row["recipe"] == name]
