@@ -109,6 +109,11 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
     from medgen.training.tasks import build_task
 
     task = build_task(config, data.label_names, data.multi_label)
+    init = None
+    if config.model.init_from:
+        from medgen.training.initial_weights import init_record
+
+        init = init_record(config.model.init_from)
     unet = task.unet
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
@@ -293,6 +298,9 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
         "peak_learning_rate": peak_lr,
         "mixed_precision": config.mixed_precision,
     }
+    if init is not None:  # a fine-tuning run: what it started from, and the steps of both together
+        summary["init_from"] = init
+        summary["total_steps"] = global_step + (init["steps"] or 0)
     summary["images_per_second"] = (
         summary["steps_this_run"] * config.train_batch_size * config.gradient_accumulation_steps
         * accelerator.num_processes / max(summary["loop_seconds"], 1e-9)
@@ -302,7 +310,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         pipeline = build_final_pipeline(accelerator, task, unet, ema, noise_scheduler, config)
-        pipeline.save_pretrained(output_dir, model_card=model_card_info(config, data, global_step))
+        pipeline.save_pretrained(output_dir, model_card=model_card_info(config, data, global_step, init))
         if not finished or saved_pipeline_step(output_dir) != global_step:  # else: that run's summary is there
             (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         sample_path = sample(accelerator, task, unet, ema, noise_scheduler, config, global_step)
@@ -435,8 +443,9 @@ def sample(accelerator, task, unet, ema, noise_scheduler, config: TrainConfig, s
     return path
 
 
-def model_card_info(config: TrainConfig, data, steps: int) -> dict:
+def model_card_info(config: TrainConfig, data, steps: int, init: dict | None = None) -> dict:
     from medgen.data.summary import summarize_dataset
+    from medgen.pipelines.model_card import steps_line
 
     schedule = config.diffusion
     split = summarize_dataset(data)["split"]  # None when the data has no splits: every image was read
@@ -444,7 +453,7 @@ def model_card_info(config: TrainConfig, data, steps: int) -> dict:
     return {
         "dataset": f"`{config.data.source}` data from `{Path(config.data.path).name}` ({read})",
         "num_train_images": len(data),
-        "train_steps": f"{steps} (batch {config.train_batch_size} x {config.gradient_accumulation_steps} accumulation)",
+        "train_steps": steps_line(steps, init, f"batch {config.train_batch_size} x {config.gradient_accumulation_steps} accumulation"),
         **schedule.card_lines(),  # noise_schedule, prediction_type
         "ema": config.ema.use_ema,
         "license": config.license,

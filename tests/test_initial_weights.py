@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,13 @@ def test_a_run_starts_from_the_pipelines_weights_and_fine_tunes_them(trained, pn
     changed = [name for name in saved if not torch.equal(saved[name], tuned[name])]
     assert changed  # trained further, not copied
     assert f"init_from: {trained}" in (tmp_path / "second" / "training_config.yaml").read_text()  # provenance
+    summary = json.loads((tmp_path / "second" / "training_summary.json").read_text())
+    weights = (trained / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert summary["init_from"]["unet_sha256"] == hashlib.sha256(weights).hexdigest()
+    assert (summary["steps"], summary["init_from"]["steps"], summary["total_steps"]) == (2, 4, 6)
+    assert f"| Optimisation steps | 6 in all (batch 16 x 1 accumulation): 4 of `{trained}`, then 2 fine-tuning" in (
+        tmp_path / "second" / "README.md"
+    ).read_text()
     images = load_pipeline(tmp_path / "second")(labels=LABELS, num_inference_steps=2, output_type="np").images
     assert images.shape == (2, 16, 16, 1)
 

@@ -135,9 +135,10 @@ def card_info_from_run(run_dir: Path, training_data: str) -> dict[str, Any]:
         warnings.warn(f"the model card's training lines are not recorded: {error}", stacklevel=2)
         return info
     if training.get("steps") is not None:
-        info["train_steps"] = (
-            f"{training['steps']} (batch {config.train_batch_size} x {config.gradient_accumulation_steps} accumulation)"
-        )
+        from medgen.pipelines.model_card import steps_line
+
+        batch = f"batch {config.train_batch_size} x {config.gradient_accumulation_steps} accumulation"
+        info["train_steps"] = steps_line(training["steps"], training.get("init_from"), batch)
     info.update(config.diffusion.card_lines(), ema=config.ema.use_ema, license=config.license)
     from medgen.data.prompts import prompt_card_section
 

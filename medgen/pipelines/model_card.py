@@ -85,6 +85,16 @@ def hub_pipeline_tag(pipeline: Any) -> str | None:
     return "unconditional-image-generation"
 
 
+def steps_line(steps: int, record: dict | None, batch: str) -> str:
+    """The model card's "Optimisation steps" value: `steps (batch)`, and for a fine-tuned model where it started."""
+    if not record:
+        return f"{steps} ({batch})"
+    before = record.get("steps")
+    if before is None:
+        return f"{steps} ({batch}), fine-tuning `{record['init_from']}` (its steps not recorded)"
+    return f"{steps + before} in all ({batch}): {before} of `{record['init_from']}`, then {steps} fine-tuning from its weights"
+
+
 def write_model_card(folder: str | Path, pipeline: Any, info: dict[str, Any]) -> Path:
     """Writes `folder/README.md`. `info` may hold: title, repo_id, license, dataset, datasets (Hub ids),
     num_train_images, train_steps, noise_schedule, prediction_type, ema (bool), tags, extra (markdown)."""

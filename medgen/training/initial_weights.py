@@ -73,3 +73,21 @@ def load_initial_weights(unet: torch.nn.Module, init_from: str, label_names: lis
         )
     unet.load_state_dict({name: tensor.to(own[name].dtype) for name, tensor in state.items()})
     return folder
+
+
+def init_record(init_from: str) -> dict:
+    """What a fine-tuning run started from, for its `training_summary.json` and model card: the name given, the
+    folder, the SHA-256 of its UNet weights and how many steps they had been trained (None when not recorded)."""
+    import hashlib
+
+    folder = init_folder(init_from)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    summary_path = folder / "training_summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    return {
+        "init_from": init_from,
+        "folder": str(folder),
+        "unet_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "steps": summary.get("total_steps", summary.get("steps")),
+    }
+
