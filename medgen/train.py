@@ -293,7 +293,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
         "steps": global_step,
         "steps_this_run": global_step - start_step,
         "loop_seconds": time.perf_counter() - loop_start,
-        "final_loss": last_loss,
+        "final_loss": last_loss if math.isfinite(last_loss) else None,  # None: no step logged in this process
         "final_learning_rate": step_lr,
         "peak_learning_rate": peak_lr,
         "mixed_precision": config.mixed_precision,
@@ -304,7 +304,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
     summary["images_per_second"] = (
         summary["steps_this_run"] * config.train_batch_size * config.gradient_accumulation_steps
         * accelerator.num_processes / max(summary["loop_seconds"], 1e-9)
-    )
+    ) if summary["steps_this_run"] else None  # None: exported at a checkpoint, nothing trained in this process
 
     # 5. Save the pipeline (EMA weights when trained with EMA)
     accelerator.wait_for_everyone()
@@ -317,8 +317,9 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
         if not finished:
             accelerator.print(
                 f"Trained {global_step} steps in {summary['loop_seconds'] / 60:.1f} min "
-                f"({summary['images_per_second']:.1f} images/s), final loss {summary['final_loss']:.4f}, "
-                f"learning rate peaked at {peak_lr:.3g} (optim.learning_rate {config.optim.learning_rate:g}), "
+                f"({summary['images_per_second']:.1f} images/s), final loss "
+                + (f"{summary['final_loss']:.4f}, " if summary["final_loss"] is not None else "not logged, ")
+                + f"learning rate peaked at {peak_lr:.3g} (optim.learning_rate {config.optim.learning_rate:g}), "
                 f"final {summary['final_learning_rate']:.3g}."
             )
         accelerator.print(f"Pipeline saved to {output_dir.resolve()}")

@@ -307,7 +307,9 @@ def test_a_longer_run_stopped_early_exports_the_pipeline_of_a_checkpoint(
 
     main(load_config(TINY, overrides(pneumoniamnist_npz, output_dir, steps=2)), resume_from_checkpoint=str(checkpoint_2))
     assert "Saving its pipeline" in capsys.readouterr().out
-    assert json.loads((output_dir / "training_summary.json").read_text())["steps"] == 2
+    summary = json.loads((output_dir / "training_summary.json").read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN
+    assert summary["steps"] == 2 and summary["steps_this_run"] == 0
+    assert summary["final_loss"] is None and summary["images_per_second"] is None  # nothing trained by the export
     assert (output_dir / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() != step_3_unet
     assert yaml.safe_load((output_dir / "training_config.yaml").read_text())["max_train_steps"] == 2
 

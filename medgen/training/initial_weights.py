@@ -86,7 +86,8 @@ def init_record(init_from: str) -> dict:
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     return {
         "init_from": init_from,
-        "folder": str(folder),
+        # a built-in is named, not located: the path of this machine's install says nothing elsewhere
+        "folder": None if folder != Path(init_from).expanduser() else str(folder),
         "unet_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
         "steps": summary.get("total_steps", summary.get("steps")),
     }
