@@ -123,21 +123,20 @@ def cancel_outputs(running: int | None, shown: list | None) -> tuple[Any, Any, i
     return status, 0, int(running)
 
 
+def recount_cancelled(cancelled: int, shown: list | None) -> Any:
+    """The cancelled status, counted again when the gallery changes after Cancel; nothing while no run is cancelled."""
+    if not cancelled:
+        return gr.skip()
+    return cancel_clicked(cancelled, len(shown or []))
+
+
 def after_cancel(cancelled: int, shown: list | None) -> Any:
     """Writes the cancelled status again, counting the gallery as it is now: a batch (or a step update) already
     on its way at the click may have landed since. When there was nothing to cancel, says so in a pop-up and
     leaves the status alone."""
     if not cancelled:
         gr.Info(NOTHING_TO_CANCEL)
-        return gr.skip()
-    return cancel_clicked(cancelled, len(shown or []))
-
-
-def recount_cancelled(cancelled: int, shown: list | None) -> Any:
-    """The cancelled status, counted again when the gallery changes after Cancel; nothing while no run is cancelled."""
-    if not cancelled:
-        return gr.skip()
-    return cancel_clicked(cancelled, len(shown or []))
+    return recount_cancelled(cancelled, shown)
 
 
 def build_demo(service: AppService) -> gr.Blocks:

@@ -55,18 +55,14 @@ def generated_set(model: str, n: int, real: ImageSet) -> ImageSet:
     """N images sampled once with the pipeline's defaults, labelled with the label each was asked for."""
     import torch
 
-    from medgen.evaluation.api import sample_pipeline
+    from medgen.evaluation.api import _labelled_set, sample_pipeline
     from medgen.pipelines import load_pipeline
 
     pipe = load_pipeline(builtin_pipeline_path(model))
     pipe.set_progress_bar_config(disable=True)
     with torch.inference_mode():
         images, labels = sample_pipeline(pipe, n, seed=0)
-    vectors = np.zeros((len(images), len(real.label_names)), dtype=np.float32)
-    lookup = {name.lower(): index for index, name in enumerate(real.label_names)}
-    for row, label in enumerate(labels):
-        vectors[row, lookup[label.lower()]] = 1.0
-    return ImageSet(np.ascontiguousarray(images.transpose(0, 3, 1, 2)), vectors, list(real.label_names), False, f"{model} samples")
+    return _labelled_set(images, labels, real, f"{model} samples")
 
 
 def score(recipe: ClassifierRecipe, train: ImageSet, test: ImageSet, generated: ImageSet | None) -> dict:
@@ -97,7 +93,7 @@ def probe_score(train: ImageSet, test: ImageSet, generated: ImageSet | None) -> 
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from medgen.evaluation.features import cached_features, default_cache_dir, get_feature_extractor
+    from medgen.evaluation.features import cached_features, default_cache_dir, extract_features, get_feature_extractor
 
     extractor = get_feature_extractor("inception")
     features = {name: cached_features(extractor, images.images, images.fingerprint(), default_cache_dir())
@@ -115,15 +111,9 @@ def probe_score(train: ImageSet, test: ImageSet, generated: ImageSet | None) -> 
         "real_test_per_label": real["per_label"], "real_test_auc": auc(probabilities, test),
     }
     if generated is not None:
-        found = agreement(probe.predict_proba(extract_generated(extractor, generated)), generated)
+        found = agreement(probe.predict_proba(extract_features(extractor, generated.images)), generated)
         row["generated_accuracy"], row["generated_per_label"] = found["accuracy"], found["per_label"]
     return row
-
-
-def extract_generated(extractor, generated: ImageSet) -> np.ndarray:
-    from medgen.evaluation.features import extract_features
-
-    return extract_features(extractor, generated.images)
 
 
 def main() -> None:
