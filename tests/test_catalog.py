@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from medgen.cli import main as cli
 from medgen.pipelines import load_pipeline
-from medgen.pipelines.catalog import MODEL_INFO_FILE, describe, ship
+from medgen.pipelines.catalog import MODEL_INFO_FILE, PRETRAINED_DIR, describe, ship
 from helpers import tiny_label_pipeline
 
 PIPELINE_SOURCE = Path(__file__).resolve().parent.parent / "medgen" / "pipelines" / "pipeline_label_conditioned.py"
@@ -113,3 +114,28 @@ def test_models_listing_fits_100_columns_shows_each_folder_and_explains_recall_z
     assert "from_pretrained(FOLDER, trust_remote_code=True)" in text
     # no footnote without a zero recall
     assert "* recall 0.00" not in format_table([_description("lung-ct", 0.25)])
+
+
+def test_a_shipped_folder_records_no_absolute_path_of_the_machine_it_was_shipped_on(run_dir, tmp_path, monkeypatch):
+    (run_dir / "training_config.yaml").write_text(
+        f"seed: 0\noutput_dir: {run_dir}\nmodel: {{pretrained_vae: {tmp_path / 'autoencoder'}, init_from: chest-xray}}\n"
+    )
+    workdir = tmp_path / "checkout"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    out = ship(run_dir.resolve(), "lung-ct", "lung CT", "IQ-OTH/NCCD train split", output=tmp_path / "shipped")
+    assert json.loads((out / MODEL_INFO_FILE).read_text())["trained_in"] == "../run"
+    for component in ("unet", "vae"):
+        assert json.loads((out / component / "config.json").read_text())["_name_or_path"] == f"../run/{component}"
+    config = yaml.safe_load((out / "training_config.yaml").read_text())
+    assert config == {"seed": 0, "output_dir": "../run", "model": {"pretrained_vae": "../autoencoder", "init_from": "chest-xray"}}
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in PRETRAINED_DIR.iterdir() if (path / MODEL_INFO_FILE).is_file()))
+def test_no_builtin_folder_ships_an_absolute_path(name):
+    folder = PRETRAINED_DIR / name
+    recorded = [json.loads((folder / MODEL_INFO_FILE).read_text()).get("trained_in", "")]
+    recorded += [json.loads(path.read_text()).get("_name_or_path", "") for path in folder.glob("*/config.json")]
+    config = yaml.safe_load((folder / "training_config.yaml").read_text())
+    recorded += [config.get("output_dir") or "", (config.get("model") or {}).get("pretrained_vae") or ""]
+    assert not [path for path in recorded if Path(path).is_absolute()]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 import shutil
 import tempfile
 import warnings
@@ -197,6 +198,9 @@ def ship(
         if text_encoder_from:
             reference = text_encoder_reference_of(pipeline, run_dir, text_encoder_from)
             card["extra"] = external_encoder_note(reference) + card.get("extra", "")
+        for component in pipeline.components.values():  # diffusers records each folder it loaded from
+            if hasattr(component, "register_to_config") and getattr(component.config, "_name_or_path", None):
+                component.register_to_config(_name_or_path=recorded_path(component.config._name_or_path))
         pipeline.save_pretrained(staging, model_card=card)
         if reference is not None:
             leave_out_text_encoder(staging, reference)
@@ -204,12 +208,14 @@ def ship(
         for file_name in CARRIED_FILES:
             if (run_dir / file_name).is_file():
                 shutil.copy2(run_dir / file_name, staging / file_name)
+        if (staging / "training_config.yaml").is_file():
+            record_config_paths(staging / "training_config.yaml")
         samples = sorted(run_dir.glob("samples/*.png"))
         if guidance_scale is not None:  # the run's grids show its own scale: redraw them at the shipped default
             draw_sample_grid(pipeline, run_dir, staging / "samples.png")
         elif samples:
             shutil.copy2(samples[-1], staging / "samples.png")
-        info = {"name": name, "modality": modality, "training_data": training_data, "trained_in": str(run_dir)}
+        info = {"name": name, "modality": modality, "training_data": training_data, "trained_in": recorded_path(run_dir)}
         (staging / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         if output.exists():
             shutil.rmtree(output)
@@ -218,6 +224,35 @@ def ship(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
+
+
+def recorded_path(path: str | Path) -> str:
+    """`path` as a shipped folder records it: relative to the working directory, so the package carries no
+    machine's absolute paths (a path on another drive is named by its last part)."""
+    path = Path(path)
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return Path(os.path.relpath(path)).as_posix()
+    except ValueError:
+        return path.name
+
+
+def record_config_paths(config_path: Path) -> None:
+    """Rewrites the absolute paths of a shipped copy of a run's training config (its output folder, the
+    autoencoder and the weights it started from) with `recorded_path`; every other value is left as written."""
+    import yaml
+
+    config = yaml.safe_load(config_path.read_text()) or {}
+    model = config.get("model") or {}
+    changed = False
+    for section, key in ((config, "output_dir"), (model, "pretrained_vae"), (model, "init_from")):
+        value = section.get(key)
+        if isinstance(value, str) and Path(value).is_absolute():
+            section[key] = recorded_path(value)
+            changed = True
+    if changed:
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def draw_sample_grid(pipeline: Any, run_dir: Path, path: Path) -> Path:
