@@ -169,7 +169,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
         ema.to(accelerator.device)
 
     # 3. Resume: model, optimizer, LR schedule and RNG from accelerate; EMA and the step from our state
-    global_step = 0
+    global_step, carried = 0, {}
     guard = DivergenceGuard(accelerator, "optim.learning_rate")
     if resume_from_checkpoint:
         if checkpoint is None:
@@ -178,6 +178,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
             state = checkpoints.read_state(checkpoint)
             accelerator.load_state(str(checkpoint))
             global_step, guard.last_checkpoint = state["step"], checkpoint
+            carried = state.get("progress") or {}  # the run's figures up to that step (older checkpoints: none)
             if ema is not None:
                 checkpoints.load_ema(ema, checkpoint)
                 ema.to(accelerator.device)
@@ -215,7 +216,15 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
     loss_sum, loss_count, images_seen, window_start = 0.0, 0, 0, time.perf_counter()
     grad_norm, step_lr = torch.tensor(0.0), current_learning_rate(optimizer)
     loop_start, start_step, last_loss = time.perf_counter(), global_step, float("nan")
-    peak_lr = 0.0 if global_step < config.max_train_steps else step_lr
+    peak_lr = max(carried.get("peak_learning_rate") or 0.0, 0.0 if global_step < config.max_train_steps else step_lr)
+
+    def progress_so_far() -> dict:
+        """What a checkpoint records of the run up to its step, so that a later export can still report it."""
+        return {
+            "training_seconds": (carried.get("training_seconds") or 0.0) + time.perf_counter() - loop_start,
+            "last_loss": last_loss if math.isfinite(last_loss) else carried.get("last_loss"),
+            "peak_learning_rate": peak_lr,
+        }
     try:
         for epoch in range(first_epoch, num_epochs):
             if global_step >= config.max_train_steps:
@@ -278,7 +287,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
                     accelerator.log(logs, step=global_step)
                     loss_sum, loss_count, images_seen, window_start = 0.0, 0, 0, time.perf_counter()
                 if global_step % config.checkpointing_steps == 0 or global_step == config.max_train_steps:
-                    guard.last_checkpoint = save_checkpoint(accelerator, config, global_step, ema, run_id)
+                    guard.last_checkpoint = save_checkpoint(accelerator, config, global_step, ema, run_id, progress_so_far())
                 sample_now = config.sample_every_steps and global_step % config.sample_every_steps == 0
                 if accelerator.is_main_process and sample_now:
                     sample(accelerator, task, unet, ema, noise_scheduler, config, global_step)
@@ -288,23 +297,28 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
                 break
     finally:
         progress.close()  # also when the run stops: the error is the last line printed
+    loop_seconds, steps_this_run = time.perf_counter() - loop_start, global_step - start_step
+    # the run's own figures over every process that trained it; an export at a checkpoint (nothing trained here)
+    # reports those the checkpoint recorded, None where it recorded none (a checkpoint older than these fields)
+    training_seconds = (carried.get("training_seconds") or 0.0) + (loop_seconds if steps_this_run else 0.0)
+    images_per_step = config.train_batch_size * config.gradient_accumulation_steps * accelerator.num_processes
     summary = {
         "run_id": run_id,
         "steps": global_step,
-        "steps_this_run": global_step - start_step,
-        "loop_seconds": time.perf_counter() - loop_start,
-        "final_loss": last_loss if math.isfinite(last_loss) else None,  # None: no step logged in this process
+        "steps_this_run": steps_this_run,
+        "loop_seconds": loop_seconds,
+        "training_seconds": training_seconds or None,
+        "final_loss": last_loss if math.isfinite(last_loss) else carried.get("last_loss"),
         "final_learning_rate": step_lr,
         "peak_learning_rate": peak_lr,
         "mixed_precision": config.mixed_precision,
+        # this process's rate; an export at a checkpoint: the rate of the processes that trained it
+        "images_per_second": (steps_this_run * images_per_step / max(loop_seconds, 1e-9) if steps_this_run
+                              else global_step * images_per_step / training_seconds if training_seconds else None),
     }
     if init is not None:  # a fine-tuning run: what it started from, and the steps of both together
         summary["init_from"] = init
         summary["total_steps"] = global_step + (init["steps"] or 0)
-    summary["images_per_second"] = (
-        summary["steps_this_run"] * config.train_batch_size * config.gradient_accumulation_steps
-        * accelerator.num_processes / max(summary["loop_seconds"], 1e-9)
-    ) if summary["steps_this_run"] else None  # None: exported at a checkpoint, nothing trained in this process
 
     # 5. Save the pipeline (EMA weights when trained with EMA)
     accelerator.wait_for_everyone()
@@ -386,9 +400,12 @@ def record_precision(config: TrainConfig) -> None:
         config.mixed_precision = "no"
 
 
-def save_checkpoint(accelerator: Accelerator, config: TrainConfig, step: int, ema, run_id: str | None = None) -> Path:
+def save_checkpoint(
+    accelerator: Accelerator, config: TrainConfig, step: int, ema, run_id: str | None = None, progress: dict | None = None
+) -> Path:
     """All processes write their accelerate state into a temporary folder; the main process then renames it.
-    Returns the checkpoint's folder (on every process)."""
+    `progress` (the run's training time, last logged loss and peak learning rate so far) goes into its state
+    file. Returns the checkpoint's folder (on every process)."""
     started = time.perf_counter()
     temporary = checkpoints.temporary_path(config.output_dir, step)
     if accelerator.is_main_process:
@@ -399,7 +416,7 @@ def save_checkpoint(accelerator: Accelerator, config: TrainConfig, step: int, em
         if ema is not None:
             checkpoints.save_ema(ema, temporary)
         save_config(config, temporary / "training_config.yaml")
-        final = checkpoints.finalize(temporary, step, run_id, max_train_steps=config.max_train_steps)
+        final = checkpoints.finalize(temporary, step, run_id, max_train_steps=config.max_train_steps, progress=progress)
         removed = checkpoints.prune(config.output_dir, config.checkpoints_total_limit, run_id)
         # said in a line of its own: saving can pause the progress bar for many seconds
         from tqdm.auto import tqdm

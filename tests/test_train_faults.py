@@ -4,6 +4,7 @@ a reused output folder, extending or re-running a finished run."""
 from __future__ import annotations
 
 import json
+import math
 import logging
 import re
 import shutil
@@ -262,9 +263,12 @@ def test_extending_a_run_rebuilds_the_schedule_over_the_new_total(finished_run, 
     summary = json.loads((output_dir / "training_summary.json").read_text())
     assert summary["final_learning_rate"] == pytest.approx(planned[3]) and planned[3] > 1e-5
     assert summary["run_id"] == run_id and summary["steps"] == 4
-    assert checkpoints.read_state(output_dir / "checkpoints" / "checkpoint-4") == {
-        "step": 4, "run_id": run_id, "max_train_steps": 4,
-    }
+    state = checkpoints.read_state(output_dir / "checkpoints" / "checkpoint-4")
+    assert {key: state[key] for key in ("step", "run_id", "max_train_steps")} == {"step": 4, "run_id": run_id, "max_train_steps": 4}
+    # the run's training time adds up over the processes that trained it
+    before = checkpoints.read_state(output_dir / "checkpoints" / "checkpoint-3")["progress"]["training_seconds"]
+    assert state["progress"]["training_seconds"] > before
+    assert summary["training_seconds"] == pytest.approx(before + summary["loop_seconds"])
 
 
 def test_resuming_a_finished_run_says_so_and_changes_nothing(finished_run, pneumoniamnist_npz, tmp_path, capsys):
@@ -309,7 +313,12 @@ def test_a_longer_run_stopped_early_exports_the_pipeline_of_a_checkpoint(
     assert "Saving its pipeline" in capsys.readouterr().out
     summary = json.loads((output_dir / "training_summary.json").read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN
     assert summary["steps"] == 2 and summary["steps_this_run"] == 0
-    assert summary["final_loss"] is None and summary["images_per_second"] is None  # nothing trained by the export
+    # nothing trained by the export: the figures are those the checkpoint recorded of the process that trained it
+    recorded = checkpoints.read_state(checkpoint_2)["progress"]
+    assert recorded["training_seconds"] > 0 and math.isfinite(recorded["last_loss"])
+    assert summary["final_loss"] == recorded["last_loss"] and summary["training_seconds"] == recorded["training_seconds"]
+    batch = load_config(TINY, overrides(pneumoniamnist_npz, output_dir, steps=2)).train_batch_size
+    assert summary["images_per_second"] == pytest.approx(2 * batch / recorded["training_seconds"])
     assert (output_dir / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() != step_3_unet
     assert yaml.safe_load((output_dir / "training_config.yaml").read_text())["max_train_steps"] == 2
 
@@ -317,3 +326,17 @@ def test_a_longer_run_stopped_early_exports_the_pipeline_of_a_checkpoint(
     main(load_config(TINY, overrides(pneumoniamnist_npz, output_dir, steps=2)), resume_from_checkpoint=str(checkpoint_2))
     assert "already finished at step 2" in capsys.readouterr().out
     assert (output_dir / "model_index.json").stat().st_mtime_ns == step_2_index
+
+
+def test_an_export_at_a_checkpoint_that_recorded_no_figures_says_none(finished_run, pneumoniamnist_npz, tmp_path):
+    """A checkpoint written before runs recorded their progress: the export's summary says `null`, not 0 or NaN."""
+    output_dir = copy_run(finished_run, tmp_path)
+    checkpoint_2 = output_dir / "checkpoints" / "checkpoint-2"
+    state = checkpoints.read_state(checkpoint_2)
+    del state["progress"]
+    (checkpoint_2 / checkpoints.STATE_FILE).write_text(json.dumps(state))
+
+    main(load_config(TINY, overrides(pneumoniamnist_npz, output_dir, steps=2)), resume_from_checkpoint=str(checkpoint_2))
+    summary = json.loads((output_dir / "training_summary.json").read_text(), parse_constant=pytest.fail)
+    assert summary["steps"] == 2 and summary["steps_this_run"] == 0
+    assert summary["final_loss"] is None and summary["training_seconds"] is None and summary["images_per_second"] is None
