@@ -350,3 +350,29 @@ def test_result_is_stored_with_the_pipeline_and_in_its_model_card(tiny_data, tmp
     before = (pipe / "downstream.json").read_text()
     assert cli.main([*argv, "--quick"]) == 0 and cli.main([*argv, "--no-store", "--seed", "4"]) == 0
     assert (pipe / "downstream.json").read_text() == before
+
+
+def test_runs_at_other_fractions_add_to_the_stored_result_of_the_same_experiment(tiny_data, tmp_path, capsys):
+    import shutil
+
+    pipe = tmp_path / "pipe"
+    shutil.copytree(tiny_data / "pipe", pipe)
+    argv = [
+        "downstream", "--pipeline", str(pipe), "--data", str(tiny_data / "pneumoniamnist.npz"), "--seeds", "2",
+        "--num-inference-steps", "2", "--max-real", "16", "--classifier-steps", "3",
+    ]
+    assert cli.main([*argv, "--output", str(tmp_path / "a"), "--real-fraction", "1.0"]) == 0
+    first = json.loads((pipe / "downstream.json").read_text())["results"]
+    capsys.readouterr()
+    assert cli.main([*argv, "--output", str(tmp_path / "b"), "--real-fraction", "0.5"]) == 0
+    assert "kept the stored fractions 1 of the same experiment" in capsys.readouterr().err
+    summary = json.loads((pipe / "downstream.json").read_text())
+    assert [result["real_fraction"] for result in summary["results"]] == summary["real_fractions"] == [0.5, 1.0]
+    assert summary["results"][1] == first[0]  # the earlier fraction kept as it was measured
+    assert summary["table_markdown"].count("**synthetic - duplicated**") == 2
+    card = (pipe / "README.md").read_text()
+    assert "- 0.5 of the real training images" in card and "- 1 of the real training images" in card
+
+    # another experiment (here another seed) replaces the stored result instead of mixing with it
+    assert cli.main([*argv, "--output", str(tmp_path / "c"), "--real-fraction", "0.5", "--seed", "5"]) == 0
+    assert [result["real_fraction"] for result in json.loads((pipe / "downstream.json").read_text())["results"]] == [0.5]

@@ -110,6 +110,8 @@ def stored_summary(report: dict[str, Any], folder: str | Path, kind: StoredResul
         "rare_label": report.get("rare_label"),
         "recipe": report["recipe"],
         **{key: report.get(key, default) for key, default in kind.report_fields},
+        "interval_method": report.get("interval_method"),
+        "warnings": report.get("warnings", []),
         "results": results,
         "table_markdown": summary_table(report, kind.metrics),
     }
@@ -141,16 +143,58 @@ def card_section(summary: dict[str, Any], kind: StoredResult = CLASSIFICATION) -
     return "\n".join([kind.start, *lines, kind.end])
 
 
+# what makes two stored runs one experiment: the same weights, data, arms, seeds and classifier
+SAME_EXPERIMENT_KEYS = (
+    "format", "task", "weights_sha256", "data", "split", "test_split", "n_real_train", "n_real_test", "label_names",
+    "seeds", "seed", "synthetic_ratio", "rare_label", "recipe", "quick",
+)
+
+
+def merge_with_stored(summary: dict[str, Any], path: Path) -> list[float]:
+    """Adds to `summary` the results an earlier run of the same experiment stored at `path` for real fractions
+    this run did not measure (a run at 0.05, then one at 0.2, store both); returns those fractions. A stored
+    result of other weights or settings is not merged: the new one replaces it."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if any(stored.get(key) != summary.get(key) for key in SAME_EXPERIMENT_KEYS):
+        return []
+    measured = {result["real_fraction"] for result in summary["results"]}
+    kept = [result for result in stored.get("results", []) if result["real_fraction"] not in measured]
+    if not kept:
+        return []
+    summary["results"] = sorted([*summary["results"], *kept], key=lambda result: result["real_fraction"])
+    summary["real_fractions"] = [result["real_fraction"] for result in summary["results"]]
+    summary["warnings"] = list(dict.fromkeys([*stored.get("warnings", []), *summary["warnings"]]))
+    return [result["real_fraction"] for result in kept]
+
+
+def report_view(summary: dict[str, Any]) -> dict[str, Any]:
+    """The stored summary in the shape of a `medgen downstream` report, for its table and plot."""
+    results = [
+        {**result, "arms": {arm: {**values, "n_train": {"mean": values["n_train"]}} for arm, values in result["arms"].items()}}
+        for result in summary["results"]
+    ]
+    return {"results": results, "interval_method": summary.get("interval_method"), "warnings": summary.get("warnings", [])}
+
+
 def store_downstream(folder: str | Path, report: dict[str, Any], kind: StoredResult = CLASSIFICATION) -> Path:
-    """Writes the summary JSON and the plot into `folder` (atomically) and the card's section; returns the JSON path."""
+    """Writes the summary JSON and the plot into `folder` (atomically) and the card's section; returns the JSON path.
+    Fractions an earlier run of the same experiment stored, and this one did not measure, are kept beside it."""
     from medgen.files import atomic_write
     from medgen.pipelines.model_card import replace_card_section
 
     folder = Path(folder)
     summary = stored_summary(report, folder, kind)
     path = folder / kind.file
+    if merge_with_stored(summary, path):
+        view = report_view(summary)
+        summary["table_markdown"] = summary_table(view, kind.metrics)
+    else:
+        view = report
     with atomic_write(folder / kind.plot_file, "w") as file:
-        file.write(auroc_plot_svg(report, metric=kind.metrics[0][0], axis_label=kind.axis_label) + "\n")
+        file.write(auroc_plot_svg(view, metric=kind.metrics[0][0], axis_label=kind.axis_label) + "\n")
     with atomic_write(path, "w") as file:
         json.dump(summary, file, indent=2)
         file.write("\n")
@@ -171,4 +215,7 @@ def store_in_pipeline_folder(pipeline: str, report: dict[str, Any], kind: Stored
     except OutputError as error:
         return f"note: result not stored in the pipeline folder ({error}); the report above is complete"
     task = f"{kind.task} " if kind.task else ""
-    return f"{task}downstream result stored: {path} (and the {task}Downstream section of {Path(folder) / 'README.md'})"
+    measured = {result["real_fraction"] for result in report["results"]}
+    kept = [fraction for fraction in json.loads(path.read_text())["real_fractions"] if fraction not in measured]
+    also = f"; kept the stored fractions {', '.join(f'{f:g}' for f in kept)} of the same experiment" if kept else ""
+    return f"{task}downstream result stored: {path} (and the {task}Downstream section of {Path(folder) / 'README.md'}){also}"
