@@ -139,3 +139,17 @@ def test_no_builtin_folder_ships_an_absolute_path(name):
     config = yaml.safe_load((folder / "training_config.yaml").read_text())
     recorded += [config.get("output_dir") or "", (config.get("model") or {}).get("pretrained_vae") or ""]
     assert not [path for path in recorded if Path(path).is_absolute()]
+
+
+def test_a_shipped_text_pipeline_names_its_encoder_without_an_absolute_path(tmp_path, monkeypatch):
+    from helpers import tiny_text_pipeline
+
+    run = tmp_path / "text_run"
+    tiny_text_pipeline().save_pretrained(run)
+    (run / "training_config.yaml").write_text("seed: 0\n")
+    workdir = tmp_path / "checkout"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    out = ship(run.resolve(), "notes", "chest X-ray", "notes", output=tmp_path / "shipped")
+    card = (out / "README.md").read_text()
+    assert "free text through `../text_run/text_encoder`" in card and str(tmp_path) not in card

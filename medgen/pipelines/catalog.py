@@ -198,9 +198,14 @@ def ship(
         if text_encoder_from:
             reference = text_encoder_reference_of(pipeline, run_dir, text_encoder_from)
             card["extra"] = external_encoder_note(reference) + card.get("extra", "")
-        for component in pipeline.components.values():  # diffusers records each folder it loaded from
-            if hasattr(component, "register_to_config") and getattr(component.config, "_name_or_path", None):
-                component.register_to_config(_name_or_path=recorded_path(component.config._name_or_path))
+        for component in pipeline.components.values():  # diffusers and transformers record the folder they loaded
+            source = getattr(getattr(component, "config", None), "_name_or_path", None)
+            if not source:
+                continue
+            if hasattr(component, "register_to_config"):
+                component.register_to_config(_name_or_path=recorded_path(source))
+            else:  # a transformers model (the text encoder): its card line names it
+                component.config._name_or_path = recorded_path(source)
         pipeline.save_pretrained(staging, model_card=card)
         if reference is not None:
             leave_out_text_encoder(staging, reference)
