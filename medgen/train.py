@@ -218,10 +218,11 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
     loop_start, start_step, last_loss = time.perf_counter(), global_step, float("nan")
     peak_lr = max(carried.get("peak_learning_rate") or 0.0, 0.0 if global_step < config.max_train_steps else step_lr)
 
-    def progress_so_far() -> dict:
-        """What a checkpoint records of the run up to its step, so that a later export can still report it."""
+    def progress_so_far(loop_seconds: float) -> dict:
+        """What a checkpoint records of the run up to its step (`loop_seconds` into this process's loop), so that
+        a later export can still report it."""
         return {
-            "training_seconds": (carried.get("training_seconds") or 0.0) + time.perf_counter() - loop_start,
+            "training_seconds": (carried.get("training_seconds") or 0.0) + loop_seconds,
             "last_loss": last_loss if math.isfinite(last_loss) else carried.get("last_loss"),
             "peak_learning_rate": peak_lr,
         }
@@ -287,7 +288,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
                     accelerator.log(logs, step=global_step)
                     loss_sum, loss_count, images_seen, window_start = 0.0, 0, 0, time.perf_counter()
                 if global_step % config.checkpointing_steps == 0 or global_step == config.max_train_steps:
-                    guard.last_checkpoint = save_checkpoint(accelerator, config, global_step, ema, run_id, progress_so_far())
+                    guard.last_checkpoint = save_checkpoint(accelerator, config, global_step, ema, run_id, progress_so_far(time.perf_counter() - loop_start))
                 sample_now = config.sample_every_steps and global_step % config.sample_every_steps == 0
                 if accelerator.is_main_process and sample_now:
                     sample(accelerator, task, unet, ema, noise_scheduler, config, global_step)
@@ -300,15 +301,16 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
     loop_seconds, steps_this_run = time.perf_counter() - loop_start, global_step - start_step
     # the run's own figures over every process that trained it; an export at a checkpoint (nothing trained here)
     # reports those the checkpoint recorded, None where it recorded none (a checkpoint older than these fields)
-    training_seconds = (carried.get("training_seconds") or 0.0) + (loop_seconds if steps_this_run else 0.0)
+    so_far = progress_so_far(loop_seconds) if steps_this_run else carried
+    training_seconds = so_far.get("training_seconds")
     images_per_step = config.train_batch_size * config.gradient_accumulation_steps * accelerator.num_processes
     summary = {
         "run_id": run_id,
         "steps": global_step,
         "steps_this_run": steps_this_run,
         "loop_seconds": loop_seconds,
-        "training_seconds": training_seconds or None,
-        "final_loss": last_loss if math.isfinite(last_loss) else carried.get("last_loss"),
+        "training_seconds": training_seconds,
+        "final_loss": so_far.get("last_loss"),
         "final_learning_rate": step_lr,
         "peak_learning_rate": peak_lr,
         "mixed_precision": config.mixed_precision,

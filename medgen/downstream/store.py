@@ -179,16 +179,20 @@ def report_view(summary: dict[str, Any]) -> dict[str, Any]:
     return {"results": results, "interval_method": summary.get("interval_method"), "warnings": summary.get("warnings", [])}
 
 
-def store_downstream(folder: str | Path, report: dict[str, Any], kind: StoredResult = CLASSIFICATION) -> Path:
-    """Writes the summary JSON and the plot into `folder` (atomically) and the card's section; returns the JSON path.
-    Fractions an earlier run of the same experiment stored, and this one did not measure, are kept beside it."""
+def store_downstream(
+    folder: str | Path, report: dict[str, Any], kind: StoredResult = CLASSIFICATION
+) -> tuple[Path, list[float]]:
+    """Writes the summary JSON and the plot into `folder` (atomically) and the card's section. Fractions an earlier
+    run of the same experiment stored, and this one did not measure, are kept beside it. Returns the JSON path and
+    those kept fractions."""
     from medgen.files import atomic_write
     from medgen.pipelines.model_card import replace_card_section
 
     folder = Path(folder)
     summary = stored_summary(report, folder, kind)
     path = folder / kind.file
-    if merge_with_stored(summary, path):
+    kept = merge_with_stored(summary, path)
+    if kept:
         view = report_view(summary)
         summary["table_markdown"] = summary_table(view, kind.metrics)
     else:
@@ -199,7 +203,7 @@ def store_downstream(folder: str | Path, report: dict[str, Any], kind: StoredRes
         json.dump(summary, file, indent=2)
         file.write("\n")
     replace_card_section(folder, kind.start, kind.end, card_section(summary, kind))
-    return path
+    return path, kept
 
 
 def store_in_pipeline_folder(pipeline: str, report: dict[str, Any], kind: StoredResult = CLASSIFICATION) -> str:
@@ -211,11 +215,9 @@ def store_in_pipeline_folder(pipeline: str, report: dict[str, Any], kind: Stored
     if folder is None:
         return f"note: result not stored in the pipeline folder: {problem}; the report above is complete"
     try:
-        path = store_downstream(folder, report, kind)
+        path, kept = store_downstream(folder, report, kind)
     except OutputError as error:
         return f"note: result not stored in the pipeline folder ({error}); the report above is complete"
     task = f"{kind.task} " if kind.task else ""
-    measured = {result["real_fraction"] for result in report["results"]}
-    kept = [fraction for fraction in json.loads(path.read_text())["real_fractions"] if fraction not in measured]
     also = f"; kept the stored fractions {', '.join(f'{f:g}' for f in kept)} of the same experiment" if kept else ""
     return f"{task}downstream result stored: {path} (and the {task}Downstream section of {Path(folder) / 'README.md'}){also}"
