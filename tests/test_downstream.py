@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -335,6 +336,9 @@ def test_result_is_stored_with_the_pipeline_and_in_its_model_card(tiny_data, tmp
     summary = json.loads((pipe / "downstream.json").read_text())
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert summary["weights_sha256"] == weights_sha256(pipe)
+    # the folder may be shipped: it names the data relative to the working directory, the report as given
+    assert report["data"] == str(tiny_data / "pneumoniamnist.npz") and not Path(summary["data"]).is_absolute()
+    assert Path(summary["data"]).resolve() == (tiny_data / "pneumoniamnist.npz").resolve()
     assert [r["real_fraction"] for r in summary["results"]] == [0.5, 1.0]
     first = report["results"][0]
     assert summary["results"][0]["arms"]["real"]["auroc"]["mean"] == first["arms"]["real"]["auroc"]["mean"]

@@ -72,6 +72,19 @@ def _mean_ci(summary: dict) -> dict:
     return {"mean": summary.get("mean"), "ci95": summary.get("ci95"), "n": summary.get("n")}
 
 
+def _recorded_data(data: str | None) -> str | None:
+    """The report's data source as a stored summary records it: a path relative to the working directory (the
+    folder may be shipped; see `catalog.recorded_path`), also inside "CONFIG (data section)"."""
+    from medgen.pipelines.catalog import recorded_path
+
+    if not data:
+        return data
+    suffix = " (data section)"
+    if data.endswith(suffix):
+        return recorded_path(data[: -len(suffix)]) + suffix
+    return recorded_path(data)
+
+
 def stored_summary(report: dict[str, Any], folder: str | Path, kind: StoredResult = CLASSIFICATION) -> dict[str, Any]:
     """The parts of a `medgen downstream` report a model card needs: per fraction and arm, each metric (mean,
     95% CI), and the synthetic-minus-duplicated difference with its verdict."""
@@ -97,7 +110,7 @@ def stored_summary(report: dict[str, Any], folder: str | Path, kind: StoredResul
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "medgen_version": __version__,
         "weights_sha256": weights_sha256(folder),
-        "data": report.get("data"),
+        "data": _recorded_data(report.get("data")),
         "split": report.get("split"),
         "test_split": report.get("test_split"),
         "n_real_train": report["n_real_train"],
