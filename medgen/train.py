@@ -179,6 +179,8 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
             accelerator.load_state(str(checkpoint))
             global_step, guard.last_checkpoint = state["step"], checkpoint
             carried = state.get("progress") or {}  # the run's figures up to that step (older checkpoints: none)
+            # the weights the run started from, as they were then (the folder may have been re-shipped since)
+            init = carried.get("init_from", init)
             if ema is not None:
                 checkpoints.load_ema(ema, checkpoint)
                 ema.to(accelerator.device)
@@ -225,6 +227,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
             "training_seconds": (carried.get("training_seconds") or 0.0) + loop_seconds,
             "last_loss": last_loss if math.isfinite(last_loss) else carried.get("last_loss"),
             "peak_learning_rate": peak_lr,
+            **({"init_from": init} if init is not None else {}),
         }
     try:
         for epoch in range(first_epoch, num_epochs):

@@ -53,6 +53,26 @@ def test_a_run_starts_from_the_pipelines_weights_and_fine_tunes_them(trained, pn
     assert images.shape == (2, 16, 16, 1)
 
 
+def test_a_resumed_fine_tune_reports_the_weights_it_started_from_not_the_folder_as_it_is_now(
+    trained, pneumoniamnist_npz, tmp_path
+):
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(trained, base)
+    started_from = hashlib.sha256((base / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
+    overrides = [f"model.init_from={base}", "checkpointing_steps=1"]
+    main(load_config(TINY, tiny_overrides(pneumoniamnist_npz, tmp_path / "tune", steps=2) + overrides))
+    # the starting folder is replaced by the fine-tuned model (a built-in re-shipped), then the run is extended
+    shutil.copy(tmp_path / "tune" / "unet" / "diffusion_pytorch_model.safetensors", base / "unet")
+    shutil.copy(tmp_path / "tune" / "training_summary.json", base)
+    main(load_config(TINY, tiny_overrides(pneumoniamnist_npz, tmp_path / "tune", steps=3) + overrides),
+         resume_from_checkpoint="latest")
+    summary = json.loads((tmp_path / "tune" / "training_summary.json").read_text())
+    assert summary["init_from"]["unet_sha256"] == started_from
+    assert (summary["steps"], summary["init_from"]["steps"], summary["total_steps"]) == (3, 4, 7)
+
+
 def test_other_labels_or_another_unet_are_refused_before_training(trained, pneumoniamnist_npz, tmp_path):
     base = tiny_overrides(pneumoniamnist_npz, tmp_path / "run", steps=2) + [f"model.init_from={trained}"]
     with pytest.raises(ValueError, match=r"trained on labels \['normal', 'pneumonia'\].*\['pneumonia', 'normal'\]"):
