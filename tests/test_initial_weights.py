@@ -46,7 +46,7 @@ def test_a_run_starts_from_the_pipelines_weights_and_fine_tunes_them(trained, pn
     weights = (trained / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert summary["init_from"]["unet_sha256"] == hashlib.sha256(weights).hexdigest()
     assert (summary["steps"], summary["init_from"]["steps"], summary["total_steps"]) == (2, 4, 6)
-    assert f"| Optimisation steps | 6 in all (batch 16 x 1 accumulation): 4 of `{trained}`, then 2 fine-tuning" in (
+    assert f"| Optimisation steps | 6 in all: 4 of `{trained}`, then 2 fine-tuning from its weights (batch 16 x 1 accumulation)" in (
         tmp_path / "second" / "README.md"
     ).read_text()
     images = load_pipeline(tmp_path / "second")(labels=LABELS, num_inference_steps=2, output_type="np").images

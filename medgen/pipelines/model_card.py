@@ -86,13 +86,14 @@ def hub_pipeline_tag(pipeline: Any) -> str | None:
 
 
 def steps_line(steps: int, record: dict | None, batch: str) -> str:
-    """The model card's "Optimisation steps" value: `steps (batch)`, and for a fine-tuned model where it started."""
+    """The model card's "Optimisation steps" value: `steps (batch)`, and for a fine-tuned model where it started
+    (the batch is this run's: the model it started from may have trained at another)."""
     if not record:
         return f"{steps} ({batch})"
     before = record.get("steps")
     if before is None:
         return f"{steps} ({batch}), fine-tuning `{record['init_from']}` (its steps not recorded)"
-    return f"{steps + before} in all ({batch}): {before} of `{record['init_from']}`, then {steps} fine-tuning from its weights"
+    return f"{steps + before} in all: {before} of `{record['init_from']}`, then {steps} fine-tuning from its weights ({batch})"
 
 
 def write_model_card(folder: str | Path, pipeline: Any, info: dict[str, Any]) -> Path:
