@@ -131,11 +131,12 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
     train_set = data.dataset
     if task.vae is not None:
         # latent diffusion: encode the training set once (cached) instead of at every step
-        from medgen.training.latents import LatentDataset, cached_posteriors
+        from medgen.training.latents import LatentDataset, training_posteriors
 
         task.to(accelerator.device)
         train_set = LatentDataset(
-            data.dataset, cached_posteriors(task.vae, config.model.pretrained_vae, data, accelerator)
+            data.dataset,
+            training_posteriors(task.vae, config.model.pretrained_vae, data, accelerator, config.data.hflip),
         )
     if config.class_balance > 0:
         from medgen.training.balance import balanced_indices
@@ -245,6 +246,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
                     generator = torch.Generator(device=accelerator.device).manual_seed(step_seed)
                     torch.manual_seed(step_seed)  # dropout (UNet, fine-tuned encoder layers) draws from the global RNG
                     micro_step += 1
+                    batch = task.augment(batch, generator)
                     clean = task.model_input(batch, generator=generator)
                     noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
                     timesteps = objective.sample_timesteps(clean.shape[0], clean.device, generator)

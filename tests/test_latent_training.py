@@ -155,3 +155,65 @@ def test_latents_are_encoded_once_and_reused_by_the_next_run(pneumoniamnist_npz,
     tiny_vae(seed=1).save_pretrained(vae_folder)  # another autoencoder: other latents
     run("third")
     assert len(calls) == 2 and len(list((tmp_path / "cache" / "medgen-latents").glob("*.safetensors"))) == 2
+
+
+def test_hflip_mirrors_each_drawn_row_with_its_mask_and_its_mirror_images_latent():
+    from medgen.training.latents import LATENT_MEAN, LATENT_MEAN_MIRRORED, LATENT_STD, LATENT_STD_MIRRORED
+    from medgen.training.tasks import build_task
+
+    config = load_config(TINY, ["data.hflip=true", "model.block_out_channels=[8, 16]", "model.norm_num_groups=8"])
+    task = build_task(config, ["a", "b"], multi_label=False)
+    rows = 64
+    mean, std = torch.randn(rows, 4, 4, 4), torch.rand(rows, 4, 4, 4)
+    mirrored_mean, mirrored_std = torch.randn(rows, 4, 4, 4), torch.rand(rows, 4, 4, 4)
+    mask = torch.arange(rows * 16, dtype=torch.uint8).reshape(rows, 1, 4, 4) % 3
+    batch = {LATENT_MEAN: mean, LATENT_STD: std, LATENT_MEAN_MIRRORED: mirrored_mean, LATENT_STD_MIRRORED: mirrored_std,
+             "mask": mask, "labels": torch.zeros(rows, 2)}
+    out = task.augment(batch, torch.Generator().manual_seed(0))
+    took_mirror = torch.tensor([torch.equal(out[LATENT_MEAN][row], mirrored_mean[row]) for row in range(rows)])
+    assert 10 < int(took_mirror.sum()) < rows - 10  # about half of the rows, drawn per row
+    for row in range(rows):  # a row takes its mirror image's mean and std together, and its mask mirrored with it
+        source_mean, source_std = (mirrored_mean, mirrored_std) if took_mirror[row] else (mean, std)
+        assert torch.equal(out[LATENT_MEAN][row], source_mean[row]) and torch.equal(out[LATENT_STD][row], source_std[row])
+        assert torch.equal(out["mask"][row], mask[row].flip(-1) if took_mirror[row] else mask[row])
+    assert LATENT_MEAN_MIRRORED not in out and torch.equal(batch[LATENT_MEAN], mean)  # the loader's batch is left as it was
+    again = task.augment(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(again[LATENT_MEAN], out[LATENT_MEAN])  # drawn from the step's generator: a resumed run replays it
+
+    pixels = torch.randn(rows, 1, 8, 8)
+    flipped = task.augment({"pixel_values": pixels}, torch.Generator().manual_seed(0))["pixel_values"]
+    for row in range(rows):
+        assert torch.equal(flipped[row], pixels[row].flip(-1) if took_mirror[row] else pixels[row])
+    with pytest.raises(ValueError, match="mirrored images' posteriors"):
+        task.augment({LATENT_MEAN: mean, LATENT_STD: std}, torch.Generator().manual_seed(0))
+
+    plain = build_task(load_config(TINY, ["model.block_out_channels=[8, 16]", "model.norm_num_groups=8"]), ["a", "b"], False)
+    assert plain.augment(batch, torch.Generator().manual_seed(0)) is batch  # hflip off (the default): untouched
+
+
+def test_hflip_latent_training_encodes_the_mirrored_images_once_beside_the_plain_ones(pneumoniamnist_npz, tmp_path):
+    from helpers import tiny_vae
+    from safetensors.torch import load_file
+
+    from medgen.train import main
+    from medgen.training.latents import LATENT_MEAN, latent_cache_path
+
+    vae_folder = tmp_path / "vae"
+    vae = tiny_vae()
+    vae.save_pretrained(vae_folder)
+    overrides = [
+        f"data.path={pneumoniamnist_npz}", "data.max_samples=16", "data.resolution=16", "data.hflip=true",
+        f"data.cache_dir={tmp_path / 'cache'}", f"model.pretrained_vae={vae_folder}", "model.block_out_channels=[8, 16]",
+        "model.norm_num_groups=8", f"output_dir={tmp_path / 'run'}", "max_train_steps=2", "train_batch_size=8",
+        "checkpointing_steps=2", "report_to=none",
+    ]
+    main(load_config(TINY, overrides))
+    assert (tmp_path / "run" / "model_index.json").is_file()
+    data = build_dataset(load_config(TINY, overrides).data)
+    plain = load_file(latent_cache_path(data.fingerprint, vae_folder, tmp_path / "cache"))
+    mirrored = load_file(latent_cache_path(data.fingerprint, vae_folder, tmp_path / "cache", mirrored=True))
+    pixels = torch.as_tensor(data.dataset[:16]["pixel_values"])
+    with torch.no_grad():
+        expected = vae.encode(pixels.flip(-1)).latent_dist.mean
+        assert torch.allclose(mirrored[LATENT_MEAN], expected, atol=1e-5)  # the mirror image encoded, not the latent mirrored
+        assert not torch.allclose(mirrored[LATENT_MEAN], plain[LATENT_MEAN].flip(-1), atol=1e-3)

@@ -110,14 +110,17 @@ def test_preview_of_checkpoints_while_training(pairs, tmp_path):
     assert masks.size == (TITLE_WIDTH + 2 * 8, 2 * 8)
 
 
-def test_resume_replays_mask_dropout_exactly(pairs, tmp_path):
+@pytest.mark.parametrize("hflip", [False, True], ids=["plain", "hflip"])
+def test_resume_replays_mask_dropout_exactly(pairs, tmp_path, hflip):
+    """With `data.hflip` too: the mirroring of image and mask is drawn from the step's seed, so it replays."""
     from safetensors.torch import load_file
 
-    straight = main(load_config(TINY, _overrides(pairs, tmp_path / "straight", "mask", steps=4)))
+    extra = [f"data.hflip={str(hflip).lower()}"]
+    straight = main(load_config(TINY, _overrides(pairs, tmp_path / "straight", "mask", steps=4) + extra))
     interrupted = tmp_path / "resumed"
-    main(load_config(TINY, _overrides(pairs, interrupted, "mask", steps=2)))
+    main(load_config(TINY, _overrides(pairs, interrupted, "mask", steps=2) + extra))
     resumed = main(
-        load_config(TINY, _overrides(pairs, interrupted, "mask", steps=4)), resume_from_checkpoint="latest"
+        load_config(TINY, _overrides(pairs, interrupted, "mask", steps=4) + extra), resume_from_checkpoint="latest"
     )
     first = load_file(Path(straight) / "unet" / "diffusion_pytorch_model.safetensors")
     second = load_file(Path(resumed) / "unet" / "diffusion_pytorch_model.safetensors")

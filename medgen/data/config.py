@@ -91,8 +91,10 @@ class DataConfig:
             0-65535 for 16-bit, the window for windowed DICOM; keeps brightness differences
             between images).
         clahe: apply CLAHE (`skimage.exposure.equalize_adapthist`) after scaling.
-        hflip: random horizontal flips in training. Off by default: a flipped chest X-ray
-            has the heart on the right (dextrocardia), an anatomically wrong image.
+        hflip: random horizontal flips in training (each drawn image with probability 1/2, its
+            mask with it; a latent model reads the mirror image's own cached latent). Off by
+            default: a flipped chest X-ray has the heart on the right (dextrocardia), an
+            anatomically wrong image.
         window: DICOM `(center, width)` window overriding the file's VOI LUT/window.
         bad_files: `"skip"` (record in `.skipped`, warn once at the end) or `"error"`.
         cache_dir: where `datasets` caches the preprocessed images (default: its own). The

@@ -7,8 +7,9 @@ CLAHE -> [-1, 1]. Each step is a separate function so that it can be tested and 
 The cache stores the final [0, 1] image quantized to integers (`quantize`: uint8, or
 uint16 for sources with more than 8 bits per sample), and `ModelRangeTransform` maps
 stored pixels to [-1, 1] when batches are read, so the cache is independent of it.
-Augmentation is separate (`random_augment`, on torch batches, called by the training
-loop) for the same reason.
+Augmentation is separate (`random_augment`, on torch batches) for the same reason; the diffusion
+training loop applies `data.hflip` in `DiffusionTask.augment`, where a latent row takes its mirror image's
+cached latent.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The base of every training task: what the training loop asks of a model kind.
 
 `train.py` runs the same loop for every kind; a task supplies the differences:
-`model_input(batch)` (pixels, or scaled VAE latents), `condition_kwargs(batch, drop_mask)` (the
+`augment(batch)` (`data.hflip`), `model_input(batch)` (pixels, or scaled VAE latents), `condition_kwargs(batch, drop_mask)` (the
 UNet's extra arguments; rows in `drop_mask` get the null condition for classifier-free guidance),
 `build_pipeline(unet, scheduler)`, and `sample_requests()` (what the sample grids show).
 The kinds themselves live in `tasks.py` (label, unconditional) and `text_task.py`; both import this
@@ -74,6 +74,34 @@ class DiffusionTask:
     def to(self, device: torch.device) -> None:
         if self.vae is not None:
             self.vae.to(device)
+
+    def augment(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:
+        """`data.hflip`: each row mirrored left-right with probability 1/2, its mask with it. A latent row
+        mirrored takes its mirror image's cached posterior (`medgen.training.latents`), not a mirrored latent."""
+        if not self.config.data.hflip:
+            return batch
+        from medgen.training.latents import LATENT_MEAN, LATENT_MEAN_MIRRORED, LATENT_STD, LATENT_STD_MIRRORED
+
+        batch = dict(batch)
+        reference = batch[LATENT_MEAN] if LATENT_MEAN in batch else batch["pixel_values"]
+        draw_on = generator.device if generator is not None else reference.device
+        flip = (torch.rand(reference.shape[0], generator=generator, device=draw_on) < 0.5).to(reference.device)
+
+        def choose(plain: torch.Tensor, mirrored: torch.Tensor) -> torch.Tensor:
+            return torch.where(flip.view(-1, *[1] * (plain.ndim - 1)), mirrored, plain)
+
+        if LATENT_MEAN in batch:
+            if LATENT_MEAN_MIRRORED not in batch:
+                raise ValueError("data.hflip on a latent training set needs its mirrored images' posteriors "
+                                 "(medgen.training.latents.training_posteriors with hflip=True)")
+            batch[LATENT_MEAN] = choose(batch[LATENT_MEAN], batch.pop(LATENT_MEAN_MIRRORED))
+            batch[LATENT_STD] = choose(batch[LATENT_STD], batch.pop(LATENT_STD_MIRRORED))
+        else:
+            batch["pixel_values"] = choose(batch["pixel_values"], batch["pixel_values"].flip(-1))
+        if "mask" in batch:
+            masks = batch["mask"].to(flip.device)
+            batch["mask"] = choose(masks, masks.flip(-1))
+        return batch
 
     @torch.no_grad()
     def model_input(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
