@@ -1,8 +1,9 @@
 """The base of every training task: what the training loop asks of a model kind.
 
 `train.py` runs the same loop for every kind; a task supplies the differences:
-`augment(batch)` (`data.hflip`), `model_input(batch)` (pixels, or scaled VAE latents), `condition_kwargs(batch, drop_mask)` (the
-UNet's extra arguments; rows in `drop_mask` get the null condition for classifier-free guidance),
+`augment(batch)` (`data.hflip`), `model_input(batch)` (pixels, or scaled VAE latents),
+`condition_kwargs(batch, drop_mask)` (the UNet's extra arguments; rows in `drop_mask` get the null
+condition for classifier-free guidance),
 `build_pipeline(unet, scheduler)`, and `sample_requests()` (what the sample grids show).
 The kinds themselves live in `tasks.py` (label, unconditional) and `text_task.py`; both import this
 module, and `tasks.build_task` picks one, so the imports point one way.
