@@ -6,8 +6,11 @@ test split, with everything else fixed: the same N, seeds, sampler and steps, th
 Inception features and real-trained classifier (`medgen.evaluation.evaluate`, cached between scales), test
 images that are training images left out. The floor (real training images against the test split at the same
 N) is printed beside FID, so the scale that a model's default should use can be read off one table.
+`--interval START STOP` (repeatable) crosses each scale with guidance applied to part of the sampling steps only
+(fractions from the noisiest, 0, to the last, 1: the label pipeline's `guidance_interval`).
 
     python benchmarks/bench_guidance.py --pipeline chest-xray --guidance 1 1.5 2 3 --n 256
+    python benchmarks/bench_guidance.py --pipeline brain-mri --guidance 3 4 --interval 0 1 --interval 0.25 1 --n 512
     python benchmarks/bench_guidance.py --pipeline runs/my_model --config train_configs/chest_xray_128.yaml --json out.json
 """
 
@@ -29,19 +32,21 @@ def pipeline_folder(pipeline: str) -> Path:
     return folder if folder.is_dir() else builtin_pipeline_path(pipeline)
 
 
-def score(pipeline: str, config_path: Path, guidance: float, n: int, steps: int, seed: int, cache_dir: str | None) -> dict:
+def score(pipeline: str, config_path: Path, guidance: float, n: int, steps: int, seed: int, cache_dir: str | None,
+          interval: list[float] | None = None) -> dict:
     config = load_config(config_path)
     start = time.perf_counter()
     report = evaluate(
         pipeline=pipeline, data=config.data, split="test", num_samples=n, num_inference_steps=steps, seed=seed,
-        guidance_scale=guidance,
+        guidance_scale=guidance, guidance_interval=interval,
         exclude_training_overlap=True, frd=False, autoencoder_ceiling=False, memorization_features=False,
         cache_dir=cache_dir,
     )
     accuracy = report.get("label_accuracy") or {}
     floor = ((report.get("baselines") or {}).get("training") or {}).get("fid")
     return {
-        "guidance_scale": guidance, "n_generated": report.get("n_generated"), "n_real": report.get("n_real"),
+        "guidance_scale": guidance, "guidance_interval": (report.get("sampling") or {}).get("guidance_interval"),
+        "n_generated": report.get("n_generated"), "n_real": report.get("n_real"),
         "fid": report.get("fid"), "floor_fid": floor, "precision": report.get("precision"), "recall": report.get("recall"),
         "recall_per_label": {name: figures.get("recall") for name, figures in (report.get("per_label") or {}).items()},
         "label_accuracy": accuracy.get("accuracy"), "label_accuracy_per_label": accuracy.get("per_label"),
@@ -53,11 +58,18 @@ def score(pipeline: str, config_path: Path, guidance: float, n: int, steps: int,
     }
 
 
+def interval_text(interval: list[float] | None) -> str:
+    """The guided steps as a percentage range ("25-100%"); "-" for a pipeline without an interval."""
+    return "-" if interval is None else f"{interval[0] * 100:g}-{interval[1] * 100:g}%"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pipeline", required=True, help="built-in name or pipeline folder (label-conditioned)")
     parser.add_argument("--config", help="training config whose data is scored (default: the pipeline's training_config.yaml)")
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0])
+    parser.add_argument("--interval", type=float, nargs=2, action="append", metavar=("START", "STOP"),
+                        help="guide only these fractions of the steps (repeatable; default: the pipeline's own)")
     parser.add_argument("--n", type=int, default=256, help="generated images per scale (split evenly over the labels)")
     parser.add_argument("--num-inference-steps", type=int, default=DEFAULT_INFERENCE_STEPS, help="sampler steps (pipeline default)")
     parser.add_argument("--seed", type=int, default=0)
@@ -69,11 +81,12 @@ def main() -> None:
     if not config_path.is_file():
         parser.error(f"--config: {config_path} is not a file")
     rows = []
-    for guidance in args.guidance:
-        row = score(args.pipeline, config_path, guidance, args.n, args.num_inference_steps, args.seed, args.cache_dir)
-        rows.append(row)
-        print(f"guidance {guidance:g}: FID {row['fid']:.1f}, label accuracy {row['label_accuracy']}, "
-              f"{row['seconds'] / 60:.1f} min", flush=True)
+    for interval in args.interval or [None]:
+        for guidance in args.guidance:
+            row = score(args.pipeline, config_path, guidance, args.n, args.num_inference_steps, args.seed, args.cache_dir, interval)
+            rows.append(row)
+            print(f"guidance {guidance:g} on {interval_text(row['guidance_interval'])}: FID {row['fid']:.1f}, "
+                  f"label accuracy {row['label_accuracy']}, {row['seconds'] / 60:.1f} min", flush=True)
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
@@ -84,14 +97,14 @@ def main() -> None:
     print(f"\n{args.pipeline}: held-out test split of {config_path}, N = {rows[0]['n_generated']} generated "
           f"against {rows[0]['n_real']} test images, seed {args.seed}, {args.num_inference_steps} sampler steps")
     labels = list(rows[0]["recall_per_label"])
-    print(f"{'guidance':>9}{'FID':>8}{'/floor':>8}{'prec.':>7}{'recall':>7}{'label acc.':>11}{'TSTR AUC':>9}  recall per label")
+    print(f"{'guidance':>9}{'steps':>9}{'FID':>8}{'/floor':>8}{'prec.':>7}{'recall':>7}{'label acc.':>11}{'TSTR AUC':>9}  recall per label")
     for row in rows:
         ratio = row["fid"] / row["floor_fid"] if row["fid"] and row["floor_fid"] else None
         per_label = ", ".join(f"{name} {cell(row['recall_per_label'][name], 0, 2)}" for name in labels)
-        print(f"{row['guidance_scale']:>9g}{cell(row['fid'], 8, 1)}{cell(ratio, 8, 2)}{cell(row['precision'], 7, 2)}"
+        print(f"{row['guidance_scale']:>9g}{interval_text(row['guidance_interval']):>9}{cell(row['fid'], 8, 1)}{cell(ratio, 8, 2)}{cell(row['precision'], 7, 2)}"
               f"{cell(row['recall'], 7, 2)}{cell(row['label_accuracy'], 11)}{cell(row['tstr_auc'], 9)}  {per_label}")
     print("label accuracy per label: " + "; ".join(
-        f"guidance {row['guidance_scale']:g}: " + ", ".join(f"{name} {value:.2f}" for name, value in (row["label_accuracy_per_label"] or {}).items())
+        f"guidance {row['guidance_scale']:g} on {interval_text(row['guidance_interval'])}: " + ", ".join(f"{name} {value:.2f}" for name, value in (row["label_accuracy_per_label"] or {}).items())
         for row in rows))
     real_auc, real_per_label = rows[0]["real_auc"], rows[0]["real_test_accuracy_per_label"]
     if real_auc is not None:

@@ -28,6 +28,21 @@ def effective_guidance_scale(pipe, requested: float | None) -> float | None:
     return None if default in (None, inspect.Parameter.empty) else float(default)
 
 
+def effective_guidance_interval(pipe, requested=None) -> list[float] | None:
+    """The guidance interval `[start, stop]` (fractions of the sampling steps) a call of `pipe` with `requested`
+    samples with: `requested`, else the model's stored `default_guidance_interval`; None for a pipeline that takes
+    no interval. A bad `requested` is a ValueError naming `--guidance-interval`."""
+    import inspect
+
+    if "guidance_interval" not in inspect.signature(pipe.__call__).parameters:
+        if requested is not None:
+            raise ValueError(f"--guidance-interval: a {type(pipe).__name__} takes no guidance interval (label pipelines do)")
+        return None
+    if requested is not None:
+        return pipe.check_guidance_interval(requested, "--guidance-interval")
+    return list(pipe.default_guidance_interval)
+
+
 def replacement_scheduler(saved, class_name: str):
     """A fresh scheduler of the diffusers class `class_name` for the model whose saved scheduler is `saved` (the
     app's sampler menu, `medgen generate --scheduler`).

@@ -42,6 +42,11 @@ VARIANTS = {
         lambda: tiny_label_pipeline(default_guidance_scale=4.0), {"labels": ["pneumonia", "normal"]},
         LabelConditionedPipeline, pipeline_label_conditioned,
     ),
+    # a model that guides only part of its steps by default: both loaders honour the stored interval
+    "label_guidance_interval": (
+        lambda: tiny_label_pipeline(default_guidance_scale=4.0, default_guidance_interval=[0.3, 1.0]),
+        {"labels": ["pneumonia", "normal"]}, LabelConditionedPipeline, pipeline_label_conditioned,
+    ),
     "unconditional": (tiny_unconditional_pipeline, {"batch_size": 2}, UnconditionalPipeline, pipeline_unconditional),
 }
 

@@ -82,6 +82,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--num-inference-steps", type=positive_int, default=DEFAULT_INFERENCE_STEPS,
                         help=f"denoising steps (default {DEFAULT_INFERENCE_STEPS})")
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the pipeline's)")
+    parser.add_argument(
+        "--guidance-interval", type=float, nargs=2, metavar=("START", "STOP"),
+        help="label pipelines: guide only the sampling steps from START to STOP, fractions of the steps from the "
+        "noisiest (0) to the last (1); default: the pipeline's own (every step when it stores none)",
+    )
     parser.add_argument("--labels", nargs="+", help="labels to sample (default: all of the pipeline's labels)")
     parser.add_argument(
         "--prompt-template", default="chest x-ray, {labels}",
@@ -240,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--memorization-train-images must be >= 0 (0: all), got {args.memorization_train_images}")
     data, data_options, train_split = _real_data(args)
     if args.prompt_groups:  # a text model across sets, scored per prompt group
+        if args.guidance_interval is not None:
+            raise ValueError("--guidance-interval applies to label pipelines; --prompt-groups scores a text pipeline")
         return _run_prompt_groups(args, data, data_options, train_split)
     store_folder = _store_target(args)
     report = evaluate(
@@ -253,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
         output=args.output,
         train_split=train_split,
         guidance_scale=args.guidance_scale,
+        guidance_interval=args.guidance_interval,
         seed=args.seed,
         sample_batch_size=args.sample_batch_size,
         device=args.device,

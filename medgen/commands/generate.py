@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medgen.sampling import DEFAULT_INFERENCE_STEPS, effective_guidance_scale
+from medgen.sampling import DEFAULT_INFERENCE_STEPS, effective_guidance_interval, effective_guidance_scale
 
 MAX_COUNT = 10_000
 MAX_STEPS = 1_000
@@ -93,6 +93,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help=f"denoising steps (default {DEFAULT_INFERENCE_STEPS})")
     parser.add_argument("--guidance-scale", type=float, default=None,
                         help="classifier-free guidance (default: the model's own, 2.0 for label models that store none)")
+    parser.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "STOP"), default=None,
+                        help="label models: guide only the sampling steps from START to STOP, fractions of the steps "
+                        "from the noisiest (0) to the last (1) (default: the model's own, every step when it stores none)")
     parser.add_argument("--seed", type=int, help="seed of image 0; image i uses SEED+i (default: random, recorded)")
     parser.add_argument("--output", required=True, help="output folder; created if missing")
     parser.add_argument(
@@ -326,6 +329,9 @@ def _call_pipeline(
     guidance = effective_guidance_scale(pipe, args.guidance_scale)
     if guidance is not None:
         kwargs["guidance_scale"] = guidance
+    interval = effective_guidance_interval(pipe, args.guidance_interval)
+    if interval is not None:
+        kwargs["guidance_interval"] = interval
     if not takes_masks:
         return pipe(**kwargs).images, None
     output = pipe(**kwargs)
@@ -441,6 +447,7 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
         condition = _condition(args, pipe, kind)
         masks = _mask_source(args, pipe)
         scheduler = _set_scheduler(pipe, args.scheduler)
+        effective_guidance_interval(pipe, args.guidance_interval)  # a bad --guidance-interval fails before any image
         columns = condition_columns(kind, condition, list(getattr(pipe, "labels", None) or []), _multi_label(pipe))
         pipe.to(state.device if device == "cuda" else device)
         pipe.set_progress_bar_config(disable=True)
@@ -449,6 +456,7 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
     pipe, kind, condition, scheduler, columns, masks = _step(load)
     seed = _broadcast(args.seed if args.seed is not None else secrets.randbelow(2**31))
 
+    guidance_interval = effective_guidance_interval(pipe, args.guidance_interval)
     params: dict[str, Any] = {
         "command": "medgen generate",
         "pipeline": str(args.pipeline),
@@ -459,6 +467,7 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
         "seed_rule": "image i uses torch.Generator('cpu').manual_seed(seed + i)",
         "num_inference_steps": args.num_inference_steps,
         "guidance_scale": effective_guidance_scale(pipe, args.guidance_scale) if kind != "unconditional" else None,
+        **({"guidance_interval": guidance_interval} if guidance_interval is not None else {}),
         **({"masks": "mask generator (--pairs)" if masks == [] else str(args.masks)} if masks is not None else {}),
         "scheduler": scheduler,
         "postprocess": get_preset(args.postprocess).record(),

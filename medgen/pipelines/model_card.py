@@ -180,6 +180,9 @@ def _generated_text(summary: dict[str, Any]) -> str:
     settings = [f"{sampling['num_inference_steps']} steps"] if sampling.get("num_inference_steps") else []
     if sampling.get("guidance_scale") is not None:
         settings.append(f"guidance {_number(sampling['guidance_scale'], 2)}")
+    if sampling.get("guidance_interval") not in (None, [0.0, 1.0]):  # every step guided is the usual case, left unsaid
+        start, stop = sampling["guidance_interval"]
+        settings.append(f"guided on steps {start * 100:g}-{stop * 100:g}% of the way")
     return f"{summary.get('n_generated')}" + (f" ({', '.join(settings)})" if settings else "")
 
 
