@@ -250,9 +250,9 @@ class LabelConditionedPipeline(DiffusionPipeline):
             guidance_interval (`tuple[float, float]`, *optional*):
                 `(start, stop)`, fractions of the sampling steps from the noisiest (0) to the last (1): guidance
                 applies to step `i` of `n` when `start <= i / n < stop`; the other steps use the conditional
-                prediction alone, at half the UNet cost. Guidance at the noisiest steps pulls every image of a label
-                towards one layout (less diversity), and at the last steps it only sharpens details (Kynkäänniemi
-                et al., 2024, "Applying guidance in a limited interval"). Defaults to the model's
+                prediction alone, at half the UNet cost. On ImageNet models guidance at the noisiest steps costs
+                variety and at the last ones adds little (Kynkäänniemi et al., 2024, "Applying guidance in a limited
+                interval"); whether a model gains is measured per model. Defaults to the model's
                 `default_guidance_interval` (every step when the model stores none).
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
                 For reproducible sampling; a list gives each image its own generator.
