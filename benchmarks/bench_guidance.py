@@ -24,7 +24,7 @@ from pathlib import Path
 from medgen.config import load_config
 from medgen.evaluation.api import evaluate
 from medgen.pipelines.hub import builtin_pipeline_path
-from medgen.sampling import DEFAULT_INFERENCE_STEPS
+from medgen.sampling import DEFAULT_INFERENCE_STEPS, guidance_interval_text
 
 
 def pipeline_folder(pipeline: str) -> Path:
@@ -60,7 +60,7 @@ def score(pipeline: str, config_path: Path, guidance: float, n: int, steps: int,
 
 def interval_text(interval: list[float] | None) -> str:
     """The guided steps as a percentage range ("25-100%"); "-" for a pipeline without an interval."""
-    return "-" if interval is None else f"{interval[0] * 100:g}-{interval[1] * 100:g}%"
+    return "-" if interval is None else guidance_interval_text(interval)
 
 
 def main() -> None:

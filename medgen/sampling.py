@@ -43,6 +43,12 @@ def effective_guidance_interval(pipe, requested=None) -> list[float] | None:
     return list(pipe.default_guidance_interval)
 
 
+def guidance_interval_text(interval) -> str:
+    """`[0.25, 1.0]` as "25-100%": the guided steps as the card, `medgen models` and the benchmark print them."""
+    start, stop = interval
+    return f"{start * 100:g}-{stop * 100:g}%"
+
+
 def replacement_scheduler(saved, class_name: str):
     """A fresh scheduler of the diffusers class `class_name` for the model whose saved scheduler is `saved` (the
     app's sampler menu, `medgen generate --scheduler`).

@@ -132,3 +132,13 @@ def test_ship_stores_the_interval_and_models_lists_it(tmp_path):
     with pytest.raises(ValueError, match="--guidance-interval"):
         ship(run, "busi", "breast ultrasound", "BUSI", output=tmp_path / "other", guidance_interval=(0.5, 0.1))
     assert not (tmp_path / "other").exists()
+
+
+def test_the_model_card_names_a_limited_interval_and_leaves_every_step_unsaid():
+    from medgen.pipelines.model_card import _generated_text
+
+    sampling = {"num_inference_steps": 15, "guidance_scale": 6.0}
+    assert _generated_text({"n_generated": 156, "sampling": {**sampling, "guidance_interval": [0.1, 1.0]}}) == (
+        "156 (15 steps, guidance 6.00, guided on steps 10-100% of the way)")
+    assert _generated_text({"n_generated": 156, "sampling": {**sampling, "guidance_interval": [0.0, 1.0]}}) == (
+        "156 (15 steps, guidance 6.00)")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from medgen.sampling import guidance_interval_text
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -123,12 +125,6 @@ def _is_zero(value) -> bool:
     return value is not None and round(value, 2) == 0
 
 
-def _interval_text(interval) -> str:
-    """`[0.25, 1.0]` as "25-100% of the way\"."""
-    start, stop = interval
-    return f"{start * 100:g}-{stop * 100:g}% of the way"
-
-
 def _detail_lines(description) -> list[tuple[str, str]]:
     e = description.evaluation
     star = "*"
@@ -137,7 +133,7 @@ def _detail_lines(description) -> list[tuple[str, str]]:
         ("prompts", f"free text; {len(prompts)} example prompts (its trained facts), e.g. " + "; ".join(repr(p) for p in prompts[:3]))
         if prompts else ("labels", (", ".join(description.labels) or "none (unconditional)") + (
             f"; samples at guidance {description.default_guidance:g} by default" if description.default_guidance is not None else "")
-            + (f", guided on steps {_interval_text(description.default_guidance_interval)}"
+            + (f", guided on steps {guidance_interval_text(description.default_guidance_interval)} of the way"
                if description.default_guidance_interval is not None else ""))
     )
     rows = [("folder", description.folder), condition, ("trained on", description.training_data)]

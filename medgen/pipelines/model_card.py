@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from medgen.sampling import guidance_interval_text
+
 # The "Evaluation" section lies between these markers, so that storing a new evaluation replaces it in place
 # and keeps the rest of the card (training details known only when the pipeline was saved).
 EVALUATION_START = "<!-- medgen-evaluation:start -->"
@@ -181,8 +183,7 @@ def _generated_text(summary: dict[str, Any]) -> str:
     if sampling.get("guidance_scale") is not None:
         settings.append(f"guidance {_number(sampling['guidance_scale'], 2)}")
     if sampling.get("guidance_interval") not in (None, [0.0, 1.0]):  # every step guided is the usual case, left unsaid
-        start, stop = sampling["guidance_interval"]
-        settings.append(f"guided on steps {start * 100:g}-{stop * 100:g}% of the way")
+        settings.append(f"guided on steps {guidance_interval_text(sampling['guidance_interval'])} of the way")
     return f"{summary.get('n_generated')}" + (f" ({', '.join(settings)})" if settings else "")
 
 
