@@ -40,7 +40,6 @@ from medgen.app import (
     zero_gpu,
 )
 from medgen.postprocess import get_preset, list_presets
-from medgen.sampling import DEFAULT_INFERENCE_STEPS
 
 MIN_GRADIO = "6.7"  # CVE-2026-28414 is fixed there; gradio 5 lacks what the layout uses (Gallery fit_columns)
 if Version(gr.__version__) < Version(MIN_GRADIO):
@@ -100,6 +99,11 @@ def prompt_example_props(info: PipelineInfo) -> dict[str, Any]:
     return {"samples": [[text] for text in example_prompts(info)]}
 
 
+def sampler_info(info: PipelineInfo) -> str:
+    """The sampler radio's help line: what "The model's own" runs for the selected model."""
+    return f"The model's own: {info.sampler or 'its saved scheduler'}, {info.default_steps} steps by default."
+
+
 def uploaded_file(value: Any, name: str) -> str | None:
     """The server path of a file the page (or `gradio_client.handle_file`) uploaded, or None for no file.
 
@@ -153,7 +157,7 @@ def build_demo(service: AppService) -> gr.Blocks:
         prompt: str = "",
         negative_prompt: str = "",
         count: int = 4,
-        num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
+        num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         seed: int = RANDOM_SEED,
         sampler: str = DEFAULT_SAMPLER,
@@ -232,6 +236,8 @@ def build_demo(service: AppService) -> gr.Blocks:
             gr.Textbox(placeholder=example_prompts(selected)[0]),
             gr.Markdown(visible=selected.kind == "unconditional"),
             gr.Slider(value=selected.default_guidance, visible=selected.kind != "unconditional"),
+            gr.Slider(value=selected.default_steps),
+            gr.Radio(info=sampler_info(selected)),
             service.model_details(name),
         )
 
@@ -278,8 +284,8 @@ def build_demo(service: AppService) -> gr.Blocks:
                 count = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="Number of images", elem_id="count")
                 with gr.Accordion("Sampling settings", open=False):
                     num_inference_steps = gr.Slider(
-                        1, MAX_STEPS, value=DEFAULT_INFERENCE_STEPS, step=1, label="Denoising steps", elem_id="steps",
-                        info="15-25 suit DPM-Solver++; DDPM needs many more (its training schedule).",
+                        1, MAX_STEPS, value=info.default_steps, step=1, label="Denoising steps", elem_id="steps",
+                        info="Starts at the model's own; 15-25 suit DPM-Solver++, DDPM wants many more.",
                     )
                     guidance_scale = gr.Slider(
                         0.0, MAX_GUIDANCE, value=info.default_guidance, step=0.5, label="Guidance scale",
@@ -290,7 +296,7 @@ def build_demo(service: AppService) -> gr.Blocks:
                         value=RANDOM_SEED, precision=0, minimum=RANDOM_SEED, label="Seed",
                         info="-1 picks a random seed. Image i uses seed + i, so a run can be repeated exactly.",
                     )
-                    sampler = gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler")
+                    sampler = gr.Radio(list(SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler", info=sampler_info(info), elem_id="sampler")
                     postprocess = gr.Dropdown(
                         choices=[(f"{name}: {get_preset(name).description}", name) for name in list_presets()],
                         value="none", label="Post-processing",
@@ -334,7 +340,7 @@ def build_demo(service: AppService) -> gr.Blocks:
             select_model, inputs=model,
             outputs=[
                 condition, mask_group, mask_note, sample_mask_button, example, condition_chosen, prompt_group,
-                prompt_examples, prompt, unconditional_note, guidance_scale, details,
+                prompt_examples, prompt, unconditional_note, guidance_scale, num_inference_steps, sampler, details,
             ],
             queue=False, api_visibility="private",
         )

@@ -7,11 +7,15 @@ Inception features and real-trained classifier (`medgen.evaluation.evaluate`, ca
 images that are training images left out. The floor (real training images against the test split at the same
 N) is printed beside FID, so the scale that a model's default should use can be read off one table.
 `--interval START STOP` (repeatable) crosses each scale with guidance applied to part of the sampling steps only
-(fractions from the noisiest, 0, to the last, 1: the label pipeline's `guidance_interval`).
+(fractions from the noisiest, 0, to the last, 1: the label pipeline's `guidance_interval`). `--sampler NAME:STEPS`
+(repeatable) crosses them with samplers built from the model's own noise schedule: the names of `medgen generate
+--scheduler` (dpm, ddim, ddpm, unipc) and two stochastic ones, dpm-sde (DPM-Solver++ 2M SDE) and euler-a (Euler
+ancestral); without it the pipeline's own sampler and step count are used.
 
     python benchmarks/bench_guidance.py --pipeline chest-xray --guidance 1 1.5 2 3 --n 256
     python benchmarks/bench_guidance.py --pipeline brain-mri --guidance 3 4 --interval 0 1 --interval 0.25 1 --n 512
     python benchmarks/bench_guidance.py --pipeline runs/my_model --config train_configs/chest_xray_128.yaml --json out.json
+    python benchmarks/bench_guidance.py --pipeline brain-mri --guidance 3 --sampler dpm:15 --sampler ddpm:100 --n 512
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ from pathlib import Path
 from medgen.config import load_config
 from medgen.evaluation.api import evaluate
 from medgen.pipelines.hub import builtin_pipeline_path
-from medgen.sampling import DEFAULT_INFERENCE_STEPS, guidance_interval_text
+from medgen.pipelines import load_pipeline
+from medgen.sampling import SCHEDULERS, guidance_interval_text, replacement_scheduler
+
+# --sampler names: medgen's own, and two stochastic variants (a class and its config overrides)
+SAMPLERS = {
+    **{name: (class_name, {}) for name, class_name in SCHEDULERS.items()},
+    "dpm-sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+    "euler-a": ("EulerAncestralDiscreteScheduler", {}),
+}
 
 
 def pipeline_folder(pipeline: str) -> Path:
@@ -32,20 +44,44 @@ def pipeline_folder(pipeline: str) -> Path:
     return folder if folder.is_dir() else builtin_pipeline_path(pipeline)
 
 
-def score(pipeline: str, config_path: Path, guidance: float, n: int, steps: int, seed: int, cache_dir: str | None,
-          interval: list[float] | None = None) -> dict:
+def sampler_spec(text: str) -> tuple[str, int]:
+    """`NAME:STEPS` of --sampler, checked."""
+    name, _, steps = text.partition(":")
+    if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give NAME:STEPS, NAME one of {', '.join(SAMPLERS)}, e.g. ddpm:100")
+    return name, int(steps)
+
+
+def with_sampler(pipeline: str, sampler: tuple[str, int] | None):
+    """The pipeline (loaded) with the named sampler in place of its own, and the step count; the name and None
+    without one (the pipeline's own sampler and step count)."""
+    if sampler is None:
+        return pipeline, None
+    pipe = load_pipeline(pipeline)
+    class_name, overrides = SAMPLERS[sampler[0]]
+    scheduler = replacement_scheduler(pipe.scheduler, class_name)
+    pipe.scheduler = type(scheduler).from_config(scheduler.config, **overrides)
+    return pipe, sampler[1]
+
+
+def score(pipeline: str, config_path: Path, guidance: float, n: int, steps: int | None, seed: int, cache_dir: str | None,
+          interval: list[float] | None = None, sampler: tuple[str, int] | None = None) -> dict:
     config = load_config(config_path)
     start = time.perf_counter()
+    pipe, sampler_steps = with_sampler(pipeline, sampler)
+    steps = sampler_steps or steps
     report = evaluate(
-        pipeline=pipeline, data=config.data, split="test", num_samples=n, num_inference_steps=steps, seed=seed,
+        pipeline=pipe, data=config.data, split="test", num_samples=n, num_inference_steps=steps, seed=seed,
         guidance_scale=guidance, guidance_interval=interval,
         exclude_training_overlap=True, frd=False, autoencoder_ceiling=False, memorization_features=False,
         cache_dir=cache_dir,
     )
     accuracy = report.get("label_accuracy") or {}
     floor = ((report.get("baselines") or {}).get("training") or {}).get("fid")
+    sampling = report.get("sampling") or {}
     return {
-        "guidance_scale": guidance, "guidance_interval": (report.get("sampling") or {}).get("guidance_interval"),
+        "sampler": sampling.get("sampler"), "num_inference_steps": sampling.get("num_inference_steps"),
+        "guidance_scale": guidance, "guidance_interval": sampling.get("guidance_interval"),
         "n_generated": report.get("n_generated"), "n_real": report.get("n_real"),
         "fid": report.get("fid"), "floor_fid": floor, "precision": report.get("precision"), "recall": report.get("recall"),
         "recall_per_label": {name: figures.get("recall") for name, figures in (report.get("per_label") or {}).items()},
@@ -71,7 +107,9 @@ def main() -> None:
     parser.add_argument("--interval", type=float, nargs=2, action="append", metavar=("START", "STOP"),
                         help="guide only these fractions of the steps (repeatable; default: the pipeline's own)")
     parser.add_argument("--n", type=int, default=256, help="generated images per scale (split evenly over the labels)")
-    parser.add_argument("--num-inference-steps", type=int, default=DEFAULT_INFERENCE_STEPS, help="sampler steps (pipeline default)")
+    parser.add_argument("--num-inference-steps", type=int, default=None, help="sampler steps (default: the pipeline's own)")
+    parser.add_argument("--sampler", type=sampler_spec, action="append", metavar="NAME:STEPS",
+                        help=f"sample with NAME ({', '.join(SAMPLERS)}) at STEPS steps (repeatable; default: the pipeline's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", help="feature and classifier cache (default: medgen's)")
     parser.add_argument("--json", help="also write the rows here")
@@ -81,12 +119,15 @@ def main() -> None:
     if not config_path.is_file():
         parser.error(f"--config: {config_path} is not a file")
     rows = []
-    for interval in args.interval or [None]:
-        for guidance in args.guidance:
-            row = score(args.pipeline, config_path, guidance, args.n, args.num_inference_steps, args.seed, args.cache_dir, interval)
-            rows.append(row)
-            print(f"guidance {guidance:g} on {interval_text(row['guidance_interval'])}: FID {row['fid']:.1f}, "
-                  f"label accuracy {row['label_accuracy']}, {row['seconds'] / 60:.1f} min", flush=True)
+    for sampler in args.sampler or [None]:
+        for interval in args.interval or [None]:
+            for guidance in args.guidance:
+                row = score(args.pipeline, config_path, guidance, args.n, args.num_inference_steps, args.seed, args.cache_dir,
+                            interval, sampler)
+                rows.append(row)
+                print(f"{row['sampler']}, {row['num_inference_steps']} steps, guidance {guidance:g} on "
+                      f"{interval_text(row['guidance_interval'])}: FID {row['fid']:.1f}, "
+                      f"label accuracy {row['label_accuracy']}, {row['seconds'] / 60:.1f} min", flush=True)
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
@@ -95,16 +136,17 @@ def main() -> None:
         return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
     print(f"\n{args.pipeline}: held-out test split of {config_path}, N = {rows[0]['n_generated']} generated "
-          f"against {rows[0]['n_real']} test images, seed {args.seed}, {args.num_inference_steps} sampler steps")
+          f"against {rows[0]['n_real']} test images, seed {args.seed}")
     labels = list(rows[0]["recall_per_label"])
-    print(f"{'guidance':>9}{'steps':>9}{'FID':>8}{'/floor':>8}{'prec.':>7}{'recall':>7}{'label acc.':>11}{'TSTR AUC':>9}  recall per label")
+    print(f"{'sampler':>34}{'guidance':>9}{'guided':>9}{'FID':>8}{'/floor':>8}{'prec.':>7}{'recall':>7}{'label acc.':>11}{'TSTR AUC':>9}  recall per label")
     for row in rows:
         ratio = row["fid"] / row["floor_fid"] if row["fid"] and row["floor_fid"] else None
         per_label = ", ".join(f"{name} {cell(row['recall_per_label'][name], 0, 2)}" for name in labels)
-        print(f"{row['guidance_scale']:>9g}{interval_text(row['guidance_interval']):>9}{cell(row['fid'], 8, 1)}{cell(ratio, 8, 2)}{cell(row['precision'], 7, 2)}"
+        sampler = f"{row['sampler']}, {row['num_inference_steps']}"
+        print(f"{sampler:>34}{row['guidance_scale']:>9g}{interval_text(row['guidance_interval']):>9}{cell(row['fid'], 8, 1)}{cell(ratio, 8, 2)}{cell(row['precision'], 7, 2)}"
               f"{cell(row['recall'], 7, 2)}{cell(row['label_accuracy'], 11)}{cell(row['tstr_auc'], 9)}  {per_label}")
     print("label accuracy per label: " + "; ".join(
-        f"guidance {row['guidance_scale']:g} on {interval_text(row['guidance_interval'])}: " + ", ".join(f"{name} {value:.2f}" for name, value in (row["label_accuracy_per_label"] or {}).items())
+        f"{row['sampler']} {row['num_inference_steps']}, guidance {row['guidance_scale']:g} on {interval_text(row['guidance_interval'])}: " + ", ".join(f"{name} {value:.2f}" for name, value in (row["label_accuracy_per_label"] or {}).items())
         for row in rows))
     real_auc, real_per_label = rows[0]["real_auc"], rows[0]["real_test_accuracy_per_label"]
     if real_auc is not None:

@@ -9,6 +9,15 @@ value as its `__call__` default, since a saved folder ships that file alone; a t
 
 DEFAULT_INFERENCE_STEPS = 15
 
+# The samplers a command names (`medgen generate --scheduler`, `medgen models ship --scheduler`): name -> diffusers
+# scheduler class, built from the model's own noise schedule by `replacement_scheduler`.
+SCHEDULERS = {
+    "dpm": "DPMSolverMultistepScheduler",
+    "ddim": "DDIMScheduler",
+    "ddpm": "DDPMScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+
 
 def effective_guidance_scale(pipe, requested: float | None) -> float | None:
     """The classifier-free guidance scale a call of `pipe` with `requested` samples with: `requested`, else the
@@ -26,6 +35,27 @@ def effective_guidance_scale(pipe, requested: float | None) -> float | None:
         return float(stored)
     default = parameters["guidance_scale"].default
     return None if default in (None, inspect.Parameter.empty) else float(default)
+
+
+def effective_inference_steps(pipe, requested: int | None = None) -> int:
+    """The step count a call of `pipe` with `requested` samples with: `requested`, else the model's stored
+    `default_num_inference_steps` (label models), else DEFAULT_INFERENCE_STEPS. What generate, evaluate and
+    downstream record, so that "the default" is never ambiguous."""
+    if requested is not None:
+        return int(requested)
+    stored = getattr(pipe, "default_num_inference_steps", None)
+    return DEFAULT_INFERENCE_STEPS if stored is None else int(stored)
+
+
+def sampler_text(scheduler, config: dict | None = None) -> str:
+    """A scheduler as reports, the app and `medgen models` name it: its diffusers class (an instance, or a class name
+    with its `config`), with DPM-Solver's algorithm when it is not the default ODE one
+    ("DPMSolverMultistepScheduler (sde-dpmsolver++)")."""
+    name = scheduler if isinstance(scheduler, str) else type(scheduler).__name__
+    if config is None:
+        config = getattr(scheduler, "config", None) or {}
+    algorithm = config.get("algorithm_type")
+    return f"{name} ({algorithm})" if algorithm and algorithm != "dpmsolver++" and "DPMSolver" in name else name
 
 
 def effective_guidance_interval(pipe, requested=None) -> list[float] | None:

@@ -30,7 +30,7 @@ def tiny_label_unet(num_labels: int, sample_size: int = 16, in_channels: int = 1
 
 def tiny_label_pipeline(
     labels=("normal", "pneumonia"), multi_label: bool = False, latent: bool = False, seed: int = 0,
-    default_guidance_scale: float | None = None, default_guidance_interval=None,
+    default_guidance_scale: float | None = None, default_guidance_interval=None, default_num_inference_steps=None,
 ):
     vae = tiny_vae(seed) if latent else None
     unet = tiny_label_unet(len(labels), sample_size=8 if latent else 16, in_channels=4 if latent else 1, seed=seed)
@@ -39,6 +39,7 @@ def tiny_label_pipeline(
         unet=unet, scheduler=scheduler, vae=vae,
         id2label={str(i): name for i, name in enumerate(labels)}, multi_label=multi_label,
         default_guidance_scale=default_guidance_scale, default_guidance_interval=default_guidance_interval,
+        default_num_inference_steps=default_num_inference_steps,
     )
 
 

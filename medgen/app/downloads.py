@@ -30,7 +30,7 @@ def run_parameters(info: PipelineInfo, request: GenerationRequest, seeds: Sequen
         "guidance_scale": request.guidance_scale if info.kind != "unconditional" else None,
         "seed": request.seed,
         "seeds": list(seeds),
-        "scheduler": SAMPLERS[request.sampler],
+        "scheduler": SAMPLERS[request.sampler] or info.sampler,
         "postprocess": get_preset(request.postprocess).record(),
         "synthetic": True,
         "notice": NOTICE,

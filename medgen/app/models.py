@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from medgen.sampling import DEFAULT_INFERENCE_STEPS, sampler_text
+
 logger = logging.getLogger(__name__)
 
 PipelineKind = Literal["label", "text", "unconditional", "mask"]
@@ -36,6 +38,10 @@ class PipelineInfo:
     default_guidance: float
     class_name: str
     source: str
+    # The model's own sampler (its saved scheduler, `sampling.sampler_text`) and step count (its stored
+    # `default_num_inference_steps`, else medgen's default): what "The model's own" sampler runs.
+    sampler: str = "DPMSolverMultistepScheduler"
+    default_steps: int = DEFAULT_INFERENCE_STEPS
     # Mask models: the mask class names (class indices 1, 2, ...; 0 is the background), and whether the model
     # can sample a mask itself (its mask generator), so that a run needs no mask from the user.
     mask_classes: tuple[str, ...] = ()
@@ -97,6 +103,8 @@ def describe_pipeline(pipe, source: str = "") -> PipelineInfo:
         default_guidance=_default_guidance(kind, pipe.config.get("default_guidance_scale")),
         class_name=type(pipe).__name__,
         source=str(source),
+        sampler=sampler_text(pipe.scheduler),
+        default_steps=int(getattr(pipe, "default_num_inference_steps", None) or DEFAULT_INFERENCE_STEPS),
         mask_classes=tuple(pipe.mask_classes) if kind == "mask" else (),
         mask_generator=kind == "mask" and bool(pipe.has_mask_generator),
         example_masks=example_mask_choices(getattr(pipe, "_medgen_source_folder", None)) if kind == "mask" else (),
@@ -111,6 +119,15 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} is missing: not a complete pipeline folder") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
+
+
+def _saved_sampler(folder: Path, index: dict[str, Any]) -> str:
+    """The saved scheduler of a folder, named as `sampling.sampler_text` names a loaded one."""
+    scheduler = index.get("scheduler")
+    if not (isinstance(scheduler, list) and len(scheduler) == 2 and scheduler[1]):
+        return ""
+    config_path = folder / "scheduler" / "scheduler_config.json"
+    return sampler_text(scheduler[1], _read_json(config_path) if config_path.is_file() else {})
 
 
 def describe_pipeline_folder(folder: str | Path, source: str = "") -> PipelineInfo:
@@ -143,6 +160,8 @@ def describe_pipeline_folder(folder: str | Path, source: str = "") -> PipelineIn
         default_guidance=_default_guidance(kind, index.get("default_guidance_scale")),
         class_name=class_name,
         source=str(source or folder),
+        sampler=_saved_sampler(folder, index),
+        default_steps=int(index.get("default_num_inference_steps") or DEFAULT_INFERENCE_STEPS),
         mask_classes=tuple(id2mask_class[key] for key in sorted(id2mask_class, key=int)) if kind == "mask" else (),
         mask_generator=kind == "mask" and isinstance(mask_unet, list) and bool(mask_unet) and mask_unet[0] is not None,
         example_masks=example_mask_choices(folder) if kind == "mask" else (),

@@ -12,16 +12,17 @@ from typing import Any
 import numpy as np
 
 from medgen.app.models import PipelineInfo
-from medgen.sampling import DEFAULT_INFERENCE_STEPS
 
 MAX_IMAGES = 16
 MAX_STEPS = 250
 MAX_GUIDANCE = 20.0
 MAX_SEED = 2**32 - 1
 RANDOM_SEED = -1
-# Display name -> diffusers scheduler class. The first is the default: a multistep solver that
-# gives good samples in 20-30 steps; DDPM needs its full training schedule to look right.
-SAMPLERS: dict[str, str] = {
+# Display name -> diffusers scheduler class. The first is the default: the model's own saved scheduler (None:
+# a fresh copy of it), at the model's own step count unless the user moves the slider. DPM-Solver++ gives good
+# samples in 15-30 steps; DDPM wants many more.
+SAMPLERS: dict[str, str | None] = {
+    "The model's own": None,
     "DPM-Solver++ (fast)": "DPMSolverMultistepScheduler",
     "DDIM": "DDIMScheduler",
     "DDPM": "DDPMScheduler",
@@ -74,7 +75,7 @@ def make_request(
     prompt: str | None = None,
     negative_prompt: str | None = None,
     count: int = 4,
-    num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
+    num_inference_steps: int | None = None,
     guidance_scale: float | None = None,
     seed: int = RANDOM_SEED,
     sampler: str = DEFAULT_SAMPLER,
@@ -86,7 +87,7 @@ def make_request(
     from medgen.postprocess import list_presets
 
     count = _as_int(count, "count", 1, MAX_IMAGES)
-    steps = _as_int(num_inference_steps, "num_inference_steps", 1, MAX_STEPS)
+    steps = _as_int(info.default_steps if num_inference_steps is None else num_inference_steps, "num_inference_steps", 1, MAX_STEPS)
     guidance = info.default_guidance if guidance_scale is None else guidance_scale
     try:
         guidance = float(guidance)

@@ -61,7 +61,11 @@ def pipeline_with_sampler(pipe, sampler: str):
     from medgen.sampling import replacement_scheduler
 
     run_pipe = copy.copy(pipe)
-    run_pipe.scheduler = replacement_scheduler(pipe.scheduler, SAMPLERS[sampler])  # an EDM model keeps its EDM form
+    class_name = SAMPLERS[sampler]
+    if class_name is None:  # the model's own
+        run_pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    else:
+        run_pipe.scheduler = replacement_scheduler(pipe.scheduler, class_name)  # an EDM model keeps its EDM form
     run_pipe._interrupt = False
     return run_pipe
 

@@ -89,8 +89,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="side the classifier sees: images are area-downsampled to it (default: the synthetic images' size)",
     )
     parser.add_argument("--classifier-steps", type=int_in_range(1, 1_000_000), help="classifier optimiser steps (default 400)")
-    parser.add_argument("--num-inference-steps", type=int_in_range(1, 1000), default=DEFAULT_INFERENCE_STEPS,
-                        help=f"denoising steps (default {DEFAULT_INFERENCE_STEPS})")
+    parser.add_argument("--num-inference-steps", type=int_in_range(1, 1000), default=None,
+                        help=f"denoising steps (default: the model's own, {DEFAULT_INFERENCE_STEPS} unless it stores another)")
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the pipeline's)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per pipeline call (default 32)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="device for sampling and the classifiers (default auto)")

@@ -79,8 +79,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "and TSTR never puts one group on both sides",
     )
     parser.add_argument("--num-samples", type=positive_int, default=1000, help="images to sample in all, split evenly over labels (default 1000)")
-    parser.add_argument("--num-inference-steps", type=positive_int, default=DEFAULT_INFERENCE_STEPS,
-                        help=f"denoising steps (default {DEFAULT_INFERENCE_STEPS})")
+    parser.add_argument("--num-inference-steps", type=positive_int, default=None,
+                        help=f"denoising steps (default: the model's own, {DEFAULT_INFERENCE_STEPS} unless it stores another)")
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the pipeline's)")
     parser.add_argument(
         "--guidance-interval", type=float, nargs=2, metavar=("START", "STOP"),
@@ -319,7 +319,8 @@ def _run_prompt_groups(args: Any, data: Any, data_options: dict[str, Any], train
     summary = evaluate_prompt_groups(
         args.pipeline, sets, args.output, samples_per_group=max(2, args.num_samples // max(count, 1)), split=args.split,
         train_split=train_split if args.config is None else (args.train_split or "train"),
-        num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale, seed=args.seed,
+        num_inference_steps=DEFAULT_INFERENCE_STEPS if args.num_inference_steps is None else args.num_inference_steps,
+        guidance_scale=args.guidance_scale, seed=args.seed,
         sample_batch_size=args.sample_batch_size, device=args.device, max_real=args.max_real, progress=not args.no_progress,
         feature_extractor=args.feature_extractor, batch_size=args.batch_size, cache_dir=args.cache_dir,
         use_cache=not args.no_cache, classifier=not args.no_classifier, memorization_features=not args.no_feature_memorization,

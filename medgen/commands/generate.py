@@ -40,18 +40,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medgen.sampling import DEFAULT_INFERENCE_STEPS, effective_guidance_interval, effective_guidance_scale
+from medgen.sampling import (
+    DEFAULT_INFERENCE_STEPS,
+    SCHEDULERS,
+    effective_guidance_interval,
+    effective_guidance_scale,
+    effective_inference_steps,
+    sampler_text,
+)
 
 MAX_COUNT = 10_000
 MAX_STEPS = 1_000
-SCHEDULERS = {
-    "dpm": "DPMSolverMultistepScheduler",
-    "ddim": "DDIMScheduler",
-    "ddpm": "DDPMScheduler",
-    "unipc": "UniPCMultistepScheduler",
-}
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from medgen.export import DICOM_MODALITIES, EXPORT_FORMATS
     from medgen.postprocess import list_presets
@@ -89,8 +88,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--prompt", help="text prompt (text-to-image pipelines)")
     parser.add_argument("--negative-prompt", help="negative text prompt (text-to-image pipelines)")
     parser.add_argument("--count", type=int, default=1, help=f"number of images, 1-{MAX_COUNT} (default 1)")
-    parser.add_argument("--num-inference-steps", type=int, default=DEFAULT_INFERENCE_STEPS,
-                        help=f"denoising steps (default {DEFAULT_INFERENCE_STEPS})")
+    parser.add_argument("--num-inference-steps", type=int, default=None,
+                        help=f"denoising steps (default: the model's own, {DEFAULT_INFERENCE_STEPS} unless it stores another)")
     parser.add_argument("--guidance-scale", type=float, default=None,
                         help="classifier-free guidance (default: the model's own, 2.0 for label models that store none)")
     parser.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "STOP"), default=None,
@@ -170,7 +169,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
     if not 1 <= args.count <= MAX_COUNT:
         raise ValueError(f"--count must be between 1 and {MAX_COUNT}; got {args.count}")
-    if not 1 <= args.num_inference_steps <= MAX_STEPS:
+    if args.num_inference_steps is not None and not 1 <= args.num_inference_steps <= MAX_STEPS:
         raise ValueError(f"--num-inference-steps must be between 1 and {MAX_STEPS}; got {args.num_inference_steps}")
     if args.guidance_scale is not None and not (math.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
         raise ValueError(f"--guidance-scale must be a finite number >= 0; got {args.guidance_scale}")
@@ -297,7 +296,7 @@ def _set_scheduler(pipe: Any, name: str | None) -> str:
         from medgen.sampling import replacement_scheduler
 
         pipe.scheduler = replacement_scheduler(pipe.scheduler, SCHEDULERS[name])  # an EDM model keeps its EDM form
-    return type(pipe.scheduler).__name__
+    return sampler_text(pipe.scheduler)
 
 
 def _call_pipeline(
@@ -448,6 +447,7 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
         masks = _mask_source(args, pipe)
         scheduler = _set_scheduler(pipe, args.scheduler)
         effective_guidance_interval(pipe, args.guidance_interval)  # a bad --guidance-interval fails before any image
+        args.num_inference_steps = effective_inference_steps(pipe, args.num_inference_steps)  # the model's own unless given
         columns = condition_columns(kind, condition, list(getattr(pipe, "labels", None) or []), _multi_label(pipe))
         pipe.to(state.device if device == "cuda" else device)
         pipe.set_progress_bar_config(disable=True)

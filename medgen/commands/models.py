@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from medgen.sampling import guidance_interval_text
+from medgen.sampling import SCHEDULERS, guidance_interval_text
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -56,6 +56,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="label models: store the sampling steps that are guided by default, fractions of the steps from the "
         "noisiest (0) to the last (1) (choose it with benchmarks/bench_guidance.py --interval); default: every step",
     )
+    ship.add_argument(
+        "--scheduler", choices=sorted(SCHEDULERS),
+        help="the model's saved sampler, built from its own noise schedule (choose it with "
+        "benchmarks/bench_guidance.py --sampler); default: keep the run's",
+    )
+    ship.add_argument(
+        "--num-inference-steps", type=int, metavar="STEPS",
+        help="label models: store STEPS as the model's default step count (what a call without one uses); default: 15",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -67,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         folder = ship(
             args.run_dir, args.name, args.modality, args.training_data, args.output, args.overwrite,
             text_encoder_from=args.text_encoder_from, guidance_scale=args.guidance_scale,
-            guidance_interval=args.guidance_interval,
+            guidance_interval=args.guidance_interval, scheduler=args.scheduler, num_inference_steps=args.num_inference_steps,
         )
         print(f"Shipped {args.name} to {folder}")
         from medgen.evaluation.provenance import is_builtin_folder
@@ -137,6 +146,8 @@ def _detail_lines(description) -> list[tuple[str, str]]:
                if description.default_guidance_interval is not None else ""))
     )
     rows = [("folder", description.folder), condition, ("trained on", description.training_data)]
+    if description.sampler:
+        rows.insert(2, ("sampler", f"{description.sampler}, {description.default_steps} steps by default"))
     if "fid" in e:
         fidelity = f"FID {e['fid']:.1f}" + (f" at N = {e['n_generated']}" if e.get("n_generated") else "")
         if e.get("fid_real_baseline") is not None:

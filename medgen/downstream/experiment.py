@@ -11,7 +11,7 @@ from medgen.downstream.classifier import STANDARD, Recipe, predict, score_on_tes
 from medgen.downstream.data import LabelledImages
 from medgen.downstream.grid import draw_cells, grid_report, interval_results, make_grid, synthetic_record, train_cells
 from medgen.downstream.stats import replicate_scores
-from medgen.sampling import DEFAULT_INFERENCE_STEPS
+from medgen.sampling import effective_inference_steps
 
 
 def run_downstream(
@@ -26,7 +26,7 @@ def run_downstream(
     seed: int = 0,
     rare_label: str | None = None,
     recipe: Recipe = STANDARD,
-    num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
+    num_inference_steps: int | None = None,
     guidance_scale: float | None = None,
     sample_batch_size: int = 32,
     device: str = "cpu",
@@ -53,6 +53,7 @@ def run_downstream(
 
     # 2. synthetic pools, one per label, generated (or read) once and shared by all cells
     if pipeline is not None:
+        num_inference_steps = effective_inference_steps(pipeline, num_inference_steps)  # the model's own unless given
         pools, pool_records = sample_pools(
             pipeline, label_names, needs, seed, num_inference_steps, guidance_scale, sample_batch_size, progress
         )

@@ -26,7 +26,7 @@ from medgen.downstream.arms import duplicated_index, extra_count, extra_label_co
 from medgen.downstream.data import LabelledImages
 from medgen.downstream.grid import draw_cells, grid_report, interval_results, make_grid, synthetic_record, train_cells
 from medgen.downstream.synthetic import pool_seed
-from medgen.sampling import DEFAULT_INFERENCE_STEPS
+from medgen.sampling import effective_inference_steps
 from medgen.segmentation.pairs import Pairs, concatenate_pairs, masks_from_indices
 
 METRICS = ("dice", "dice_nonempty")
@@ -142,7 +142,7 @@ def run_segmentation_downstream(
     seed: int = 0,
     rare_label: str | None = None,
     recipe: Any = None,
-    num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
+    num_inference_steps: int | None = None,
     guidance_scale: float | None = None,
     sample_batch_size: int = 16,
     device: str = "cpu",
@@ -175,6 +175,7 @@ def run_segmentation_downstream(
 
     # 2. synthetic pools of pairs, one per label, sampled (or read) once and shared by all cells
     if pipeline is not None:
+        num_inference_steps = effective_inference_steps(pipeline, num_inference_steps)  # the model's own unless given
         pools, pool_records = sample_pair_pools(
             pipeline, label_names, needs, seed, num_inference_steps, guidance_scale, sample_batch_size, progress
         )

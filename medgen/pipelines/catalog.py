@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from medgen.sampling import DEFAULT_INFERENCE_STEPS
+from medgen.sampling import DEFAULT_INFERENCE_STEPS, SCHEDULERS, replacement_scheduler, sampler_text
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 MODEL_INFO_FILE = "medgen_model.json"
@@ -44,6 +44,8 @@ class ModelDescription:
     example_prompts: list[str] = field(default_factory=list)  # a text model's trained prompts (empty: not a text model)
     default_guidance: float | None = None  # a label model's stored default guidance scale (None: the pipelines' 2.0)
     default_guidance_interval: list[float] | None = None  # its stored guided steps (None: every step)
+    sampler: str = ""  # its saved scheduler (`sampling.sampler_text`)
+    default_steps: int = DEFAULT_INFERENCE_STEPS  # the step count a call without one samples with
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +101,8 @@ def describe(folder: str | Path, name: str | None = None) -> ModelDescription:
         example_prompts=list(index.get("example_prompts") or []) if "tokenizer" in index else [],
         default_guidance=index.get("default_guidance_scale"),
         default_guidance_interval=_stored_interval(index.get("default_guidance_interval")),
+        sampler=sampler_text((index.get("scheduler") or ["", ""])[-1] or "", _read_json(folder / "scheduler" / "scheduler_config.json")),
+        default_steps=int(index.get("default_num_inference_steps") or DEFAULT_INFERENCE_STEPS),
     )
 
 
@@ -169,6 +173,8 @@ def ship(
     text_encoder_from: str | None = None,
     guidance_scale: float | None = None,
     guidance_interval: Sequence[float] | None = None,
+    scheduler: str | None = None,
+    num_inference_steps: int | None = None,
 ) -> Path:
     """Turns the pipeline saved by a training run in `run_dir` into a shipped folder (default
     `medgen/pretrained/<name>`): re-saved by the current medgen (current `pipeline.py`), fp16 weights, the run's
@@ -181,7 +187,14 @@ def ship(
 
     `guidance_scale` (label pipelines): stored as the model's `default_guidance_scale` in model_index.json, the
     scale a call without one samples with (the run's own when None). `guidance_interval` (label pipelines):
-    stored as its `default_guidance_interval`, the guided fraction of the sampling steps (every step when None)."""
+    stored as its `default_guidance_interval`, the guided fraction of the sampling steps (every step when None).
+    `scheduler` (a name of `medgen.sampling.SCHEDULERS`, e.g. `"ddpm"`): the saved sampler, built from the model's
+    own noise schedule (the run's when None). `num_inference_steps` (label pipelines): stored as its
+    `default_num_inference_steps`, the step count a call without one samples with (15 when None).
+
+    RUN_DIR may be a shipped folder itself (`output` the same folder), to change its sampling defaults: its
+    `medgen_model.json` keeps saying where it was trained; its stored evaluation and downstream results are not
+    carried over (they were measured with the old defaults): store them again."""
     from medgen.pipelines import load_pipeline
 
     run_dir = Path(run_dir)
@@ -204,6 +217,16 @@ def ship(
             raise ValueError(f"--guidance-interval: {run_dir} holds a {type(pipeline).__name__}, which stores no guidance interval")
         start, stop = pipeline.check_guidance_interval(guidance_interval, "--guidance-interval")
         pipeline.register_to_config(default_guidance_interval={"start": start, "stop": stop})
+    if num_inference_steps is not None:
+        if "default_num_inference_steps" not in inspect.signature(type(pipeline).__init__).parameters:
+            raise ValueError(f"--num-inference-steps: {run_dir} holds a {type(pipeline).__name__}, which stores no default step count")
+        steps = pipeline.check_num_inference_steps(num_inference_steps, "--num-inference-steps")
+        pipeline.register_to_config(default_num_inference_steps=steps)
+    if scheduler is not None:
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"--scheduler: unknown sampler {scheduler!r}; choose one of {', '.join(sorted(SCHEDULERS))}")
+        pipeline.scheduler = replacement_scheduler(pipeline.scheduler, SCHEDULERS[scheduler])
+    previous_info = _read_json(run_dir / MODEL_INFO_FILE)  # a shipped folder re-shipped keeps where it was trained
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=output.parent))
     try:
@@ -230,11 +253,14 @@ def ship(
         if (staging / "training_config.yaml").is_file():
             record_config_paths(staging / "training_config.yaml")
         samples = sorted(run_dir.glob("samples/*.png"))
-        if guidance_scale is not None or guidance_interval is not None:  # redraw the run's grids at the shipped defaults
-            draw_sample_grid(pipeline, run_dir, staging / "samples.png")
+        if any(value is not None for value in (guidance_scale, guidance_interval, scheduler, num_inference_steps)):
+            draw_sample_grid(pipeline, run_dir, staging / "samples.png")  # the run's grids at the shipped defaults
         elif samples:
             shutil.copy2(samples[-1], staging / "samples.png")
-        info = {"name": name, "modality": modality, "training_data": training_data, "trained_in": recorded_path(run_dir)}
+        elif (run_dir / "samples.png").is_file():  # a shipped folder re-shipped
+            shutil.copy2(run_dir / "samples.png", staging / "samples.png")
+        trained_in = previous_info.get("trained_in") or recorded_path(run_dir)
+        info = {"name": name, "modality": modality, "training_data": training_data, "trained_in": trained_in}
         (staging / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         if output.exists():
             shutil.rmtree(output)
@@ -276,7 +302,8 @@ def record_config_paths(config_path: Path) -> None:
 
 def draw_sample_grid(pipeline: Any, run_dir: Path, path: Path) -> Path:
     """`samples.png` drawn as training draws its grids (one row per label, every row from the run's seed, its
-    image count and step count), at the pipeline's own default guidance scale and interval."""
+    image count and step count), at the pipeline's own default sampler, guidance scale and interval (and its stored
+    step count, when it stores one)."""
     import torch
     import yaml
 
@@ -285,7 +312,9 @@ def draw_sample_grid(pipeline: Any, run_dir: Path, path: Path) -> Path:
     config_path = run_dir / "training_config.yaml"
     config = (yaml.safe_load(config_path.read_text()) if config_path.is_file() else None) or {}
     seed, count = int(config.get("seed", 0)), int(config.get("num_sample_images", 4))
-    steps = int((config.get("diffusion") or {}).get("num_inference_steps", DEFAULT_INFERENCE_STEPS))
+    steps = pipeline.config.get("default_num_inference_steps") or int(
+        (config.get("diffusion") or {}).get("num_inference_steps", DEFAULT_INFERENCE_STEPS)
+    )
     pipeline.set_progress_bar_config(disable=True)
     rows = []
     for label in pipeline.labels:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medgen.sampling import guidance_interval_text
+from medgen.sampling import DEFAULT_INFERENCE_STEPS, guidance_interval_text, sampler_text
 
 # The "Evaluation" section lies between these markers, so that storing a new evaluation replaces it in place
 # and keeps the rest of the card (training details known only when the pipeline was saved).
@@ -44,7 +44,7 @@ images = pipe({call_example}).images
 | Resolution | {resolution} px, {channels} channel(s) |
 | Space | {space} |
 | Conditioning | {conditioning} |
-| Default sampler | `{scheduler}` |
+| Default sampler | {scheduler} |
 | Parameters (denoiser) | {num_parameters} |
 
 ## Training
@@ -144,7 +144,8 @@ def write_model_card(folder: str | Path, pipeline: Any, info: dict[str, Any]) ->
         channels=channels,
         space=f"latent ({unet.config.in_channels} channels, VAE factor {latent_factor})" if has_vae else "pixel",
         conditioning=conditioning,
-        scheduler=type(pipeline.scheduler).__name__,
+        scheduler=f"`{sampler_text(pipeline.scheduler)}`, "
+        f"{getattr(pipeline, 'default_num_inference_steps', None) or DEFAULT_INFERENCE_STEPS} steps",
         num_parameters=f"{sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M",
         dataset=info.get("dataset", "not recorded"),
         num_train_images=info.get("num_train_images", "not recorded"),
@@ -180,6 +181,8 @@ def _generated_text(summary: dict[str, Any]) -> str:
     """How many images were scored, and the sampler settings they were drawn with (when recorded)."""
     sampling = summary.get("sampling") or {}
     settings = [f"{sampling['num_inference_steps']} steps"] if sampling.get("num_inference_steps") else []
+    if sampling.get("sampler"):
+        settings.insert(0, sampling["sampler"])
     if sampling.get("guidance_scale") is not None:
         settings.append(f"guidance {_number(sampling['guidance_scale'], 2)}")
     if sampling.get("guidance_interval") not in (None, [0.0, 1.0]):  # every step guided is the usual case, left unsaid

@@ -24,6 +24,7 @@ from diffusers.utils.torch_utils import randn_tensor
 ImageLabels = Union[str, Sequence[str], Mapping[str, float]]
 
 DEFAULT_GUIDANCE_SCALE = 2.0  # a call without guidance_scale, on a model that stores no default
+DEFAULT_INFERENCE_STEPS = 15  # a call without num_inference_steps, on a model that stores no default
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -67,6 +68,9 @@ class LabelConditionedPipeline(DiffusionPipeline):
         default_guidance_interval (`tuple[float, float]`, *optional*):
             The guidance interval a call uses when it gives none, stored in `model_index.json` as `{"start": ...,
             "stop": ...}` (a list there would read as a component); every step when not set. See `__call__`.
+        default_num_inference_steps (`int`, *optional*):
+            The step count a call uses when it gives none, stored in `model_index.json`: what the model's saved
+            sampler was measured with (15 when not set; a stochastic sampler such as DDPM wants more).
     """
 
     model_cpu_offload_seq = "unet->vae"
@@ -82,8 +86,13 @@ class LabelConditionedPipeline(DiffusionPipeline):
         multi_label: bool = False,
         default_guidance_scale: float | None = None,
         default_guidance_interval: Sequence[float] | Mapping[str, float] | None = None,
+        default_num_inference_steps: int | None = None,
     ):
         super().__init__()
+        if default_num_inference_steps is not None:
+            default_num_inference_steps = self.check_num_inference_steps(
+                default_num_inference_steps, "`default_num_inference_steps`"
+            )
         if default_guidance_interval is not None:
             start, stop = self.check_guidance_interval(default_guidance_interval, "`default_guidance_interval`")
             default_guidance_interval = {"start": start, "stop": stop}
@@ -102,7 +111,7 @@ class LabelConditionedPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler, vae=vae)
         self.register_to_config(
             id2label=id2label, multi_label=bool(multi_label), default_guidance_scale=default_guidance_scale,
-            default_guidance_interval=default_guidance_interval,
+            default_guidance_interval=default_guidance_interval, default_num_inference_steps=default_num_inference_steps,
         )
         self._interrupt = False
 
@@ -117,6 +126,21 @@ class LabelConditionedPipeline(DiffusionPipeline):
         """The guidance interval of a call that gives none: the model's stored `default_guidance_interval`, else every step."""
         value = self.config.get("default_guidance_interval")
         return [0.0, 1.0] if value is None else self.check_guidance_interval(value, "`default_guidance_interval`")
+
+    @property
+    def default_num_inference_steps(self) -> int:
+        """The step count of a call that gives none: the model's stored `default_num_inference_steps`, else 15."""
+        value = self.config.get("default_num_inference_steps")
+        return DEFAULT_INFERENCE_STEPS if value is None else self.check_num_inference_steps(value, "`default_num_inference_steps`")
+
+    @staticmethod
+    def check_num_inference_steps(steps: int, name: str = "`num_inference_steps`") -> int:
+        """`steps` as an int, or a ValueError naming `name` unless it is a whole number >= 1."""
+        if isinstance(steps, float) and steps.is_integer():
+            steps = int(steps)  # JSON may hold 100.0
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"{name} must be a positive integer, got {steps!r}.")
+        return int(steps)
 
     @staticmethod
     def check_guidance_interval(interval: Sequence[float] | Mapping[str, float], name: str = "`guidance_interval`") -> list[float]:
@@ -221,7 +245,7 @@ class LabelConditionedPipeline(DiffusionPipeline):
         self,
         labels: ImageLabels | list[ImageLabels] | None = None,
         num_images_per_prompt: int = 1,
-        num_inference_steps: int = 15,
+        num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         guidance_interval: Sequence[float] | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -241,8 +265,9 @@ class LabelConditionedPipeline(DiffusionPipeline):
                 A single entry means one image. `None` samples unconditionally. See `pipe.labels`.
             num_images_per_prompt (`int`, defaults to 1):
                 Images generated for each entry of `labels`.
-            num_inference_steps (`int`, defaults to 15):
-                Denoising steps; 15-25 suit the default multistep solver, DDPM wants its full schedule.
+            num_inference_steps (`int`, *optional*):
+                Denoising steps; 15-25 suit the multistep solver, DDPM wants more. Defaults to the model's
+                `default_num_inference_steps` (15 when the model stores none).
             guidance_scale (`float`, *optional*):
                 Classifier-free guidance weight; 1.0 disables guidance, larger values follow the labels more
                 closely at the cost of diversity. Defaults to the model's `default_guidance_scale` (2.0 when the
@@ -277,6 +302,8 @@ class LabelConditionedPipeline(DiffusionPipeline):
         """
         if guidance_scale is None:
             guidance_scale = self.default_guidance_scale
+        if num_inference_steps is None:
+            num_inference_steps = self.default_num_inference_steps
         if guidance_interval is None:
             guidance_interval = self.default_guidance_interval
         guide_from, guide_until = self.check_guidance_interval(guidance_interval)
