@@ -9,8 +9,8 @@ N) is printed beside FID, so the scale that a model's default should use can be 
 `--interval START STOP` (repeatable) crosses each scale with guidance applied to part of the sampling steps only
 (fractions from the noisiest, 0, to the last, 1: the label pipeline's `guidance_interval`). `--sampler NAME:STEPS`
 (repeatable) crosses them with samplers built from the model's own noise schedule: the names of `medgen generate
---scheduler` (dpm, ddim, ddpm, unipc) and two stochastic ones, dpm-sde (DPM-Solver++ 2M SDE) and euler-a (Euler
-ancestral); without it the pipeline's own sampler and step count are used.
+--scheduler` (dpm, ddim, ddpm, unipc, euler-a: Euler ancestral) and dpm-sde (DPM-Solver++ 2M SDE); without it the
+pipeline's own sampler and step count are used.
 
     python benchmarks/bench_guidance.py --pipeline chest-xray --guidance 1 1.5 2 3 --n 256
     python benchmarks/bench_guidance.py --pipeline brain-mri --guidance 3 4 --interval 0 1 --interval 0.25 1 --n 512
@@ -35,7 +35,6 @@ from medgen.sampling import SCHEDULERS, guidance_interval_text, replacement_sche
 SAMPLERS = {
     **{name: (class_name, {}) for name, class_name in SCHEDULERS.items()},
     "dpm-sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
-    "euler-a": ("EulerAncestralDiscreteScheduler", {}),
 }
 
 

@@ -16,6 +16,7 @@ SCHEDULERS = {
     "ddim": "DDIMScheduler",
     "ddpm": "DDPMScheduler",
     "unipc": "UniPCMultistepScheduler",
+    "euler-a": "EulerAncestralDiscreteScheduler",  # stochastic: fresh noise at every step
 }
 
 

@@ -175,3 +175,19 @@ def test_sampler_text_names_a_stochastic_dpm_solver():
     sde = DPMSolverMultistepScheduler.from_config(ode.config, algorithm_type="sde-dpmsolver++")
     assert sampler_text(sde) == "DPMSolverMultistepScheduler (sde-dpmsolver++)"
     assert sampler_text("DDPMScheduler", {}) == "DDPMScheduler"
+
+
+def test_a_model_shipped_with_euler_ancestral_samples_reproducibly_from_its_seed(tmp_path):
+    run = tmp_path / "run"
+    tiny_label_pipeline().save_pretrained(run)
+    out = ship(run, "m", "chest X-ray", "tiny", output=tmp_path / "shipped", scheduler="euler-a", num_inference_steps=3)
+    pipe = load_pipeline(out)
+    assert type(pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
+
+    def images(seed):
+        return pipe(labels=["normal", "normal"], generator=[torch.Generator().manual_seed(s) for s in (seed, seed + 1)],
+                    output_type="np").images
+
+    first = images(0)
+    assert np.isfinite(first).all() and not np.array_equal(first[0], first[1])
+    np.testing.assert_array_equal(first, images(0))  # its per-step noise comes from the image's own generator
