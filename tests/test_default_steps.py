@@ -112,6 +112,7 @@ def test_reshipping_a_shipped_folder_in_place_keeps_its_record_and_drops_its_old
     assert trained_in.endswith("run")
     ship(out, "busi", "breast ultrasound", "BUSI", output=out, overwrite=True, scheduler="ddpm", num_inference_steps=3)
     assert json.loads((out / "medgen_model.json").read_text())["trained_in"] == trained_in  # not the folder itself
+    assert json.loads((out / "unet" / "config.json").read_text())["_name_or_path"].endswith("run/unet")
     assert not (out / "evaluation.json").exists()
     assert sorted(path.read_bytes() for path in out.rglob("*.safetensors")) == weights  # same weights
     assert load_pipeline(out).default_num_inference_steps == 3

@@ -235,10 +235,12 @@ def ship(
         if text_encoder_from:
             reference = text_encoder_reference_of(pipeline, run_dir, text_encoder_from)
             card["extra"] = external_encoder_note(reference) + card.get("extra", "")
-        for component in pipeline.components.values():  # diffusers and transformers record the folder they loaded
+        for component_name, component in pipeline.components.items():  # each records the folder it was loaded from
             source = getattr(getattr(component, "config", None), "_name_or_path", None)
             if not source:
                 continue
+            if previous_info:  # a shipped folder re-shipped: keep the run folder its components came from
+                source = _read_json(run_dir / component_name / "config.json").get("_name_or_path") or source
             if hasattr(component, "register_to_config"):
                 component.register_to_config(_name_or_path=recorded_path(source))
             else:  # a transformers model (the text encoder): its card line names it
