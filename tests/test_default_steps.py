@@ -142,10 +142,14 @@ def test_generate_and_evaluate_sample_with_and_record_the_models_own(pneumoniamn
     assert json.loads((tmp_path / "two" / "params.json").read_text())["num_inference_steps"] == 2
     evaluate = ["evaluate", "--pipeline", str(tmp_path / "pipe"), "--data", str(pneumoniamnist_npz), "--num-samples", "4",
                 "--feature-extractor", "pixel", "--no-classifier", "--max-real", "50", "--no-cache", "--device", "cpu",
-                "--no-progress", "--no-feature-memorization", "--no-frd", "--output", str(tmp_path / "report")]
+                "--no-progress", "--no-feature-memorization", "--no-frd", "--output", str(tmp_path / "report"),
+                "--store-in-pipeline"]
     assert cli(evaluate) == 0
     sampling = json.loads((tmp_path / "report" / "report.json").read_text())["sampling"]
     assert sampling["num_inference_steps"] == 3 and sampling["sampler"] == "DDPMScheduler"
+    stored = json.loads((tmp_path / "pipe" / "evaluation.json").read_text())["sampling"]  # what the card and gate read
+    assert stored["num_inference_steps"] == 3 and stored["sampler"] == "DDPMScheduler"
+    assert "DDPMScheduler, 3 steps" in (tmp_path / "pipe" / "README.md").read_text()
 
 
 def test_the_app_starts_at_the_models_own_sampler_and_step_count(tmp_path):

@@ -78,6 +78,8 @@ def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, 
         summary["sampling"] = {key: report["sampling"].get(key) for key in ("num_inference_steps", "guidance_scale", "seed")}
         if report["sampling"].get("guidance_interval") is not None:  # recorded where not every step was guided
             summary["sampling"]["guidance_interval"] = report["sampling"]["guidance_interval"]
+        if report["sampling"].get("sampler"):  # the scheduler the images were drawn with
+            summary["sampling"]["sampler"] = report["sampling"]["sampler"]
     recall_per_label = {name: entry["recall"] for name, entry in (report.get("per_label") or {}).items() if "recall" in entry}
     if recall_per_label:
         summary["recall_per_label"] = recall_per_label
