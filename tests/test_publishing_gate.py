@@ -262,7 +262,7 @@ def test_stored_label_accuracy_keeps_each_label_beside_the_classifier_on_real_im
     card = (folder / "README.md").read_text()
     assert "| Label accuracy: pneumonia | 0.125 (the classifier on real test images of pneumonia: 0.000) |" in card
     assert "| Label accuracy: normal | 0.875 (the classifier on real test images of normal: 0.900) |" in card
-    assert "| Generated images | 8 (2 steps, guidance 2.00) |" in card  # the sampler settings they were drawn with
+    assert "| Generated images | 8 (DPMSolverMultistepScheduler, 2 steps, guidance 2.00) |" in card  # the sampler settings they were drawn with
 
 
 def test_evaluate_no_store_leaves_the_pipeline_folder_as_it_was(pneumoniamnist_npz, tmp_path):
