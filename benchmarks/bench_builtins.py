@@ -13,7 +13,6 @@ call), side by side in one run, and sums the bytes of every `*.safetensors` file
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import statistics
 import time
@@ -23,6 +22,7 @@ import torch
 
 from medgen.pipelines import load_pipeline
 from medgen.pipelines.locate import BUILTIN_PIPELINES, builtin_pipeline_path
+from medgen.sampling import effective_guidance_scale, effective_inference_steps, sampler_text
 
 LABEL_MODELS = ("chest-xray", "brain-mri", "breast-ultrasound", "lung-ct", "medical-text")
 ONE_IMAGE_GOAL_S = 2.0
@@ -70,23 +70,23 @@ def main() -> None:
 
     rows = []
     print(f"torch threads: {torch.get_num_threads()}")
-    print(f"| model | steps | guidance | 1 image s (goal <= {ONE_IMAGE_GOAL_S:g}) | {args.batch} images s "
+    print(f"| model | sampler | steps | guidance | 1 image s (goal <= {ONE_IMAGE_GOAL_S:g}) | {args.batch} images s "
           f"(goal <= {BATCH_GOAL_S:g}) |")
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for name in args.models:
         pipeline = load_pipeline(name)
         pipeline.set_progress_bar_config(disable=True)
         label = pipeline.labels[0] if pipeline.labels else pipeline.config.example_prompts[0]
-        defaults = {key: value.default for key, value in inspect.signature(pipeline.__call__).parameters.items()}
         one = time_call(pipeline, label, 1, args.repeats)
         batch = time_call(pipeline, label, args.batch, args.repeats)
-        row = {
-            "model": name, "label": label, "num_inference_steps": defaults["num_inference_steps"],
-            "guidance_scale": defaults["guidance_scale"], "one_image_s": one, "batch": args.batch,
+        row = {  # the defaults a call without them samples with: the model's own where it stores them
+            "model": name, "label": label, "sampler": sampler_text(pipeline.scheduler),
+            "num_inference_steps": effective_inference_steps(pipeline),
+            "guidance_scale": effective_guidance_scale(pipeline, None), "one_image_s": one, "batch": args.batch,
             "batch_s": batch,
         }
         rows.append(row)
-        print(f"| {name} | {row['num_inference_steps']} | {row['guidance_scale']} | {one:.2f} | {batch:.2f} |")
+        print(f"| {name} | {row['sampler']} | {row['num_inference_steps']} | {row['guidance_scale']} | {one:.2f} | {batch:.2f} |")
 
     sizes = shipped_weight_bytes()
     total_mb = sum(sizes.values()) / 1e6
