@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from medgen.sampling import DEFAULT_INFERENCE_STEPS, sampler_text
+from medgen.sampling import DEFAULT_INFERENCE_STEPS, effective_inference_steps, sampler_text
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def describe_pipeline(pipe, source: str = "") -> PipelineInfo:
         class_name=type(pipe).__name__,
         source=str(source),
         sampler=sampler_text(pipe.scheduler),
-        default_steps=int(getattr(pipe, "default_num_inference_steps", None) or DEFAULT_INFERENCE_STEPS),
+        default_steps=effective_inference_steps(pipe),
         mask_classes=tuple(pipe.mask_classes) if kind == "mask" else (),
         mask_generator=kind == "mask" and bool(pipe.has_mask_generator),
         example_masks=example_mask_choices(getattr(pipe, "_medgen_source_folder", None)) if kind == "mask" else (),
@@ -121,17 +121,9 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
 
 
-def _saved_sampler(folder: Path, index: dict[str, Any]) -> str:
-    """The saved scheduler of a folder, named as `sampling.sampler_text` names a loaded one."""
-    scheduler = index.get("scheduler")
-    if not (isinstance(scheduler, list) and len(scheduler) == 2 and scheduler[1]):
-        return ""
-    config_path = folder / "scheduler" / "scheduler_config.json"
-    return sampler_text(scheduler[1], _read_json(config_path) if config_path.is_file() else {})
-
-
 def describe_pipeline_folder(folder: str | Path, source: str = "") -> PipelineInfo:
     """The same description as `describe_pipeline`, read from a saved folder's JSON configs (no weights loaded)."""
+    from medgen.pipelines.catalog import saved_sampling
     from medgen.pipelines.hub import pipeline_class_name, read_model_index
 
     folder = Path(folder)
@@ -151,6 +143,7 @@ def describe_pipeline_folder(folder: str | Path, source: str = "") -> PipelineIn
         kind = "text"
     else:
         kind = "label" if labels else "unconditional"
+    sampler, default_steps = saved_sampling(folder, index)
     mask_unet = index.get("mask_unet")
     return PipelineInfo(
         kind=kind,
@@ -160,8 +153,8 @@ def describe_pipeline_folder(folder: str | Path, source: str = "") -> PipelineIn
         default_guidance=_default_guidance(kind, index.get("default_guidance_scale")),
         class_name=class_name,
         source=str(source or folder),
-        sampler=_saved_sampler(folder, index),
-        default_steps=int(index.get("default_num_inference_steps") or DEFAULT_INFERENCE_STEPS),
+        sampler=sampler,
+        default_steps=default_steps,
         mask_classes=tuple(id2mask_class[key] for key in sorted(id2mask_class, key=int)) if kind == "mask" else (),
         mask_generator=kind == "mask" and isinstance(mask_unet, list) and bool(mask_unet) and mask_unet[0] is not None,
         example_masks=example_mask_choices(folder) if kind == "mask" else (),

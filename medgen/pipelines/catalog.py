@@ -88,6 +88,7 @@ def describe(folder: str | Path, name: str | None = None) -> ModelDescription:
         figures["mask_dice_ratio"] = faithfulness["ratio"]
     if evaluation.get("memorization") is not None:
         figures["memorization_alarm"] = bool(evaluation["memorization"].get("alarm"))
+    sampler, default_steps = saved_sampling(folder, index)
     return ModelDescription(
         name=name or info.get("name") or folder.name,
         modality=info.get("modality", "unknown"),
@@ -101,9 +102,19 @@ def describe(folder: str | Path, name: str | None = None) -> ModelDescription:
         example_prompts=list(index.get("example_prompts") or []) if "tokenizer" in index else [],
         default_guidance=index.get("default_guidance_scale"),
         default_guidance_interval=_stored_interval(index.get("default_guidance_interval")),
-        sampler=sampler_text((index.get("scheduler") or ["", ""])[-1] or "", _read_json(folder / "scheduler" / "scheduler_config.json")),
-        default_steps=int(index.get("default_num_inference_steps") or DEFAULT_INFERENCE_STEPS),
+        sampler=sampler,
+        default_steps=default_steps,
     )
+
+
+def saved_sampling(folder: str | Path, index: dict[str, Any]) -> tuple[str, int]:
+    """A saved folder's own sampler (its scheduler, named by `sampling.sampler_text`; "" when it names none) and the
+    step count a call without one samples with, read from its configs without loading it (`index`: its
+    model_index.json)."""
+    scheduler = index.get("scheduler")
+    name = scheduler[1] if isinstance(scheduler, list) and len(scheduler) == 2 and scheduler[1] else ""
+    sampler = sampler_text(name, _read_json(Path(folder) / "scheduler" / "scheduler_config.json")) if name else ""
+    return sampler, int(index.get("default_num_inference_steps") or DEFAULT_INFERENCE_STEPS)
 
 
 def _stored_interval(value: Any) -> list[float] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medgen.sampling import DEFAULT_INFERENCE_STEPS, guidance_interval_text, sampler_text
+from medgen.sampling import effective_inference_steps, guidance_interval_text, sampler_text
 
 # The "Evaluation" section lies between these markers, so that storing a new evaluation replaces it in place
 # and keeps the rest of the card (training details known only when the pipeline was saved).
@@ -145,7 +145,7 @@ def write_model_card(folder: str | Path, pipeline: Any, info: dict[str, Any]) ->
         space=f"latent ({unet.config.in_channels} channels, VAE factor {latent_factor})" if has_vae else "pixel",
         conditioning=conditioning,
         scheduler=f"`{sampler_text(pipeline.scheduler)}`, "
-        f"{getattr(pipeline, 'default_num_inference_steps', None) or DEFAULT_INFERENCE_STEPS} steps",
+        f"{effective_inference_steps(pipeline)} steps",
         num_parameters=f"{sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M",
         dataset=info.get("dataset", "not recorded"),
         num_train_images=info.get("num_train_images", "not recorded"),
