@@ -31,7 +31,7 @@ from medgen.pipelines.hub import builtin_pipeline_path
 from medgen.pipelines import load_pipeline
 from medgen.sampling import SCHEDULERS, guidance_interval_text, replacement_scheduler
 
-# --sampler names: medgen's own, and two stochastic variants (a class and its config overrides)
+# --sampler names: medgen's own, and DPM-Solver++ in its stochastic (SDE) form (a class and its config overrides)
 SAMPLERS = {
     **{name: (class_name, {}) for name, class_name in SCHEDULERS.items()},
     "dpm-sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
