@@ -9,8 +9,8 @@ N) is printed beside FID, so the scale that a model's default should use can be 
 `--interval START STOP` (repeatable) crosses each scale with guidance applied to part of the sampling steps only
 (fractions from the noisiest, 0, to the last, 1: the label pipeline's `guidance_interval`). `--sampler NAME:STEPS`
 (repeatable) crosses them with samplers built from the model's own noise schedule: the names of `medgen generate
---scheduler` (dpm, ddim, ddpm, unipc, euler-a: Euler ancestral) and dpm-sde (DPM-Solver++ 2M SDE); without it the
-pipeline's own sampler and step count are used.
+--scheduler` (dpm, ddim, ddpm, unipc, euler-a: Euler ancestral), dpm-sde (DPM-Solver++ 2M SDE) and euler-a-trailing
+(Euler ancestral on trailing timesteps); without it the pipeline's own sampler and step count are used.
 
     python benchmarks/bench_guidance.py --pipeline chest-xray --guidance 1 1.5 2 3 --n 256
     python benchmarks/bench_guidance.py --pipeline brain-mri --guidance 3 4 --interval 0 1 --interval 0.25 1 --n 512
@@ -31,10 +31,12 @@ from medgen.pipelines.hub import builtin_pipeline_path
 from medgen.pipelines import load_pipeline
 from medgen.sampling import SCHEDULERS, guidance_interval_text, replacement_scheduler
 
-# --sampler names: medgen's own, and DPM-Solver++ in its stochastic (SDE) form (a class and its config overrides)
+# --sampler names: medgen's own, DPM-Solver++ in its stochastic (SDE) form, and Euler ancestral on "trailing"
+# timesteps (the first step at the last training timestep, none spent at t = 0): a class and its config overrides
 SAMPLERS = {
     **{name: (class_name, {}) for name, class_name in SCHEDULERS.items()},
     "dpm-sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+    "euler-a-trailing": ("EulerAncestralDiscreteScheduler", {"timestep_spacing": "trailing"}),
 }
 
 
@@ -79,7 +81,7 @@ def score(pipeline: str, config_path: Path, guidance: float, n: int, steps: int 
     floor = ((report.get("baselines") or {}).get("training") or {}).get("fid")
     sampling = report.get("sampling") or {}
     return {
-        "sampler": sampling.get("sampler"), "num_inference_steps": sampling.get("num_inference_steps"),
+        "sampler": sampler[0] if sampler else sampling.get("sampler"), "num_inference_steps": sampling.get("num_inference_steps"),
         "guidance_scale": guidance, "guidance_interval": sampling.get("guidance_interval"),
         "n_generated": report.get("n_generated"), "n_real": report.get("n_real"),
         "fid": report.get("fid"), "floor_fid": floor, "precision": report.get("precision"), "recall": report.get("recall"),

@@ -51,12 +51,33 @@ def effective_inference_steps(pipe, requested: int | None = None) -> int:
 def sampler_text(scheduler, config: dict | None = None) -> str:
     """A scheduler as reports, the app and `medgen models` name it: its diffusers class (an instance, or a class name
     with its `config`), with DPM-Solver's algorithm when it is not the default ODE one
-    ("DPMSolverMultistepScheduler (sde-dpmsolver++)")."""
+    ("DPMSolverMultistepScheduler (sde-dpmsolver++)") and trailing timesteps when it uses them
+    ("EulerAncestralDiscreteScheduler (trailing timesteps)")."""
     name = scheduler if isinstance(scheduler, str) else type(scheduler).__name__
     if config is None:
         config = getattr(scheduler, "config", None) or {}
+    details = []
     algorithm = config.get("algorithm_type")
-    return f"{name} ({algorithm})" if algorithm and algorithm != "dpmsolver++" and "DPMSolver" in name else name
+    if algorithm and algorithm != "dpmsolver++" and "DPMSolver" in name:
+        details.append(algorithm)
+    if config.get("timestep_spacing") == "trailing":
+        details.append("trailing timesteps")
+    return f"{name} ({', '.join(details)})" if details else name
+
+
+TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
+
+
+def with_timestep_spacing(scheduler, spacing: str):
+    """A fresh copy of `scheduler` that places its sampling timesteps by `spacing` (diffusers' `timestep_spacing`:
+    "linspace" spreads them evenly from the last training timestep to 0, "trailing" counts back from the last one
+    and spends no step at t = 0, "leading" counts up from 0). A bad name, or a scheduler without the option (the
+    EDM family), is a ValueError naming `--timestep-spacing`."""
+    if spacing not in TIMESTEP_SPACINGS:
+        raise ValueError(f"--timestep-spacing: unknown spacing {spacing!r}; choose one of {', '.join(TIMESTEP_SPACINGS)}")
+    if "timestep_spacing" not in scheduler.config:
+        raise ValueError(f"--timestep-spacing: {type(scheduler).__name__} has no timestep spacing to set")
+    return type(scheduler).from_config(scheduler.config, timestep_spacing=spacing)
 
 
 def effective_guidance_interval(pipe, requested=None) -> list[float] | None:

@@ -118,11 +118,11 @@ def test_reshipping_a_shipped_folder_in_place_keeps_its_record_and_drops_its_old
     assert load_pipeline(out).default_num_inference_steps == 3
 
 
-@pytest.mark.parametrize("bad", [{"scheduler": "euler-x"}, {"num_inference_steps": 0}])
+@pytest.mark.parametrize("bad", [{"scheduler": "euler-x"}, {"num_inference_steps": 0}, {"timestep_spacing": "Trailing"}])
 def test_ship_refuses_a_bad_sampler_or_step_count_before_writing(tmp_path, bad):
     run = tmp_path / "run"
     tiny_label_pipeline().save_pretrained(run)
-    with pytest.raises(ValueError, match="--scheduler|--num-inference-steps"):
+    with pytest.raises(ValueError, match="--scheduler|--num-inference-steps|--timestep-spacing"):
         ship(run, "busi", "breast ultrasound", "BUSI", output=tmp_path / "shipped", **bad)
     assert not (tmp_path / "shipped").exists()
 
@@ -180,6 +180,43 @@ def test_sampler_text_names_a_stochastic_dpm_solver():
     sde = DPMSolverMultistepScheduler.from_config(ode.config, algorithm_type="sde-dpmsolver++")
     assert sampler_text(sde) == "DPMSolverMultistepScheduler (sde-dpmsolver++)"
     assert sampler_text("DDPMScheduler", {}) == "DDPMScheduler"
+    assert sampler_text("DDPMScheduler", {"timestep_spacing": "linspace"}) == "DDPMScheduler"
+    trailing_sde = DPMSolverMultistepScheduler.from_config(sde.config, timestep_spacing="trailing")
+    assert sampler_text(trailing_sde) == "DPMSolverMultistepScheduler (sde-dpmsolver++, trailing timesteps)"
+
+
+def test_ship_stores_trailing_timesteps_that_every_loader_and_a_sampler_swap_keep(tmp_path):
+    from medgen.commands.models import _detail_lines
+    from medgen.sampling import SCHEDULERS, replacement_scheduler
+
+    run = tmp_path / "run"
+    tiny_label_pipeline().save_pretrained(run)
+    cli(["models", "ship", str(run), "--name", "m", "--modality", "chest X-ray", "--training-data", "tiny",
+         "--output", str(tmp_path / "shipped"), "--scheduler", "euler-a", "--timestep-spacing", "trailing",
+         "--num-inference-steps", "4"])
+    out = tmp_path / "shipped"
+    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["timestep_spacing"] == "trailing"
+    pipe = load_pipeline(out)
+    pipe.scheduler.set_timesteps(4)
+    last = pipe.scheduler.config.num_train_timesteps - 1
+    step = (last + 1) // 4
+    assert pipe.scheduler.timesteps.tolist() == [last - k * step for k in range(4)]  # back from the last, none at t = 0
+    assert ("sampler", "EulerAncestralDiscreteScheduler (trailing timesteps), 4 steps by default") in _detail_lines(describe(out))
+    assert "`EulerAncestralDiscreteScheduler (trailing timesteps)`, 4 steps" in (out / "README.md").read_text()
+    swapped = replacement_scheduler(pipe.scheduler, SCHEDULERS["ddpm"])  # generate --scheduler, the app's menu
+    assert swapped.config.timestep_spacing == "trailing"
+    unchanged = ship(run, "m", "chest X-ray", "tiny", output=tmp_path / "plain", scheduler="euler-a")
+    plain = load_pipeline(unchanged).scheduler
+    plain.set_timesteps(4)
+    assert plain.timesteps.tolist()[-1] == 0 and plain.config.timestep_spacing == "linspace"  # the saved spacing kept
+
+
+def test_timestep_spacing_is_refused_for_a_scheduler_without_it():
+    from diffusers import EDMDPMSolverMultistepScheduler
+    from medgen.sampling import with_timestep_spacing
+
+    with pytest.raises(ValueError, match="--timestep-spacing: EDMDPMSolverMultistepScheduler"):
+        with_timestep_spacing(EDMDPMSolverMultistepScheduler(), "trailing")
 
 
 def test_a_model_shipped_with_euler_ancestral_samples_reproducibly_from_its_seed(tmp_path):

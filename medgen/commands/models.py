@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from medgen.sampling import SCHEDULERS, guidance_interval_text
+from medgen.sampling import SCHEDULERS, TIMESTEP_SPACINGS, guidance_interval_text
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -62,6 +62,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "benchmarks/bench_guidance.py --sampler); default: keep the run's",
     )
     ship.add_argument(
+        "--timestep-spacing", choices=TIMESTEP_SPACINGS,
+        help="where the saved sampler places its steps: linspace (evenly from the last training timestep to 0), "
+        "trailing (back from the last, no step at 0) or leading; default: keep the saved scheduler's",
+    )
+    ship.add_argument(
         "--num-inference-steps", type=int, metavar="STEPS",
         help="label models: store STEPS as the model's default step count (what a call without one uses); default: 15",
     )
@@ -77,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             args.run_dir, args.name, args.modality, args.training_data, args.output, args.overwrite,
             text_encoder_from=args.text_encoder_from, guidance_scale=args.guidance_scale,
             guidance_interval=args.guidance_interval, scheduler=args.scheduler, num_inference_steps=args.num_inference_steps,
+            timestep_spacing=args.timestep_spacing,
         )
         print(f"Shipped {args.name} to {folder}")
         from medgen.evaluation.provenance import is_builtin_folder

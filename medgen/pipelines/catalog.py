@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from medgen.sampling import DEFAULT_INFERENCE_STEPS, SCHEDULERS, replacement_scheduler, sampler_text
+from medgen.sampling import DEFAULT_INFERENCE_STEPS, SCHEDULERS, replacement_scheduler, sampler_text, with_timestep_spacing
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 MODEL_INFO_FILE = "medgen_model.json"
@@ -186,6 +186,7 @@ def ship(
     guidance_interval: Sequence[float] | None = None,
     scheduler: str | None = None,
     num_inference_steps: int | None = None,
+    timestep_spacing: str | None = None,
 ) -> Path:
     """Turns the pipeline saved by a training run in `run_dir` into a shipped folder (default
     `medgen/pretrained/<name>`): re-saved by the current medgen (current `pipeline.py`), fp16 weights, the run's
@@ -202,6 +203,8 @@ def ship(
     `scheduler` (a name of `medgen.sampling.SCHEDULERS`, e.g. `"ddpm"`): the saved sampler, built from the model's
     own noise schedule (the run's when None). `num_inference_steps` (label pipelines): stored as its
     `default_num_inference_steps`, the step count a call without one samples with (15 when None).
+    `timestep_spacing` (`"linspace"`, `"leading"` or `"trailing"`): where the saved sampler places its steps (the
+    saved scheduler's when None; see `medgen.sampling.with_timestep_spacing`).
 
     RUN_DIR may be a shipped folder itself (`output` the same folder), to change its sampling defaults: its
     `medgen_model.json` keeps saying where it was trained; its stored evaluation and downstream results are not
@@ -237,6 +240,8 @@ def ship(
         if scheduler not in SCHEDULERS:
             raise ValueError(f"--scheduler: unknown sampler {scheduler!r}; choose one of {', '.join(sorted(SCHEDULERS))}")
         pipeline.scheduler = replacement_scheduler(pipeline.scheduler, SCHEDULERS[scheduler])
+    if timestep_spacing is not None:
+        pipeline.scheduler = with_timestep_spacing(pipeline.scheduler, timestep_spacing)
     previous_info = _read_json(run_dir / MODEL_INFO_FILE)  # a shipped folder re-shipped keeps where it was trained
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=output.parent))
@@ -266,7 +271,7 @@ def ship(
         if (staging / "training_config.yaml").is_file():
             record_config_paths(staging / "training_config.yaml")
         samples = sorted(run_dir.glob("samples/*.png"))
-        if any(value is not None for value in (guidance_scale, guidance_interval, scheduler, num_inference_steps)):
+        if any(value is not None for value in (guidance_scale, guidance_interval, scheduler, num_inference_steps, timestep_spacing)):
             draw_sample_grid(pipeline, run_dir, staging / "samples.png")  # the run's grids at the shipped defaults
         elif samples:
             shutil.copy2(samples[-1], staging / "samples.png")
