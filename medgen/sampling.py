@@ -19,6 +19,9 @@ SCHEDULERS = {
     "euler-a": "EulerAncestralDiscreteScheduler",  # stochastic: fresh noise at every step
 }
 
+# Where a sampler places its steps (diffusers' `timestep_spacing`; `medgen models ship --timestep-spacing`).
+TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
+
 
 def effective_guidance_scale(pipe, requested: float | None) -> float | None:
     """The classifier-free guidance scale a call of `pipe` with `requested` samples with: `requested`, else the
@@ -63,9 +66,6 @@ def sampler_text(scheduler, config: dict | None = None) -> str:
     if config.get("timestep_spacing") == "trailing":
         details.append("trailing timesteps")
     return f"{name} ({', '.join(details)})" if details else name
-
-
-TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
 
 
 def with_timestep_spacing(scheduler, spacing: str):
