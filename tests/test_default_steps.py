@@ -233,3 +233,25 @@ def test_a_model_shipped_with_euler_ancestral_samples_reproducibly_from_its_seed
     first = images(0)
     assert np.isfinite(first).all() and not np.array_equal(first[0], first[1])
     np.testing.assert_array_equal(first, images(0))  # its per-step noise comes from the image's own generator
+
+
+def _step_budget_calls():
+    from helpers import tiny_text_pipeline, tiny_unconditional_pipeline
+    from mask_helpers import square_mask, tiny_mask_pipeline
+
+    return {
+        "label": lambda steps: tiny_label_pipeline()(labels=["pneumonia"], num_inference_steps=steps, output_type="np"),
+        "unconditional": lambda steps: tiny_unconditional_pipeline()(num_inference_steps=steps, output_type="np"),
+        "text": lambda steps: tiny_text_pipeline()("effusion", num_inference_steps=steps, output_type="np"),
+        "mask": lambda steps: tiny_mask_pipeline()(masks=[square_mask()], labels=["normal"], num_inference_steps=steps, output_type="np"),
+        "mask generator": lambda steps: tiny_mask_pipeline().sample_masks(labels=["normal"], num_inference_steps=steps),
+    }
+
+
+@pytest.mark.parametrize("kind", ["label", "unconditional", "text", "mask", "mask generator"])
+def test_more_steps_than_the_model_was_trained_with_is_refused_naming_both(kind):
+    # the tiny models are trained on 100 timesteps; DPM-Solver++ would index past its tables at 101 (IndexError)
+    call = _step_budget_calls()[kind]
+    with pytest.raises(ValueError, match=r"\(101\) must be at most the scheduler's `num_train_timesteps` \(100\)"):
+        call(101)
+    call(100)  # the largest step count the model allows still samples

@@ -61,11 +61,22 @@ class UnconditionalPipeline(DiffusionPipeline):
     def interrupt(self) -> bool:
         return self._interrupt
 
+    @staticmethod
+    def check_step_budget(steps: int, scheduler, name: str) -> None:
+        """A ValueError naming `name` where `steps` exceeds the timesteps `scheduler`'s model was trained with."""
+        train_steps = scheduler.config.get("num_train_timesteps")
+        if train_steps is not None and steps > train_steps:
+            raise ValueError(
+                f"{name} ({steps}) must be at most the scheduler's `num_train_timesteps` ({train_steps}): "
+                "a sampler cannot take more steps than the model was trained with."
+            )
+
     def check_inputs(self, batch_size, num_inference_steps, output_type, callback_tensor_inputs):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"`num_inference_steps` must be a positive integer, got {num_inference_steps!r}.")
+        self.check_step_budget(num_inference_steps, self.scheduler, "`num_inference_steps`")
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}.")
         unknown = [name for name in callback_tensor_inputs if name not in self._callback_tensor_inputs]

@@ -219,11 +219,22 @@ class LabelConditionedPipeline(DiffusionPipeline):
         vectors = torch.stack([self._label_values(entry) for entry in labels])
         return self.condition_from_vectors(vectors).repeat_interleave(num_images_per_prompt, dim=0)
 
+    @staticmethod
+    def check_step_budget(steps: int, scheduler, name: str) -> None:
+        """A ValueError naming `name` where `steps` exceeds the timesteps `scheduler`'s model was trained with."""
+        train_steps = scheduler.config.get("num_train_timesteps")
+        if train_steps is not None and steps > train_steps:
+            raise ValueError(
+                f"{name} ({steps}) must be at most the scheduler's `num_train_timesteps` ({train_steps}): "
+                "a sampler cannot take more steps than the model was trained with."
+            )
+
     def check_inputs(self, num_images_per_prompt, num_inference_steps, guidance_scale, output_type, callback_tensor_inputs):
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise ValueError(f"`num_images_per_prompt` must be a positive integer, got {num_images_per_prompt!r}.")
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"`num_inference_steps` must be a positive integer, got {num_inference_steps!r}.")
+        self.check_step_budget(num_inference_steps, self.scheduler, "`num_inference_steps`")
         if guidance_scale < 0:
             raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}.")
         if output_type not in ("pil", "np", "pt", "latent"):

@@ -362,12 +362,23 @@ class MaskConditionedPipeline(DiffusionPipeline):
             prepared.append(indices)
         return torch.stack(prepared)
 
+    @staticmethod
+    def check_step_budget(steps: int, scheduler, name: str) -> None:
+        """A ValueError naming `name` where `steps` exceeds the timesteps `scheduler`'s model was trained with."""
+        train_steps = scheduler.config.get("num_train_timesteps")
+        if train_steps is not None and steps > train_steps:
+            raise ValueError(
+                f"{name} ({steps}) must be at most the scheduler's `num_train_timesteps` ({train_steps}): "
+                "a sampler cannot take more steps than the model was trained with."
+            )
+
     def check_inputs(self, masks, labels, num_images_per_prompt, num_inference_steps, guidance_scale,
                      mask_guidance_scale, output_type, callback_tensor_inputs):
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise ValueError(f"`num_images_per_prompt` must be a positive integer, got {num_images_per_prompt!r}.")
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"`num_inference_steps` must be a positive integer, got {num_inference_steps!r}.")
+        self.check_step_budget(num_inference_steps, self.scheduler, "`num_inference_steps`")
         if guidance_scale < 0 or mask_guidance_scale < 0:
             raise ValueError(f"guidance scales must be >= 0, got {guidance_scale} and {mask_guidance_scale}.")
         if output_type not in ("pil", "np", "pt", "latent"):
@@ -418,6 +429,7 @@ class MaskConditionedPipeline(DiffusionPipeline):
 
     def _sample_masks(self, conditions: torch.Tensor, num_inference_steps: int, guidance_scale: float, generator) -> torch.Tensor:
         """One mask per row of the label `conditions` (see `sample_masks`)."""
+        self.check_step_budget(num_inference_steps, self.mask_scheduler, "the mask generator's step count")
         count = conditions.shape[0]
         device, dtype = self._execution_device, self.mask_unet.dtype
         guided = guidance_scale > 1.0

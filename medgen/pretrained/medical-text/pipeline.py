@@ -147,6 +147,16 @@ class TextToImagePipeline(DiffusionPipeline):
             attention_mask.repeat_interleave(num_images_per_prompt, dim=0),
         )
 
+    @staticmethod
+    def check_step_budget(steps: int, scheduler, name: str) -> None:
+        """A ValueError naming `name` where `steps` exceeds the timesteps `scheduler`'s model was trained with."""
+        train_steps = scheduler.config.get("num_train_timesteps")
+        if train_steps is not None and steps > train_steps:
+            raise ValueError(
+                f"{name} ({steps}) must be at most the scheduler's `num_train_timesteps` ({train_steps}): "
+                "a sampler cannot take more steps than the model was trained with."
+            )
+
     def check_inputs(
         self, prompt, negative_prompt, num_images_per_prompt, num_inference_steps, guidance_scale, output_type, callback_tensor_inputs
     ):
@@ -167,6 +177,7 @@ class TextToImagePipeline(DiffusionPipeline):
             raise ValueError(f"`num_images_per_prompt` must be a positive integer, got {num_images_per_prompt!r}.")
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"`num_inference_steps` must be a positive integer, got {num_inference_steps!r}.")
+        self.check_step_budget(num_inference_steps, self.scheduler, "`num_inference_steps`")
         if guidance_scale < 0:
             raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}.")
         if output_type not in ("pil", "np", "pt", "latent"):
