@@ -375,7 +375,7 @@ def test_runs_at_other_fractions_add_to_the_stored_result_of_the_same_experiment
     assert summary["results"][1] == first[0]  # the earlier fraction kept as it was measured
     assert summary["table_markdown"].count("**synthetic - duplicated**") == 2
     card = (pipe / "README.md").read_text()
-    assert "- 0.5 of the real training images" in card and "- 1 of the real training images" in card
+    assert "- 50% of the real training images" in card and "- 100% of the real training images" in card
 
     # another experiment (here another seed) replaces the stored result instead of mixing with it
     assert cli.main([*argv, "--output", str(tmp_path / "c"), "--real-fraction", "0.5", "--seed", "5"]) == 0

@@ -110,7 +110,7 @@ def test_result_is_stored_with_the_pipeline_beside_the_classification_result(tmp
     assert classification in card  # the classification section is left as it was
     assert card.count("## Downstream: do these image + mask pairs help a segmenter?") == 1
     assert card.index("segmenter?") < card.index("## Intended use and limitations")
-    assert "0.5 of the real training pairs: undetermined" in card and "`downstream_segmentation.json`" in card
+    assert "50% of the real training pairs: undetermined" in card and "`downstream_segmentation.json`" in card
     store_in_pipeline_folder(str(folder), report, SEGMENTATION)  # a second run replaces the section in place
     assert (folder / "README.md").read_text() == card
 

@@ -133,7 +133,7 @@ def stored_summary(report: dict[str, Any], folder: str | Path, kind: StoredResul
 def card_section(summary: dict[str, Any], kind: StoredResult = CLASSIFICATION) -> str:
     """The card's section (between markers): the table, the plot and the verdict per fraction."""
     verdicts = [
-        f"- {result['real_fraction']:g} of the real training {kind.noun}: {result['synthetic_minus_duplicated'][kind.verdict]}."
+        f"- {result['real_fraction'] * 100:g}% of the real training {kind.noun}: {result['synthetic_minus_duplicated'][kind.verdict]}."
         for result in summary["results"]
     ]
     lines = [
