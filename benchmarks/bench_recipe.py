@@ -74,6 +74,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--curve-factors", type=int, nargs="*", default=list(CURVE_FACTORS),
                         help=f"lengths (x --steps) at which the {CURVE_VARIANT} run is continued and scored")
     parser.add_argument("--report", action="store_true", help="only write the table and curve from finished stages")
+    parser.add_argument("--autoencoder", type=Path, default=AUTOENCODER,
+                        help="autoencoder folder every variant trains on, and the ceiling's (default: the shipped "
+                             "chest-xray one); one per --output, whose references record it")
     return parser.parse_args()
 
 
@@ -108,13 +111,18 @@ def load_split(split: str):
     return build_dataset(config.data)
 
 
-def references(out: Path, n: int, extractor) -> dict:
-    """Test-split features and labels of N images, plus the floor and the ceiling (cached in references.json/.npz)."""
+def references(out: Path, n: int, extractor, autoencoder: Path = AUTOENCODER) -> dict:
+    """Test-split features and labels of N images, plus the floor and the ceiling through `autoencoder` (cached in
+    references.json/.npz, which record the autoencoder: another one in the same --output is an error)."""
     from medgen.evaluation.features import extract_features
     from medgen.evaluation.fidelity import frechet_distance, precision_recall
 
     path, arrays = out / "references.json", out / "references.npz"
     if path.is_file() and arrays.is_file():
+        cached = json.loads(path.read_text())
+        recorded = Path(cached.get("autoencoder", AUTOENCODER))
+        if recorded.resolve() != autoencoder.resolve():
+            raise SystemExit(f"{out} was scored with the autoencoder {recorded}, not {autoencoder}: use another --output")
         data = np.load(arrays)
         return {**json.loads(path.read_text()), "test_features": data["test_features"], "test_labels": data["test_labels"]}
     test, train = load_split("test"), load_split("train")
@@ -128,7 +136,7 @@ def references(out: Path, n: int, extractor) -> dict:
 
     from diffusers import AutoencoderKL
 
-    vae = AutoencoderKL.from_pretrained(AUTOENCODER, use_safetensors=True).eval()
+    vae = AutoencoderKL.from_pretrained(autoencoder, use_safetensors=True).eval()
     recon = []
     with torch.no_grad():
         for start in range(0, n, 32):
@@ -137,7 +145,7 @@ def references(out: Path, n: int, extractor) -> dict:
     recon = np.concatenate(recon)
 
     test_features = extract_features(extractor, test_pixels)
-    result = {"n": n, "label_names": test.label_names, "test_label_counts": np.bincount(test_labels).tolist()}
+    result = {"n": n, "autoencoder": str(autoencoder), "label_names": test.label_names, "test_label_counts": np.bincount(test_labels).tolist()}
     for name, pixels in (("floor", train_pixels), ("ceiling", recon)):
         features = extract_features(extractor, pixels)
         result[name] = {"fid": frechet_distance(test_features, features), **precision_recall(test_features, features)}
@@ -157,7 +165,7 @@ def train_variant(out: Path, name: str, overrides: list[str], steps: int, args) 
     steps, batch_size, warmup = variant_budget(name, steps, args.batch_size, args.warmup)
     config = load_config(BASE_CONFIG, [
         *overrides,
-        f"model.pretrained_vae={AUTOENCODER}",
+        f"model.pretrained_vae={args.autoencoder}",
         f"output_dir={folder}",
         f"max_train_steps={steps}",
         f"train_batch_size={batch_size}",
@@ -317,7 +325,8 @@ def write_report(out: Path, args) -> None:
         f"Chest-xray 128 px (Kermany), test split, N = {refs['n']}, Inception features; budget "
         f"{args.steps} steps x {args.batch_size} = {args.steps * args.batch_size} images seen per variant "
         f"({', '.join(f'{name}: {args.steps // k} x {args.batch_size * k}' for name, k in BATCH_FACTOR.items())}), "
-        f"{args.inference_steps} DPM-Solver++ steps (EDM-DPM-Solver++ for edm).",
+        f"{args.inference_steps} DPM-Solver++ steps (EDM-DPM-Solver++ for edm); autoencoder "
+        f"{refs.get('autoencoder', 'the shipped chest-xray one')}.",
         "",
         "| variant | change | UNet params | steps x batch | images seen | train min (this stage) | FID | FID / floor | precision | recall |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -378,7 +387,7 @@ def main() -> None:
 
         torch.manual_seed(0)
         extractor = get_feature_extractor("inception")
-        refs = references(out, args.n, extractor)
+        refs = references(out, args.n, extractor, args.autoencoder)
         print(f"[bench_recipe] floor FID {refs['floor']['fid']:.1f}, ceiling FID {refs['ceiling']['fid']:.1f}", flush=True)
         for stage in stages:
             run_stage(out, stage, refs, extractor, args)

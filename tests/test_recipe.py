@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import (
@@ -367,3 +368,16 @@ def test_the_report_reads_results_written_before_the_batch_size_was_recorded(ben
     assert "| baseline | today's recipe (guidance 2) | 2.4 M | 100 x 32 | 3200 |" in table
     assert "| batch_64 | train_batch_size=64 for 50 steps (same images seen) | 2.4 M | 50 x 64 | 3200 |" in table
     assert "batch_64: 50 x 64" in table.splitlines()[0]
+
+
+def test_one_output_folder_is_scored_against_one_autoencoder(bench_recipe, tmp_path):
+    # the ceiling and every variant's latents come from the autoencoder; mixing two in one table would compare
+    # models trained on different latents against a ceiling that belongs to neither
+    stat = {"fid": 60.0, "precision": 0.8, "recall": 0.7}
+    (tmp_path / "references.json").write_text(json.dumps({"n": 4, "autoencoder": str(tmp_path / "vae_c4"),
+                                                          "floor": stat, "ceiling": stat}))
+    np.savez(tmp_path / "references.npz", test_features=np.zeros((4, 2)), test_labels=np.zeros(4))
+    refs = bench_recipe.references(tmp_path, 4, None, tmp_path / "vae_c4")
+    assert refs["ceiling"] == stat and refs["test_features"].shape == (4, 2)
+    with pytest.raises(SystemExit, match="vae_c4.*not .*vae_c8.*another --output"):
+        bench_recipe.references(tmp_path, 4, None, tmp_path / "vae_c8")
