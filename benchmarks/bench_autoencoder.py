@@ -36,6 +36,7 @@ SHIPPED = REPO_ROOT / "medgen" / "pretrained" / "chest-xray" / "vae"
 GOAL_PSNR, GOAL_SSIM, GOAL_FID_RATIO = 30.0, 0.90, 1.5
 # MONAI's 2D latent diffusion tutorial trains its autoencoder with a 0.01-weighted patch-adversarial loss
 ADVERSARIAL_WEIGHT = 0.01
+CONTINUE = [f"vae.init_from={SHIPPED}", "vae.learning_rate=1e-4"]  # the shipped autoencoder, continued
 
 
 def variants(steps: int, adversarial_weight: float) -> dict[str, tuple[str, list[str]]]:
@@ -47,6 +48,13 @@ def variants(steps: int, adversarial_weight: float) -> dict[str, tuple[str, list
         "l1_ssim_c4": ("4 latent channels", ["vae.latent_channels=4"]),
         "adversarial_c4": ("4 latent channels + patch-adversarial loss", ["vae.latent_channels=4", *adversarial]),
         "downsample_8x": ("8x downsampling (4 levels: 8x16x16 latents)", ["vae.block_out_channels=[32,64,128,128]"]),
+        # the shipped autoencoder continued (`vae.init_from`) at a tenth of the rate: the adversarial loss is
+        # meant for a converged autoencoder's fine detail, which a run from scratch this short never reaches
+        "continue_c8": ("the shipped autoencoder continued, L1 + SSIM (rate 1e-4)", CONTINUE),
+        "continue_adversarial_c8": (
+            f"the shipped autoencoder continued + patch-adversarial loss ({adversarial_weight:g}, from step {steps // 3}; "
+            "rate 1e-4)", [*CONTINUE, *adversarial],
+        ),
     }
 
 
@@ -270,7 +278,7 @@ def main() -> None:
     parser.add_argument("--autoencoder", help="autoencoder folder, pipeline folder or built-in pipeline name")
     parser.add_argument("--compare-steps", type=int, default=0, help="train each variant for this many steps")
     parser.add_argument("--variants", nargs="*", default=list(DEFAULT_VARIANTS),
-                        help=f"variants to compare, in order (default {' '.join(DEFAULT_VARIANTS)}; also downsample_8x)")
+                        help=f"variants to compare, in order (default {' '.join(DEFAULT_VARIANTS)}; also downsample_8x, continue_c8, continue_adversarial_c8)")
     parser.add_argument("--output", default="runs/bench_autoencoder", help="folder of the comparison's runs and results")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--adversarial-weight", type=float, default=ADVERSARIAL_WEIGHT)

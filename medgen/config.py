@@ -246,7 +246,8 @@ class VAEConfig:
     tells real images from reconstructions, and from step `discriminator_start_step` on (a warm-up on the
     reconstruction loss alone) the autoencoder is also trained to fool it, with `adversarial_loss`
     (`least_squares`, `hinge` or `bce`; MONAI `PatchAdversarialLoss`). The discriminator is checkpointed with
-    the autoencoder and never saved into a pipeline."""
+    the autoencoder and never saved into a pipeline. `init_from` starts from a trained autoencoder's weights
+    (fine-tuning; the discriminator still starts from scratch)."""
 
     latent_channels: int = 4
     block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
@@ -271,6 +272,10 @@ class VAEConfig:
     discriminator_learning_rate: float = 2e-4
     discriminator_channels: int = 32
     discriminator_layers: int = 3
+    # a trained autoencoder (its folder, a pipeline folder with vae/, or a built-in pipeline's name) whose weights
+    # start the run: fine-tuning, e.g. adding the adversarial loss to a converged autoencoder; the architecture
+    # fields above must describe it
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.crop_size is not None and self.crop_size < 8:

@@ -20,6 +20,7 @@ from medgen.training.vae import (
     build_autoencoder,
     build_discriminator,
     discriminator_loss,
+    load_initial_autoencoder,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -204,6 +205,40 @@ def test_every_autoencoder_benchmark_variant_is_a_valid_config_with_one_change()
         if "adversarial" in name:
             assert config.vae.adversarial_weight == 0.01 and config.vae.discriminator_start_step == 100
         assert config.vae.latent_channels == (4 if name.endswith("_c4") else 8)
+        if name.startswith("continue"):  # the shipped autoencoder fits the config it continues under
+            assert config.vae.init_from == str(bench.SHIPPED)
+            load_initial_autoencoder(build_autoencoder(config.vae, config.data.channels, config.data.resolution), config.vae.init_from)
     c4 = load_config(REPO_ROOT / "train_configs" / "autoencoder_128_c4.yaml")
     assert c4.vae.latent_channels == 4 and c4.data == shipped.data and c4.extra_data == shipped.extra_data
     assert {**c4.vae.__dict__, "latent_channels": 8} == shipped.vae.__dict__  # only the channel count differs
+
+
+def _init_from_overrides(npz: Path, output_dir: Path, source: Path) -> list[str]:
+    return [*tiny_vae_overrides(npz, output_dir, steps=1), "vae.adversarial_weight=0", f"vae.init_from={source}"]
+
+
+def test_an_autoencoder_run_can_start_from_a_trained_autoencoder(adversarial_run, pneumoniamnist_npz, tmp_path):
+    source, _ = adversarial_run
+    trained = load_file(source / "diffusion_pytorch_model.safetensors")
+    # at a vanishing rate one step leaves the starting weights as they were: the run began from them, not from noise
+    continued = tmp_path / "continued"
+    main(load_config(VAE_CONFIG, [*_init_from_overrides(pneumoniamnist_npz, continued, source), "vae.learning_rate=1e-12"]))
+    weights = load_file(continued / "diffusion_pytorch_model.safetensors")
+    assert weights.keys() == trained.keys()
+    assert all(torch.allclose(weights[key], trained[key], atol=1e-6) for key in trained)
+    fresh = tmp_path / "fresh"
+    main(load_config(VAE_CONFIG, [*tiny_vae_overrides(pneumoniamnist_npz, fresh, steps=1), "vae.adversarial_weight=0",
+                                  "vae.learning_rate=1e-12"]))
+    fresh_weights = load_file(fresh / "diffusion_pytorch_model.safetensors")
+    assert not all(torch.allclose(fresh_weights[key], trained[key], atol=1e-6) for key in trained)
+
+
+def test_starting_from_an_autoencoder_of_another_architecture_is_refused_naming_it(adversarial_run, pneumoniamnist_npz, tmp_path):
+    source, _ = adversarial_run
+    output_dir = tmp_path / "run"
+    config = load_config(VAE_CONFIG, [*_init_from_overrides(pneumoniamnist_npz, output_dir, source), "vae.block_out_channels=[8, 8]"])
+    with pytest.raises(ValueError, match=r"vae.init_from .*block_out_channels \[8, 16\] \(config: \[8, 8\]\)"):
+        main(config)
+    assert not (output_dir / "diffusion_pytorch_model.safetensors").exists()
+    with pytest.raises(ValueError, match="vae.init_from 'no-such-autoencoder'.*No autoencoder"):
+        main(load_config(VAE_CONFIG, _init_from_overrides(pneumoniamnist_npz, tmp_path / "other", Path("no-such-autoencoder"))))

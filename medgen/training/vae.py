@@ -303,6 +303,9 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator, extra_data: l
         run_id = new_run_id()
 
     vae = build_autoencoder(vae_config, config.data.channels, config.data.resolution)
+    if vae_config.init_from and checkpoint is None:  # a resumed run restores its own weights
+        load_initial_autoencoder(vae, vae_config.init_from)
+        accelerator.print(f"Autoencoder: starting from the weights of {vae_config.init_from}")
     optimizer = torch.optim.AdamW(vae.parameters(), lr=vae_config.learning_rate, weight_decay=0.0)
     from diffusers.optimization import get_scheduler
 
@@ -550,6 +553,33 @@ def _finished_stage(vae_dir: Path, config: TrainConfig) -> bool:
         return False
     current = config_to_dict(config)
     return all(saved.get(key) == current[key] for key in ("data", "extra_data", "vae", "seed"))
+
+
+def load_initial_autoencoder(vae: AutoencoderKL, init_from: str) -> None:
+    """Copies the weights of the trained autoencoder `init_from` (a folder, a pipeline folder with `vae/`, or a
+    built-in pipeline's name) into `vae`; a ValueError names the settings that differ when they do not fit."""
+    from medgen.pipelines.locate import BUILTIN_PIPELINES, builtin_pipeline_path
+
+    source = Path(init_from).expanduser()
+    if not source.exists() and init_from.lower() in BUILTIN_PIPELINES:
+        source = builtin_pipeline_path(init_from)
+    try:
+        trained = load_autoencoder(source)
+    except (FileNotFoundError, OSError, ValueError) as error:
+        raise ValueError(f"vae.init_from {init_from!r}: {error}") from error
+    keys = ("latent_channels", "block_out_channels", "layers_per_block", "norm_num_groups", "in_channels", "mid_block_add_attention")
+    pairs = {key: (list_or_value(trained.config.get(key)), list_or_value(vae.config.get(key))) for key in keys}
+    differ = [f"{key} {theirs!r} (config: {ours!r})" for key, (theirs, ours) in pairs.items() if theirs != ours]
+    if differ:
+        raise ValueError(
+            f"vae.init_from {init_from!r} is another architecture than the vae.* settings describe: "
+            f"{', '.join(differ)}; set them to the trained autoencoder's"
+        )
+    vae.load_state_dict(trained.state_dict())
+
+
+def list_or_value(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def load_autoencoder(path: str | Path) -> AutoencoderKL:
