@@ -51,6 +51,10 @@ def variants(steps: int, adversarial_weight: float) -> dict[str, tuple[str, list
         # the shipped autoencoder continued (`vae.init_from`) at a tenth of the rate: the adversarial loss is
         # meant for a converged autoencoder's fine detail, which a run from scratch this short never reaches
         "continue_c8": ("the shipped autoencoder continued, L1 + SSIM (rate 1e-4)", CONTINUE),
+        "continue_decoder_c8": (
+            "the shipped autoencoder's decoder continued, L1 + SSIM (rate 1e-4; encoder and latent space kept)",
+            [*CONTINUE, "vae.train_decoder_only=true"],
+        ),
         "continue_adversarial_c8": (
             f"the shipped autoencoder continued + patch-adversarial loss ({adversarial_weight:g}, from step {steps // 3}; "
             "rate 1e-4)", [*CONTINUE, *adversarial],
@@ -278,7 +282,7 @@ def main() -> None:
     parser.add_argument("--autoencoder", help="autoencoder folder, pipeline folder or built-in pipeline name")
     parser.add_argument("--compare-steps", type=int, default=0, help="train each variant for this many steps")
     parser.add_argument("--variants", nargs="*", default=list(DEFAULT_VARIANTS),
-                        help=f"variants to compare, in order (default {' '.join(DEFAULT_VARIANTS)}; also downsample_8x, continue_c8, continue_adversarial_c8)")
+                        help=f"variants to compare, in order (default {' '.join(DEFAULT_VARIANTS)}; also downsample_8x, continue_c8, continue_decoder_c8, continue_adversarial_c8)")
     parser.add_argument("--output", default="runs/bench_autoencoder", help="folder of the comparison's runs and results")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--adversarial-weight", type=float, default=ADVERSARIAL_WEIGHT)

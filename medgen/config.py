@@ -247,7 +247,8 @@ class VAEConfig:
     reconstruction loss alone) the autoencoder is also trained to fool it, with `adversarial_loss`
     (`least_squares`, `hinge` or `bce`; MONAI `PatchAdversarialLoss`). The discriminator is checkpointed with
     the autoencoder and never saved into a pipeline. `init_from` starts from a trained autoencoder's weights
-    (fine-tuning; the discriminator still starts from scratch)."""
+    (fine-tuning; the discriminator still starts from scratch); `train_decoder_only` then freezes the encoder,
+    so the latent space (and its scaling factor) stays the one latent models were trained on."""
 
     latent_channels: int = 4
     block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
@@ -276,8 +277,15 @@ class VAEConfig:
     # start the run: fine-tuning, e.g. adding the adversarial loss to a converged autoencoder; the architecture
     # fields above must describe it
     init_from: str | None = None
+    # with init_from: train the decoder only; the encoder, hence the latent space and its scaling factor, stays
+    # the trained one's, so latent models trained on it keep working and gain the sharper decoder
+    train_decoder_only: bool = False
 
     def __post_init__(self) -> None:
+        if self.train_decoder_only and not self.init_from:
+            raise ValueError(
+                "vae.train_decoder_only keeps the encoder as it starts, so it needs a trained one: set vae.init_from"
+            )
         if self.crop_size is not None and self.crop_size < 8:
             raise ValueError(f"vae.crop_size must be >= 8 or null (whole images), got {self.crop_size}")
         if self.crop_size is not None and self.mid_block_attention:

@@ -242,3 +242,23 @@ def test_starting_from_an_autoencoder_of_another_architecture_is_refused_naming_
     assert not (output_dir / "diffusion_pytorch_model.safetensors").exists()
     with pytest.raises(ValueError, match="vae.init_from 'no-such-autoencoder'.*No autoencoder"):
         main(load_config(VAE_CONFIG, _init_from_overrides(pneumoniamnist_npz, tmp_path / "other", Path("no-such-autoencoder"))))
+
+
+def test_a_decoder_only_run_keeps_the_latent_space_latent_models_were_trained_on(adversarial_run, pneumoniamnist_npz, tmp_path):
+    source, _ = adversarial_run
+    trained = load_file(source / "diffusion_pytorch_model.safetensors")
+    output_dir = tmp_path / "decoder"
+    main(load_config(VAE_CONFIG, [*_init_from_overrides(pneumoniamnist_npz, output_dir, source), "vae.train_decoder_only=true"]))
+    weights = load_file(output_dir / "diffusion_pytorch_model.safetensors")
+    encoder = [key for key in trained if key.startswith(("encoder.", "quant_conv."))]
+    decoder = [key for key in trained if key.startswith("decoder.")]
+    assert encoder and decoder
+    assert all(torch.equal(weights[key], trained[key]) for key in encoder)
+    assert not all(torch.equal(weights[key], trained[key]) for key in decoder)
+    scaling = [json.loads((folder / "config.json").read_text())["scaling_factor"] for folder in (source, output_dir)]
+    assert scaling[0] == scaling[1]
+
+
+def test_a_decoder_only_run_needs_a_trained_encoder_to_keep():
+    with pytest.raises(ValueError, match="vae.train_decoder_only .*set vae.init_from"):
+        load_config(VAE_CONFIG, ["vae.train_decoder_only=true"])

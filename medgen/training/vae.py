@@ -306,7 +306,12 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator, extra_data: l
     if vae_config.init_from and checkpoint is None:  # a resumed run restores its own weights
         load_initial_autoencoder(vae, vae_config.init_from)
         accelerator.print(f"Autoencoder: starting from the weights of {vae_config.init_from}")
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=vae_config.learning_rate, weight_decay=0.0)
+    if vae_config.train_decoder_only:  # the latent space stays the trained one's
+        for part in (vae.encoder, vae.quant_conv):
+            if part is not None:
+                part.requires_grad_(False)
+    trainable = [parameter for parameter in vae.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=vae_config.learning_rate, weight_decay=0.0)
     from diffusers.optimization import get_scheduler
 
     # accelerate steps a prepared scheduler once per process per update, hence the scaling by num_processes
@@ -388,7 +393,7 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator, extra_data: l
                 )
                 guard.observe_loss(loss)
                 accelerator.backward(loss)
-                grad_norm = accelerator.clip_grad_norm_(vae.parameters(), config.optim.max_grad_norm)
+                grad_norm = accelerator.clip_grad_norm_(trainable, config.optim.max_grad_norm)
                 # before the update: a diverged autoencoder is never saved or handed to the diffusion stage
                 guard.check(step + 1, current_learning_rate(optimizer), grad_norm)
                 optimizer.step()
@@ -427,7 +432,8 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator, extra_data: l
     accelerator.free_memory()
     if accelerator.is_main_process:
         train_pixels = _pixel_batches(train_set, vae_config.train_batch_size, vae_config.scaling_images)
-        vae.register_to_config(scaling_factor=latent_scaling_factor(vae, train_pixels))
+        if not vae_config.train_decoder_only:  # a frozen encoder keeps the scaling factor its latents were trained at
+            vae.register_to_config(scaling_factor=latent_scaling_factor(vae, train_pixels))
         holdout = holdout_set
         metrics = reconstruction_metrics(vae, _pixel_batches(holdout, vae_config.train_batch_size))
         if len(source_names) > 1:
@@ -576,6 +582,7 @@ def load_initial_autoencoder(vae: AutoencoderKL, init_from: str) -> None:
             f"{', '.join(differ)}; set them to the trained autoencoder's"
         )
     vae.load_state_dict(trained.state_dict())
+    vae.register_to_config(scaling_factor=trained.config.scaling_factor)  # kept by a decoder-only run
 
 
 def list_or_value(value: Any) -> Any:
