@@ -337,7 +337,7 @@ def write_report(out: Path, args) -> None:
     for r in results:
         lines.append(report_row(r, floor))
     (out / "recipe.md").write_text("\n".join(lines) + "\n")
-    (out / "recipe.json").write_text(json.dumps({"references": refs, "results": results, "args": vars(args)}, indent=2) + "\n")
+    (out / "recipe.json").write_text(json.dumps({"references": refs, "results": results, "args": vars(args)}, indent=2, default=str) + "\n")
     print("\n".join(lines))
 
     curve = [r for r in results if r["variant"] == CURVE_VARIANT or r["variant"].startswith("curve_x")]

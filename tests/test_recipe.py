@@ -362,8 +362,10 @@ def test_the_report_reads_results_written_before_the_batch_size_was_recorded(ben
            "training": {"loop_seconds": 500, "steps": 50, "batch_size": 64, "images_seen": 3200}}
     for result in (old, new):
         (tmp_path / f"{result['variant']}.json").write_text(json.dumps(result))
-    args = argparse.Namespace(steps=100, batch_size=32, warmup=10, inference_steps=15, curve_factors=[2, 4])
+    args = argparse.Namespace(steps=100, batch_size=32, warmup=10, inference_steps=15, curve_factors=[2, 4],
+                              autoencoder=bench_recipe.AUTOENCODER)
     bench_recipe.write_report(tmp_path, args)
+    assert json.loads((tmp_path / "recipe.json").read_text())["args"]["autoencoder"] == str(bench_recipe.AUTOENCODER)
     table = (tmp_path / "recipe.md").read_text()
     assert "| baseline | today's recipe (guidance 2) | 2.4 M | 100 x 32 | 3200 |" in table
     assert "| batch_64 | train_batch_size=64 for 50 steps (same images seen) | 2.4 M | 50 x 64 | 3200 |" in table
