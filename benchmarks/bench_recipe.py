@@ -44,7 +44,7 @@ VARIANTS: dict[str, list[str]] = {
     "unet_m": [  # wider, attention at 16 and 8
         "model.block_out_channels=[64,128,256]", "model.attention_levels=[false,true,true]", "model.norm_num_groups=32",
     ],
-    "unet_l": [  # wider and deeper, attention at 16 and 8 (~20 M parameters)
+    "unet_l": [  # wider and deeper, attention at 16 and 8 (32.9 M parameters)
         "model.block_out_channels=[96,192,384]", "model.attention_levels=[false,true,true]",
         "model.layers_per_block=2", "model.norm_num_groups=32",
     ],
