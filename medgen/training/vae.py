@@ -574,7 +574,7 @@ def load_initial_autoencoder(vae: AutoencoderKL, init_from: str) -> None:
     except (FileNotFoundError, OSError, ValueError) as error:
         raise ValueError(f"vae.init_from {init_from!r}: {error}") from error
     keys = ("latent_channels", "block_out_channels", "layers_per_block", "norm_num_groups", "in_channels", "mid_block_add_attention")
-    pairs = {key: (list_or_value(trained.config.get(key)), list_or_value(vae.config.get(key))) for key in keys}
+    pairs = {key: (_list_or_value(trained.config.get(key)), _list_or_value(vae.config.get(key))) for key in keys}
     differ = [f"{key} {theirs!r} (config: {ours!r})" for key, (theirs, ours) in pairs.items() if theirs != ours]
     if differ:
         raise ValueError(
@@ -585,7 +585,7 @@ def load_initial_autoencoder(vae: AutoencoderKL, init_from: str) -> None:
     vae.register_to_config(scaling_factor=trained.config.scaling_factor)  # kept by a decoder-only run
 
 
-def list_or_value(value: Any) -> Any:
+def _list_or_value(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple)) else value
 
 
