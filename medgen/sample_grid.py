@@ -1,4 +1,4 @@
-"""Sample grids: one row per label (or prompt), titled, saved as PNG."""
+"""Sample grids: one row per label (or prompt), titled, saved as PNG; a mask pipeline's pairs with the mask outlined."""
 
 from __future__ import annotations
 
@@ -11,18 +11,37 @@ TITLE_WIDTH = 96
 
 
 def image_grid(rows: list[tuple[str, np.ndarray]], pad: int = 2) -> Image.Image:
-    """`rows`: (title, images `(N, H, W, C)` in [0, 1]). Returns a grayscale grid with the titles on the left."""
+    """`rows`: (title, images `(N, H, W, C)` in [0, 1]). Returns a grid with the titles on the left: RGB when any
+    row holds 3-channel images (a colour model, or outlined masks), else grayscale."""
     height, width = rows[0][1].shape[1:3]
     columns = max(len(images) for _, images in rows)
-    grid = Image.new("L", (TITLE_WIDTH + columns * (width + pad), len(rows) * (height + pad)), color=0)
+    mode = "RGB" if any(images.shape[-1] == 3 for _, images in rows) else "L"
+    grid = Image.new(mode, (TITLE_WIDTH + columns * (width + pad), len(rows) * (height + pad)), color=0)
     draw = ImageDraw.Draw(grid)
     for r, (title, images) in enumerate(rows):
         top = r * (height + pad)
-        draw.text((4, top + height // 2 - 5), title[:15], fill=255)
+        draw.text((4, top + height // 2 - 5), title[:15], fill=255 if mode == "L" else (255, 255, 255))
         for c, image in enumerate(images):
-            tile = (np.clip(image.mean(axis=-1), 0, 1) * 255).round().astype(np.uint8)
-            grid.paste(Image.fromarray(tile, mode="L"), (TITLE_WIDTH + c * (width + pad), top))
+            pixels = image if mode == "RGB" and image.shape[-1] == 3 else image.mean(axis=-1)
+            if mode == "RGB" and pixels.ndim == 2:
+                pixels = np.repeat(pixels[..., None], 3, axis=-1)
+            tile = (np.clip(pixels, 0, 1) * 255).round().astype(np.uint8)
+            grid.paste(Image.fromarray(tile, mode=mode), (TITLE_WIDTH + c * (width + pad), top))
     return grid
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A grayscale image `(H, W)` in [0, 1] as RGB uint8 with the outline of every mask class in colour."""
+    from skimage.segmentation import find_boundaries
+
+    colours = np.array([[255, 64, 64], [64, 255, 64], [64, 160, 255], [255, 220, 0]], dtype=np.uint8)
+    rgb = np.repeat((np.clip(image, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    for value in np.unique(mask):
+        if value == 0:
+            continue
+        edge = find_boundaries(mask == value, mode="inner")
+        rgb[edge] = colours[(int(value) - 1) % len(colours)]
+    return rgb
 
 
 def save_sample_grid(rows: list[tuple[str, np.ndarray]], path: str | Path) -> Path:

@@ -70,6 +70,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--num-inference-steps", type=int, metavar="STEPS",
         help="label models: store STEPS as the model's default step count (what a call without one uses); default: 15",
     )
+    ship.add_argument(
+        "--vae", metavar="DIR",
+        help="latent models: ship the autoencoder saved in DIR instead of the run's, e.g. one whose decoder was "
+        "trained further (vae.train_decoder_only); refused unless its configuration and encoder equal the run's "
+        "(the UNet was trained on those latents); samples.png is redrawn",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -82,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             args.run_dir, args.name, args.modality, args.training_data, args.output, args.overwrite,
             text_encoder_from=args.text_encoder_from, guidance_scale=args.guidance_scale,
             guidance_interval=args.guidance_interval, scheduler=args.scheduler, num_inference_steps=args.num_inference_steps,
-            timestep_spacing=args.timestep_spacing,
+            timestep_spacing=args.timestep_spacing, vae=args.vae,
         )
         print(f"Shipped {args.name} to {folder}")
         from medgen.evaluation.provenance import is_builtin_folder

@@ -187,6 +187,7 @@ def ship(
     scheduler: str | None = None,
     num_inference_steps: int | None = None,
     timestep_spacing: str | None = None,
+    vae: str | Path | None = None,
 ) -> Path:
     """Turns the pipeline saved by a training run in `run_dir` into a shipped folder (default
     `medgen/pretrained/<name>`): re-saved by the current medgen (current `pipeline.py`), fp16 weights, the run's
@@ -205,6 +206,8 @@ def ship(
     `default_num_inference_steps`, the step count a call without one samples with (15 when None).
     `timestep_spacing` (`"linspace"`, `"leading"` or `"trailing"`): where the saved sampler places its steps (the
     saved scheduler's when None; see `medgen.sampling.with_timestep_spacing`).
+    `vae` (latent pipelines): a saved autoencoder to ship instead of the run's, e.g. one whose decoder was trained
+    further (`vae.train_decoder_only`); refused unless it encodes to the same latent space (`matching_autoencoder`).
 
     RUN_DIR may be a shipped folder itself (`output` the same folder), to change its sampling defaults: its
     `medgen_model.json` keeps saying where it was trained; its stored evaluation and downstream results are not
@@ -242,6 +245,9 @@ def ship(
         pipeline.scheduler = replacement_scheduler(pipeline.scheduler, SCHEDULERS[scheduler])
     if timestep_spacing is not None:
         pipeline.scheduler = with_timestep_spacing(pipeline.scheduler, timestep_spacing)
+    if vae is not None:
+        pipeline.vae = matching_autoencoder(pipeline, vae)
+        pipeline.vae.register_to_config(_name_or_path=str(vae))
     previous_info = _read_json(run_dir / MODEL_INFO_FILE)  # a shipped folder re-shipped keeps where it was trained
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=output.parent))
@@ -255,7 +261,8 @@ def ship(
             source = getattr(getattr(component, "config", None), "_name_or_path", None)
             if not source:
                 continue
-            if previous_info:  # a shipped folder re-shipped: keep the run folder its components came from
+            if previous_info and not (component_name == "vae" and vae is not None):
+                # a shipped folder re-shipped: keep the run folder its components came from
                 source = _read_json(run_dir / component_name / "config.json").get("_name_or_path") or source
             if hasattr(component, "register_to_config"):
                 component.register_to_config(_name_or_path=recorded_path(source))
@@ -271,7 +278,7 @@ def ship(
         if (staging / "training_config.yaml").is_file():
             record_config_paths(staging / "training_config.yaml")
         samples = sorted(run_dir.glob("samples/*.png"))
-        if any(value is not None for value in (guidance_scale, guidance_interval, scheduler, num_inference_steps, timestep_spacing)):
+        if any(value is not None for value in (guidance_scale, guidance_interval, scheduler, num_inference_steps, timestep_spacing, vae)):
             draw_sample_grid(pipeline, run_dir, staging / "samples.png")  # the run's grids at the shipped defaults
         elif samples:
             shutil.copy2(samples[-1], staging / "samples.png")
@@ -287,6 +294,51 @@ def ship(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
+
+
+def matching_autoencoder(pipeline: Any, folder: str | Path) -> Any:
+    """The autoencoder saved in `folder` (an autoencoder run's output or a pipeline's `vae/`), loaded to replace
+    `pipeline.vae`. Refused with a `ValueError` naming what differs unless it maps images to the latent space the
+    UNet was trained on: the same configuration (latent channels, scaling factor, ...) and the same encoder weights
+    (to fp16 precision, as shipped weights are stored). Only the decoder may differ, as after a run with
+    `vae.train_decoder_only`."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    current = getattr(pipeline, "vae", None)
+    if current is None:
+        raise ValueError(f"--vae: the pipeline is a {type(pipeline).__name__} without an autoencoder (it samples pixels)")
+    folder = Path(folder)
+    if (folder / "vae" / "config.json").is_file() and not (folder / "config.json").is_file():
+        folder = folder / "vae"  # a pipeline folder: its autoencoder
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"--vae: {folder} holds no saved autoencoder (no config.json)")
+    try:
+        replacement = AutoencoderKL.from_pretrained(folder, use_safetensors=True)
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"--vae: {folder} could not be loaded as an autoencoder: {error}") from error
+    differing = sorted(
+        key for key in set(current.config) | set(replacement.config)
+        if not key.startswith("_") and current.config.get(key) != replacement.config.get(key)
+    )
+    if differing:
+        details = ", ".join(f"{key} {current.config.get(key)!r} -> {replacement.config.get(key)!r}" for key in differing)
+        raise ValueError(
+            f"--vae: {folder} is configured unlike the pipeline's autoencoder ({details}); its UNet was trained on "
+            "the latents of that autoencoder"
+        )
+    old, new = current.state_dict(), replacement.state_dict()
+    changed = [
+        key for key in old
+        if key.startswith(("encoder.", "quant_conv.")) and not torch.equal(old[key].half(), new[key].half())
+    ]
+    if changed:
+        raise ValueError(
+            f"--vae: {folder} has another encoder than the pipeline's autoencoder ({len(changed)} tensors differ, "
+            f"first {changed[0]}): the UNet was trained on the old encoder's latents. Only a decoder trained "
+            "further (vae.train_decoder_only) can replace it without retraining the UNet"
+        )
+    return replacement.to(device=current.device, dtype=current.dtype)
 
 
 def recorded_path(path: str | Path) -> str:
@@ -319,13 +371,15 @@ def record_config_paths(config_path: Path) -> None:
 
 
 def draw_sample_grid(pipeline: Any, run_dir: Path, path: Path) -> Path:
-    """`samples.png` drawn as training draws its grids (one row per label, every row from the run's seed, its
-    image count and step count), at the pipeline's own default sampler, guidance scale and interval (and its stored
-    step count, when it stores one)."""
+    """`samples.png` drawn as training draws its grids (one row per label, or per sample prompt of a text model,
+    every row from the run's seed, its image count and step count), at the pipeline's own default sampler, guidance
+    scale and interval (and its stored step count, when it stores one). A mask pipeline's rows show its image + mask
+    pairs with the mask outlined."""
+    import numpy as np
     import torch
     import yaml
 
-    from medgen.sample_grid import save_sample_grid
+    from medgen.sample_grid import overlay, save_sample_grid
 
     config_path = run_dir / "training_config.yaml"
     config = (yaml.safe_load(config_path.read_text()) if config_path.is_file() else None) or {}
@@ -335,11 +389,28 @@ def draw_sample_grid(pipeline: Any, run_dir: Path, path: Path) -> Path:
     )
     pipeline.set_progress_bar_config(disable=True)
     rows = []
-    for label in pipeline.labels:
-        images = pipeline(labels=label, num_images_per_prompt=count, num_inference_steps=steps,
-                          generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images
-        rows.append((label, images))
+    for title, request in sample_grid_rows(pipeline, config):
+        output = pipeline(num_images_per_prompt=count, num_inference_steps=steps,
+                          generator=torch.Generator("cpu").manual_seed(seed), output_type="np", **request)
+        images = output.images
+        if getattr(output, "masks", None) is not None:
+            images = np.stack([overlay(image[..., 0], mask) for image, mask in zip(images, output.masks)]) / 255.0
+        rows.append((title, images))
     return save_sample_grid(rows, path)
+
+
+def sample_grid_rows(pipeline: Any, config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The rows of a shipped model's sample grid, `(title, pipeline arguments)`: its labels; a text model's sample
+    prompts (the run's `text.sample_prompts`, else the prompts it offers as examples); one untitled row otherwise."""
+    labels = getattr(pipeline, "labels", None)
+    if labels:
+        return [(label, {"labels": label}) for label in labels]
+    if hasattr(pipeline, "tokenizer"):
+        prompts = list((config.get("text") or {}).get("sample_prompts") or pipeline.config.get("example_prompts") or [])
+        if not prompts:
+            raise ValueError("the text pipeline names no prompt to draw samples.png with (text.sample_prompts or example_prompts)")
+        return [(prompt, {"prompt": prompt}) for prompt in prompts]
+    return [("samples", {})]
 
 
 def text_encoder_reference_of(pipeline: Any, run_dir: Path, source: str) -> dict[str, str]:

@@ -31,6 +31,7 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from medgen.config import TrainConfig
+from medgen.sample_grid import overlay
 from medgen.training.task_base import DiffusionTask
 
 SAMPLE_MASKS_PER_ROW = 1  # one real training mask per label row of the sample grid
@@ -200,20 +201,6 @@ def attach_mask_generator(pipeline_folder: str | Path, generator_folder: str | P
                 shutil.move(str(item), target)
         return output
     return pipeline.save_pretrained(output)
-
-
-def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """A grayscale image `(H, W)` in [0, 1] as RGB uint8 with the outline of every mask class in colour."""
-    from skimage.segmentation import find_boundaries
-
-    colours = np.array([[255, 64, 64], [64, 255, 64], [64, 160, 255], [255, 220, 0]], dtype=np.uint8)
-    rgb = np.repeat((np.clip(image, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=-1)
-    for value in np.unique(mask):
-        if value == 0:
-            continue
-        edge = find_boundaries(mask == value, mode="inner")
-        rgb[edge] = colours[(int(value) - 1) % len(colours)]
-    return rgb
 
 
 def pipeline_from_checkpoint(checkpoint: str | Path):
