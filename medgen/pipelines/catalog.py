@@ -246,8 +246,7 @@ def ship(
     if timestep_spacing is not None:
         pipeline.scheduler = with_timestep_spacing(pipeline.scheduler, timestep_spacing)
     if vae is not None:
-        pipeline.vae = matching_autoencoder(pipeline, vae)
-        pipeline.vae.register_to_config(_name_or_path=str(vae))
+        pipeline.vae = matching_autoencoder(pipeline, vae)  # records the folder it was loaded from
     previous_info = _read_json(run_dir / MODEL_INFO_FILE)  # a shipped folder re-shipped keeps where it was trained
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=output.parent))
