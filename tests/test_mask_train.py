@@ -86,7 +86,7 @@ def test_train_both_kinds_attach_and_make_pairs(pairs, tmp_path):
     output = pipe(labels=["small", "large"], num_inference_steps=2, generator=torch.manual_seed(0), output_type="np")
     assert output.images.shape == (2, 16, 16, 1) and output.masks.shape == (2, 16, 16)
     figure = preview(image_run, tmp_path / "preview.png", count=2, steps=2)
-    assert Image.open(figure).size == (TITLE_WIDTH + 2 * 16, 2 * 16)  # each row titled with its label
+    assert Image.open(figure).size == (TITLE_WIDTH + 2 * (16 + 2), 2 * (16 + 2))  # each row titled with its label
 
 
 def test_preview_of_checkpoints_while_training(pairs, tmp_path):
@@ -100,14 +100,14 @@ def test_preview_of_checkpoints_while_training(pairs, tmp_path):
     for name, value in saved.unet.state_dict().items():
         torch.testing.assert_close(pipe.unet.state_dict()[name], value, msg=name)
     figure = Image.open(preview(checkpoint, tmp_path / "checkpoint.png", count=2, steps=2))
-    assert figure.mode == "RGB" and figure.size == (TITLE_WIDTH + 2 * 16, 2 * 16)
+    assert figure.mode == "RGB" and figure.size == (TITLE_WIDTH + 2 * (16 + 2), 2 * (16 + 2))
     outline = np.array(figure)
     assert ((outline[..., 0] == 255) & (outline[..., 1] == 64)).any()  # red mask outlines drawn
 
     generator_run = tmp_path / "generator"
     main(load_config(TINY, _overrides(pairs, generator_run, "mask_generator", steps=2)))
     masks = Image.open(preview(generator_run / "checkpoints" / "checkpoint-2", tmp_path / "masks.png", count=2, steps=2))
-    assert masks.size == (TITLE_WIDTH + 2 * 8, 2 * 8)
+    assert masks.size == (TITLE_WIDTH + 2 * (8 + 2), 2 * (8 + 2))
 
 
 @pytest.mark.parametrize("hflip", [False, True], ids=["plain", "hflip"])

@@ -31,7 +31,7 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from medgen.config import TrainConfig
-from medgen.sample_grid import overlay
+from medgen.sample_grid import overlay, save_sample_grid
 from medgen.training.task_base import DiffusionTask
 
 SAMPLE_MASKS_PER_ROW = 1  # one real training mask per label row of the sample grid
@@ -248,8 +248,6 @@ def preview(source: str | Path, output: str | Path, count: int = 4, seed: int = 
     checkpoint of a mask run (`.../checkpoints/checkpoint-N`). Masks come from the mask generator when the pipeline
     has one, otherwise from the run's held-out test split (checkpoints); a mask generator's checkpoint shows its
     masks alone."""
-    from PIL import Image
-
     from medgen.pipelines import MaskConditionedPipeline
 
     source = Path(source)
@@ -264,8 +262,7 @@ def preview(source: str | Path, output: str | Path, count: int = 4, seed: int = 
         generator = [torch.Generator().manual_seed(seed + i) for i in range(count)]
         labels = [label] * count if label is not None else None
         if not isinstance(pipe, MaskConditionedPipeline):  # a mask generator: its masks are the images
-            masks = pipe(labels=labels, num_inference_steps=steps, generator=generator, output_type="np").images
-            tiles = [(np.repeat(mask, 3, axis=-1) * 255).astype(np.uint8) for mask in masks]
+            tiles = pipe(labels=labels, num_inference_steps=steps, generator=generator, output_type="np").images
         else:
             if pipe.has_mask_generator or config is None:
                 out = pipe(labels=labels, num_inference_steps=steps, generator=generator, output_type="np")
@@ -274,26 +271,9 @@ def preview(source: str | Path, output: str | Path, count: int = 4, seed: int = 
                 generator, labels = generator[: len(masks)], labels[: len(masks)] if labels else None
                 out = pipe(masks=masks, labels=labels, num_inference_steps=steps, generator=generator, output_type="np")
             masks = out.masks if out.masks is not None else np.zeros(out.images.shape[:3], dtype=np.uint8)
-            tiles = [overlay(image[..., 0], mask) for image, mask in zip(out.images, masks)]
-        rows.append(np.concatenate(tiles, axis=1))
-    width = max(row.shape[1] for row in rows)
-    rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows]
-    grid = Image.fromarray(np.concatenate(rows, axis=0))
-    if pipe.labels:  # the label of each row on the left, as in the training sample grids
-        from PIL import ImageDraw
-
-        from medgen.sample_grid import TITLE_WIDTH
-
-        titled = Image.new("RGB", (TITLE_WIDTH + grid.width, grid.height))
-        titled.paste(grid, (TITLE_WIDTH, 0))
-        draw = ImageDraw.Draw(titled)
-        for index, label in enumerate(pipe.labels):
-            draw.text((4, index * rows[0].shape[0] + rows[0].shape[0] // 2 - 5), str(label)[:15], fill=(255, 255, 255))
-        grid = titled
-    path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    return path
+            tiles = np.stack([overlay(image[..., 0], mask) for image, mask in zip(out.images, masks)]) / 255.0
+        rows.append(("" if label is None else str(label), tiles))
+    return save_sample_grid(rows, output)
 
 
 def _example_data_config(folder: Path, config: str | Path | None) -> tuple[Any, str]:
