@@ -44,6 +44,12 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def outlined_pairs(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Generated grayscale images `(N, H, W, 1)` in [0, 1] with their masks `(N, H, W)` outlined: `(N, H, W, 3)` in
+    [0, 1], rows for `image_grid`."""
+    return np.stack([overlay(image[..., 0], mask) for image, mask in zip(images, masks)]) / 255.0
+
+
 def save_sample_grid(rows: list[tuple[str, np.ndarray]], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -374,11 +374,10 @@ def draw_sample_grid(pipeline: Any, run_dir: Path, path: Path) -> Path:
     every row from the run's seed, its image count and step count), at the pipeline's own default sampler, guidance
     scale and interval (and its stored step count, when it stores one). A mask pipeline's rows show its image + mask
     pairs with the mask outlined."""
-    import numpy as np
     import torch
     import yaml
 
-    from medgen.sample_grid import overlay, save_sample_grid
+    from medgen.sample_grid import outlined_pairs, save_sample_grid
 
     config_path = run_dir / "training_config.yaml"
     config = (yaml.safe_load(config_path.read_text()) if config_path.is_file() else None) or {}
@@ -393,7 +392,7 @@ def draw_sample_grid(pipeline: Any, run_dir: Path, path: Path) -> Path:
                           generator=torch.Generator("cpu").manual_seed(seed), output_type="np", **request)
         images = output.images
         if getattr(output, "masks", None) is not None:
-            images = np.stack([overlay(image[..., 0], mask) for image, mask in zip(images, output.masks)]) / 255.0
+            images = outlined_pairs(images, output.masks)
         rows.append((title, images))
     return save_sample_grid(rows, path)
 

@@ -31,7 +31,7 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from medgen.config import TrainConfig
-from medgen.sample_grid import overlay, save_sample_grid
+from medgen.sample_grid import outlined_pairs, save_sample_grid
 from medgen.training.task_base import DiffusionTask
 
 SAMPLE_MASKS_PER_ROW = 1  # one real training mask per label row of the sample grid
@@ -271,7 +271,7 @@ def preview(source: str | Path, output: str | Path, count: int = 4, seed: int = 
                 generator, labels = generator[: len(masks)], labels[: len(masks)] if labels else None
                 out = pipe(masks=masks, labels=labels, num_inference_steps=steps, generator=generator, output_type="np")
             masks = out.masks if out.masks is not None else np.zeros(out.images.shape[:3], dtype=np.uint8)
-            tiles = np.stack([overlay(image[..., 0], mask) for image, mask in zip(out.images, masks)]) / 255.0
+            tiles = outlined_pairs(out.images, masks)
         rows.append(("" if label is None else str(label), tiles))
     return save_sample_grid(rows, output)
 
