@@ -77,6 +77,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
 
     # 1. Data (decoded once and cached by `datasets`; the main process builds the cache first)
     from medgen.data import build_dataset, write_data_summary
+    from medgen.data.summary import data_summary_name
 
     with accelerator.main_process_first():
         data = build_dataset(config.data)
@@ -85,8 +86,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
         # what this run reads: images per label, files left out and why (also kept in the output folder)
         for index, source in enumerate([data, *extra_data]):
             accelerator.print(source.summary())
-            name = "data_summary.json" if index == 0 else f"data_summary_extra{index}.json"
-            accelerator.print(f"Data summary: {write_data_summary(source, output_dir, name)}")
+            accelerator.print(f"Data summary: {write_data_summary(source, output_dir, data_summary_name(index))}")
 
     # 2. An optional autoencoder stage, then the denoiser
     if data.streaming and (config.model.kind in ("vae", "text") or config.model.pretrained_vae or config.class_balance > 0):

@@ -60,6 +60,25 @@ def test_shipped_card_states_what_the_run_recorded(tmp_path):
     assert "not recorded" not in card.split("## Training")[1].split("##")[0]
 
 
+def test_the_card_counts_the_training_images_of_every_image_set(tmp_path):
+    folder = tmp_path / "run"
+    tiny_label_pipeline(labels=("benign", "malignant", "normal"), latent=True).save_pretrained(folder)
+    (folder / "training_config.yaml").write_text(
+        "data: {source: csv, path: busi}\nextra_data: [{source: csv, path: ct}, {source: csv, path: mri}]\n"
+    )
+    for name, count in (("data_summary.json", 624), ("data_summary_extra1.json", 878), ("data_summary_extra2.json", 1000)):
+        (folder / name).write_text(json.dumps({"num_images": count}))
+    out = ship(folder, "three", "mixed", "three sets", output=tmp_path / "out")
+    assert "| Training images | 2502 |" in (out / "README.md").read_text()
+    assert (out / "data_summary_extra2.json").is_file()  # carried, so a re-shipped folder still counts every set
+    again = ship(out, "three", "mixed", "three sets", output=tmp_path / "again")
+    assert "| Training images | 2502 |" in (again / "README.md").read_text()
+    # a set whose summary is missing: the count is "not recorded", never the other sets' count passed off as all
+    (folder / "data_summary_extra1.json").unlink()
+    card = (ship(folder, "three", "mixed", "three sets", output=tmp_path / "partial") / "README.md").read_text()
+    assert "| Training images | not recorded |" in card
+
+
 def test_ship_never_replaces_a_folder_unasked_and_names_bad_inputs(run_dir, tmp_path):
     out = ship(run_dir, "x", "chest X-ray", "data", output=tmp_path / "shipped")
     stamp = (out / "model_index.json").stat().st_mtime_ns

@@ -45,7 +45,10 @@ def test_shipped_folder_names_the_encoder_instead_of_holding_its_weights(shipped
     assert (shipped / "tokenizer").is_dir()  # small, and needed by stock diffusers too
     reference = index[TEXT_ENCODER_REFERENCE_KEY]
     assert reference["name"] == OFFLINE_TEXT_ENCODER and len(reference["sha256"]) == 64
-    assert "Text encoder weights not included" in (shipped / "README.md").read_text()
+    card = (shipped / "README.md").read_text()
+    assert "Text encoder weights not included" in card
+    # the card's conditioning line names the weights a user must pass, not the run folder they were loaded from
+    assert f"| Conditioning | free text through `{reference['weights']}` |" in card
 
 
 def test_medgen_fills_the_encoder_in_and_makes_the_same_images(trained, shipped):

@@ -223,6 +223,9 @@ def test_overwriting_removes_only_the_run_files_inside_the_folder(tmp_path):
     (output_dir / "model_index.json").write_text(json.dumps({"_class_name": "X", "unet": ["diffusers", "UNet2DModel"],
                                                              "../outside": ["diffusers", "UNet2DModel"]}))
     (output_dir / "README.md").write_text("model card")
+    # an earlier run over three image sets: its summaries go too, so a new run's card never counts a stale set
+    for name in ("data_summary.json", "data_summary_extra1.json", "data_summary_extra2.json"):
+        (output_dir / name).write_text("{}")
     remove_earlier_run(output_dir)
     assert sorted(p.name for p in output_dir.iterdir()) == ["mine"] and outside.is_dir()
 

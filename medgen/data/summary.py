@@ -13,6 +13,24 @@ from pathlib import Path
 from typing import Any
 
 DATA_SUMMARY_FILE = "data_summary.json"
+EXTRA_SUMMARY_PATTERN = "data_summary_extra*.json"  # a run with `extra_data`: one summary per further image set
+
+
+def data_summary_name(index: int) -> str:
+    """The summary file of a run's image set `index` (0: `data`, then each of `extra_data` in order)."""
+    return DATA_SUMMARY_FILE if index == 0 else f"data_summary_extra{index}.json"
+
+
+def recorded_image_count(folder: str | Path, num_sets: int) -> int | None:
+    """How many training images a run in `folder` read over its `num_sets` image sets, from the summaries it wrote;
+    None unless every set's summary is there and readable (a count of only some sets would be wrong)."""
+    total = 0
+    for index in range(num_sets):
+        try:
+            total += int(json.loads((Path(folder) / data_summary_name(index)).read_text())["num_images"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return total
 
 
 def summarize_dataset(data: Any) -> dict[str, Any]:

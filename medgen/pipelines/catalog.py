@@ -143,19 +143,24 @@ def to_half_precision(folder: Path) -> None:
 def card_info_from_run(run_dir: Path, training_data: str) -> dict[str, Any]:
     """The model card's Training lines for a shipped folder, read from what the run recorded (its config and
     summaries); lines the run did not record stay "not recorded"."""
-    info: dict[str, Any] = {"dataset": training_data}
-    data = _read_json(run_dir / "data_summary.json")
-    training = _read_json(run_dir / "training_summary.json")
-    if data.get("num_images") is not None:
-        info["num_train_images"] = data["num_images"]
-    if not (run_dir / "training_config.yaml").is_file():
-        return info
-    from medgen.config import load_config
+    from medgen.data.summary import EXTRA_SUMMARY_PATTERN, recorded_image_count
 
-    try:
-        config = load_config(run_dir / "training_config.yaml")
-    except ValueError as error:  # e.g. a config written by an older medgen: ship, with those lines not recorded
-        warnings.warn(f"the model card's training lines are not recorded: {error}", stacklevel=2)
+    info: dict[str, Any] = {"dataset": training_data}
+    training = _read_json(run_dir / "training_summary.json")
+    config = None
+    if (run_dir / "training_config.yaml").is_file():
+        from medgen.config import load_config
+
+        try:
+            config = load_config(run_dir / "training_config.yaml")
+        except ValueError as error:  # e.g. a config written by an older medgen: ship, with those lines not recorded
+            warnings.warn(f"the model card's training lines are not recorded: {error}", stacklevel=2)
+    # every image set the run read (its config says how many), or "not recorded": never the first set's alone
+    num_sets = 1 + (len(config.extra_data) if config else len(list(run_dir.glob(EXTRA_SUMMARY_PATTERN))))
+    count = recorded_image_count(run_dir, num_sets)
+    if count is not None:
+        info["num_train_images"] = count
+    if config is None:
         return info
     if training.get("steps") is not None:
         from medgen.pipelines.model_card import steps_line
@@ -212,6 +217,7 @@ def ship(
     RUN_DIR may be a shipped folder itself (`output` the same folder), to change its sampling defaults: its
     `medgen_model.json` keeps saying where it was trained; its stored evaluation and downstream results are not
     carried over (they were measured with the old defaults): store them again."""
+    from medgen.data.summary import EXTRA_SUMMARY_PATTERN
     from medgen.pipelines import load_pipeline
 
     run_dir = Path(run_dir)
@@ -260,6 +266,9 @@ def ship(
             source = getattr(getattr(component, "config", None), "_name_or_path", None)
             if not source:
                 continue
+            if component_name == "text_encoder" and reference is not None:
+                component.config._name_or_path = reference["weights"]  # its card line names the weights left out
+                continue
             if previous_info and not (component_name == "vae" and vae is not None):
                 # a shipped folder re-shipped: keep the run folder its components came from
                 source = _read_json(run_dir / component_name / "config.json").get("_name_or_path") or source
@@ -271,9 +280,9 @@ def ship(
         if reference is not None:
             leave_out_text_encoder(staging, reference)
         to_half_precision(staging)
-        for file_name in CARRIED_FILES:
-            if (run_dir / file_name).is_file():
-                shutil.copy2(run_dir / file_name, staging / file_name)
+        for path in [*(run_dir / name for name in CARRIED_FILES), *sorted(run_dir.glob(EXTRA_SUMMARY_PATTERN))]:
+            if path.is_file():
+                shutil.copy2(path, staging / path.name)
         if (staging / "training_config.yaml").is_file():
             record_config_paths(staging / "training_config.yaml")
         samples = sorted(run_dir.glob("samples/*.png"))

@@ -66,7 +66,9 @@ def check_output_dir(output_dir: str | Path, resume_from_checkpoint: str | None,
 def remove_earlier_run(output_dir: str | Path) -> list[Path]:
     """Deletes the files an earlier run wrote into `output_dir` (and only those); returns what was removed."""
     output_dir = Path(output_dir)
-    names = set(RUN_FILES)
+    from medgen.data.summary import EXTRA_SUMMARY_PATTERN
+
+    names = set(RUN_FILES) | {path.name for path in output_dir.glob(EXTRA_SUMMARY_PATTERN)}
     index = output_dir / "model_index.json"
     if index.is_file():
         names.add("README.md")
