@@ -8,6 +8,28 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 TITLE_WIDTH = 96
+LINE_HEIGHT = 11  # PIL's default bitmap font is about 10 px tall
+
+
+def title_lines(draw: ImageDraw.ImageDraw, title: str, max_lines: int) -> list[str]:
+    """`title` wrapped at word boundaries to the title column (a word too long for a line is cut to fit), at most
+    `max_lines` lines; a title that needs more ends its last line with "..."."""
+    width = TITLE_WIDTH - 8
+    lines: list[str] = []
+    for word in title.split():
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and draw.textlength(candidate) <= width:
+            lines[-1] = candidate
+            continue
+        while draw.textlength(word) > width and len(word) > 1:  # cut to what fits
+            word = word[:-1]
+        lines.append(word)
+    if len(lines) > max_lines:
+        last = lines[max_lines - 1]
+        while last and draw.textlength(last + "...") > width:
+            last = last[:-1]
+        lines = [*lines[:max_lines - 1], last.rstrip() + "..."]
+    return lines
 
 
 def image_grid(rows: list[tuple[str, np.ndarray]], pad: int = 2) -> Image.Image:
@@ -20,7 +42,10 @@ def image_grid(rows: list[tuple[str, np.ndarray]], pad: int = 2) -> Image.Image:
     draw = ImageDraw.Draw(grid)
     for r, (title, images) in enumerate(rows):
         top = r * (height + pad)
-        draw.text((4, top + height // 2 - 5), title[:15], fill=255 if mode == "L" else (255, 255, 255))
+        lines = title_lines(draw, title, max(1, height // LINE_HEIGHT))
+        first = top + (height - len(lines) * LINE_HEIGHT) // 2
+        for index, line in enumerate(lines):
+            draw.text((4, first + index * LINE_HEIGHT), line, fill=255 if mode == "L" else (255, 255, 255))
         for c, image in enumerate(images):
             pixels = image if mode == "RGB" and image.shape[-1] == 3 else image.mean(axis=-1)
             if mode == "RGB" and pixels.ndim == 2:
