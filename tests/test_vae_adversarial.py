@@ -259,6 +259,34 @@ def test_a_decoder_only_run_keeps_the_latent_space_latent_models_were_trained_on
     assert scaling[0] == scaling[1]
 
 
+@pytest.mark.parametrize("state_records_it", [True, False], ids=["checkpoint-records-it", "older-checkpoint"])
+def test_a_resumed_decoder_only_run_keeps_the_starting_scaling_factor(
+    adversarial_run, pneumoniamnist_npz, tmp_path, state_records_it
+):
+    # a decoder-only run stopped after its step-2 checkpoint and resumed must still save the latent scale its
+    # starting autoencoder's latent models were trained at, not the default of a freshly built autoencoder
+    source, _ = adversarial_run
+    expected = json.loads((source / "config.json").read_text())["scaling_factor"]
+    overrides = [*_init_from_overrides(pneumoniamnist_npz, tmp_path / "full", source), "vae.train_decoder_only=true",
+                 "vae.max_train_steps=4"]
+    main(load_config(VAE_CONFIG, overrides))
+    stopped = tmp_path / "full" / "checkpoints" / "checkpoint-2"
+    assert checkpoints.read_state(stopped)["scaling_factor"] == pytest.approx(expected)
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(stopped, resumed_dir / "checkpoints" / "checkpoint-2")
+    if not state_records_it:  # written before checkpoints recorded it: taken from vae.init_from
+        state_file = resumed_dir / "checkpoints" / "checkpoint-2" / checkpoints.STATE_FILE
+        state = json.loads(state_file.read_text())
+        del state["scaling_factor"]
+        state_file.write_text(json.dumps(state))
+    resumed = [*_init_from_overrides(pneumoniamnist_npz, resumed_dir, source), "vae.train_decoder_only=true",
+               "vae.max_train_steps=4"]
+    main(load_config(VAE_CONFIG, resumed), resume_from_checkpoint="latest")
+    assert expected != pytest.approx(build_autoencoder(VAEConfig()).config.scaling_factor)
+    assert json.loads((resumed_dir / "config.json").read_text())["scaling_factor"] == pytest.approx(expected)
+    assert json.loads((resumed_dir / "reconstruction_metrics.json").read_text())["resumed_from_step"] == 2
+
+
 def test_a_decoder_only_run_needs_a_trained_encoder_to_keep():
     with pytest.raises(ValueError, match="vae.train_decoder_only .*set vae.init_from"):
         load_config(VAE_CONFIG, ["vae.train_decoder_only=true"])

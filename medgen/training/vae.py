@@ -306,6 +306,8 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator, extra_data: l
     if vae_config.init_from and checkpoint is None:  # a resumed run restores its own weights
         load_initial_autoencoder(vae, vae_config.init_from)
         accelerator.print(f"Autoencoder: starting from the weights of {vae_config.init_from}")
+    elif checkpoint is not None:  # the weights come back with the state; the scaling factor is config, not state
+        vae.register_to_config(scaling_factor=checkpoint_scaling_factor(checkpoint, vae_config, vae.config.scaling_factor))
     if vae_config.train_decoder_only:  # the latent space stays the trained one's
         for part in (vae.encoder, vae.quant_conv):
             if part is not None:
@@ -418,7 +420,9 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator, extra_data: l
                     progress.set_postfix({name: f"{value:.4g}" for name, value in parts.items()})
                     accelerator.log({f"autoencoder/{name}": value for name, value in parts.items()}, step=step)
                 if step % config.checkpointing_steps == 0 or step == vae_config.max_train_steps:
-                    guard.last_checkpoint = save_stage_checkpoint(accelerator, config, vae_dir, step, run_id)
+                    guard.last_checkpoint = save_stage_checkpoint(
+                        accelerator, config, vae_dir, step, run_id, accelerator.unwrap_model(vae).config.scaling_factor
+                    )
                 if step >= vae_config.max_train_steps:
                     break
             epoch += 1
@@ -474,10 +478,14 @@ def train_autoencoder(config: TrainConfig, data: Any, accelerator, extra_data: l
 STAGE_KEYS = ("data", "extra_data", "vae", "seed")
 
 
-def save_stage_checkpoint(accelerator, config: TrainConfig, vae_dir: Path, step: int, run_id: str) -> Path:
+def save_stage_checkpoint(
+    accelerator, config: TrainConfig, vae_dir: Path, step: int, run_id: str, scaling_factor: float
+) -> Path:
     """The autoencoder stage's accelerate state (autoencoder, discriminator, their optimizers, the schedule, data
     order and RNG) in `vae_dir/checkpoints/checkpoint-<step>`, written to a temporary folder and renamed when
-    complete; older ones beyond `checkpoints_total_limit` are removed. Returns the folder on every process."""
+    complete; older ones beyond `checkpoints_total_limit` are removed. Returns the folder on every process.
+    `scaling_factor` goes into the state file: a decoder-only run keeps its starting autoencoder's, which the
+    accelerate state (weights only) does not hold."""
     temporary = checkpoints.temporary_path(vae_dir, step)
     if accelerator.is_main_process:
         checkpoints.clear(temporary)
@@ -485,7 +493,10 @@ def save_stage_checkpoint(accelerator, config: TrainConfig, vae_dir: Path, step:
     accelerator.save_state(str(temporary), safe_serialization=True)
     if accelerator.is_main_process:
         save_config(config, temporary / "training_config.yaml")
-        checkpoints.finalize(temporary, step, run_id, stage="autoencoder", max_train_steps=config.vae.max_train_steps)
+        checkpoints.finalize(
+            temporary, step, run_id, stage="autoencoder", max_train_steps=config.vae.max_train_steps,
+            scaling_factor=scaling_factor,
+        )
         checkpoints.prune(vae_dir, config.checkpoints_total_limit, run_id)
     accelerator.wait_for_everyone()
     return checkpoints.checkpoint_dir(vae_dir) / f"checkpoint-{step}"
@@ -561,18 +572,34 @@ def _finished_stage(vae_dir: Path, config: TrainConfig) -> bool:
     return all(saved.get(key) == current[key] for key in ("data", "extra_data", "vae", "seed"))
 
 
-def load_initial_autoencoder(vae: AutoencoderKL, init_from: str) -> None:
-    """Copies the weights of the trained autoencoder `init_from` (a folder, a pipeline folder with `vae/`, or a
-    built-in pipeline's name) into `vae`; a ValueError names the settings that differ when they do not fit."""
+def checkpoint_scaling_factor(checkpoint: Path, vae_config: VAEConfig, default: float) -> float:
+    """The scaling factor a resumed autoencoder run carries on with: the one its checkpoint recorded; for a
+    checkpoint written before the state file held it, the starting autoencoder's (`vae.init_from`: a decoder-only
+    run must keep it) or, without one, `default` (a full run measures its own at the end)."""
+    recorded = checkpoints.read_state(checkpoint).get("scaling_factor")
+    if recorded is not None:
+        return float(recorded)
+    return initial_autoencoder(vae_config.init_from).config.scaling_factor if vae_config.init_from else default
+
+
+def initial_autoencoder(init_from: str) -> AutoencoderKL:
+    """The trained autoencoder `vae.init_from` names: a folder, a pipeline folder with `vae/`, or a built-in
+    pipeline's name; a ValueError naming it when there is none."""
     from medgen.pipelines.locate import BUILTIN_PIPELINES, builtin_pipeline_path
 
     source = Path(init_from).expanduser()
     if not source.exists() and init_from.lower() in BUILTIN_PIPELINES:
         source = builtin_pipeline_path(init_from)
     try:
-        trained = load_autoencoder(source)
+        return load_autoencoder(source)
     except (FileNotFoundError, OSError, ValueError) as error:
         raise ValueError(f"vae.init_from {init_from!r}: {error}") from error
+
+
+def load_initial_autoencoder(vae: AutoencoderKL, init_from: str) -> None:
+    """Copies the weights of the trained autoencoder `init_from` (see `initial_autoencoder`) into `vae`; a
+    ValueError names the settings that differ when they do not fit."""
+    trained = initial_autoencoder(init_from)
     keys = ("latent_channels", "block_out_channels", "layers_per_block", "norm_num_groups", "in_channels", "mid_block_add_attention")
     pairs = {key: (_list_or_value(trained.config.get(key)), _list_or_value(vae.config.get(key))) for key in keys}
     differ = [f"{key} {theirs!r} (config: {ours!r})" for key, (theirs, ours) in pairs.items() if theirs != ours]
