@@ -555,17 +555,49 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Reads a YAML training config, applies overrides, and returns the validated `TrainConfig`."""
+BASE_KEY = "base"
+
+
+def merge_config(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """`child` over `base`: sections (mappings) merge key by key, any other value (lists included) replaces."""
+    merged = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = merge_config(merged[key], value)
+        merged[key] = value
+    return merged
+
+
+def read_config_file(path: str | Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config file as one mapping. A top-level `base: other.yaml` (relative to the file) names a config
+    it starts from: the file's own sections merge over the base's key by key, and its lists and values replace
+    the base's (`extra_data: []` drops the base's extra sets). Bases may have bases; a loop is an error."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Config file not found: {path}")
+        named_by = f" (the base of {chain[-1]})" if chain else ""
+        raise FileNotFoundError(f"Config file not found: {path}{named_by}")
+    if path.resolve() in [link.resolve() for link in chain]:
+        loop = " -> ".join(str(link) for link in (*chain, path))
+        raise ValueError(f"Config bases form a loop: {loop}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ValueError(f"{path} is not valid YAML: {error}") from error
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of config sections, got {type(data).__name__}.")
+    if BASE_KEY not in data:
+        return data
+    base = data.pop(BASE_KEY)
+    if not isinstance(base, str) or not base.strip():
+        raise ValueError(f"{path}: {BASE_KEY} must name a config file (e.g. {BASE_KEY}: autoencoder_128.yaml), got {base!r}")
+    return merge_config(read_config_file(path.parent / base, (*chain, path)), data)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Reads a YAML training config (and the configs it names as `base`), applies overrides, and returns the
+    validated `TrainConfig`."""
+    path = Path(path)
+    data = read_config_file(path)
     overrides = list(overrides or [])
     data = apply_overrides(data, overrides)  # an OverrideError is the command line's, not the file's
     try:
