@@ -101,6 +101,9 @@ def test_pick_condition_generate_two_images(page, tmp_path):
 
 def test_thumbnails_are_enlarged_and_their_captions_sit_under_them(page):
     """Issue: 16-32 px images showed as stamps, and two-line captions covered the bottom of each thumbnail."""
+    page.wait_for_function(  # measured once both thumbnails have loaded (a busy machine loads them late)
+        "() => [...document.querySelectorAll('#gallery .thumbnail-item img')].filter(i => i.complete && i.naturalWidth).length == 2"
+    )
     boxes = page.evaluate(
         """() => [...document.querySelectorAll('#gallery .thumbnail-item')].map(item => {
             const image = item.querySelector('img'), caption = item.querySelector('.caption-label');
