@@ -26,7 +26,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medgen.arguments import positive_int
+from medgen.arguments import int_in_range, positive_int
+from medgen.evaluation.uncertainty import DEFAULT_RESAMPLES
 from medgen.sampling import DEFAULT_INFERENCE_STEPS
 
 
@@ -110,6 +111,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--cache-dir", help="cache for real features and classifier weights (default ~/.cache/medgen/evaluation)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     parser.add_argument("--no-classifier", action="store_true", help="skip label accuracy and TSTR")
+    parser.add_argument(
+        "--bootstrap", type=int_in_range(0), default=DEFAULT_RESAMPLES, metavar="N",
+        help="resample the generated images N times for the 95%% intervals of FID, precision and recall, overall and "
+        f"per label: how far they move with the draw alone (default {DEFAULT_RESAMPLES}; 0: none)",
+    )
     parser.add_argument(
         "--no-frd", action="store_true",
         help="skip the Fréchet Radiomics Distance (medgen[frd]; about 1.3 s per 128 px image per core)",
@@ -275,6 +281,7 @@ def run(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache,
         classifier=not args.no_classifier,
         frd=not args.no_frd,
+        bootstrap_resamples=args.bootstrap,
         mask_faithfulness=not args.no_mask_faithfulness,
         memorization_features=not args.no_feature_memorization,
         memorization_train_images=args.memorization_train_images or None,
@@ -351,6 +358,9 @@ def summary_lines(report: dict) -> list[str]:
     lines = [f"{'':10}" + "".join(f"{name:>22}" for name, _ in columns)]
     for metric in ("FID", "KID", "Precision", "Recall"):
         lines.append(f"{metric:10}" + "".join(f"{value(entry, metric):>22}" for _, entry in columns))
+    interval = interval_text(report)
+    if interval:
+        lines.append(interval)
     for name, entry in columns[1:]:
         if entry.get("skipped"):
             lines.append(f"{name}: {entry['skipped']}")
@@ -375,6 +385,20 @@ def summary_lines(report: dict) -> list[str]:
     elif overlap.get("why_not"):
         lines.append(f"reference images not checked against training images: {overlap['why_not']}")
     return lines
+
+
+def interval_text(report: dict) -> str:
+    """One line: the bootstrap intervals of FID, precision and recall (`report["uncertainty"]`); "" without them."""
+    uncertainty = report.get("uncertainty") or {}
+    figures = [
+        f"{name} {uncertainty[key]['low']:.4g} to {uncertainty[key]['high']:.4g}"
+        for key, name in (("fid", "FID"), ("precision", "precision"), ("recall", "recall"))
+        if key in uncertainty
+    ]
+    if not figures:
+        return ""
+    return (f"{uncertainty['level']:.0%} interval over the draw of generated images ({uncertainty['resamples']} bootstrap "
+            f"resamples, reference images fixed): " + ", ".join(figures))
 
 
 def _store_target(args: argparse.Namespace):

@@ -24,6 +24,7 @@ from medgen.evaluation.images import (
     read_image_set,
     real_data_config,
 )
+from medgen.evaluation.uncertainty import DEFAULT_RESAMPLES
 from medgen.sampling import effective_guidance_interval, effective_guidance_scale, effective_inference_steps, sampler_text
 
 EXTRACTOR_DESCRIPTIONS = {
@@ -60,8 +61,9 @@ def _without_groups_of(held_out: ImageSet, train: ImageSet) -> ImageSet:
     return held_out if keep.all() else held_out.subset(keep)
 
 
-def _fidelity(real_features: np.ndarray, generated_features: np.ndarray, k: int, seed: int) -> dict[str, Any]:
+def _fidelity(real_features: np.ndarray, generated_features: np.ndarray, k: int, seed: int, resamples: int = 0) -> dict[str, Any]:
     from medgen.evaluation.fidelity import frechet_distance, kernel_distance, precision_recall, real_baseline_fid
+    from medgen.evaluation.uncertainty import bootstrap_fidelity
 
     result: dict[str, Any] = {"n_real": len(real_features), "n_generated": len(generated_features)}
     if len(real_features) < 2 or len(generated_features) < 2:
@@ -72,6 +74,9 @@ def _fidelity(real_features: np.ndarray, generated_features: np.ndarray, k: int,
     result["fid_real_baseline"] = real_baseline_fid(real_features, len(generated_features), seed=seed)
     if min(len(real_features), len(generated_features)) > k:
         result.update(precision_recall(real_features, generated_features, k=k))
+    if resamples:
+        estimates = {name: result[name] for name in ("fid", "precision", "recall") if name in result}
+        result["uncertainty"] = bootstrap_fidelity(real_features, generated_features, estimates, k, resamples, seed=seed)
     return result
 
 
@@ -93,6 +98,7 @@ def evaluate_image_sets(
     classifier_recipe: Any = None,
     frd: bool = True,
     max_ms_ssim_pairs: int = 500,
+    bootstrap_resamples: int = DEFAULT_RESAMPLES,
     progress: bool = False,
     seed: int = 0,
     extra: dict[str, Any] | None = None,
@@ -125,6 +131,9 @@ def evaluate_image_sets(
             `train` when it is a separate split.
         autoencoded: reference images passed through the pipeline's autoencoder, for the autoencoder ceiling
             of a latent pipeline (`baselines.autoencoder`); `autoencoder_note` says why there is none.
+        bootstrap_resamples: resamples of the generated images for the standard errors and intervals of FID,
+            precision and recall, overall and per label (`report["uncertainty"]`, `per_label[name]["uncertainty"]`;
+            `medgen.evaluation.uncertainty`); 0 leaves them out.
         notes: notes to put first in the report's `notes`.
     """
     from medgen.evaluation.diversity import mean_pairwise_ms_ssim, ms_ssim_settings
@@ -169,7 +178,9 @@ def evaluate_image_sets(
     since = lap("features", since)
 
     # 2. Fidelity: FID, KID, real-vs-real FID floor, precision/recall; then the same per label.
-    fidelity = _fidelity(real_features, generated_features, precision_recall_k, seed)
+    if bootstrap_resamples < 0:
+        raise ValueError(f"bootstrap_resamples must be >= 0 (0 leaves the intervals out), got {bootstrap_resamples}")
+    fidelity = _fidelity(real_features, generated_features, precision_recall_k, seed, bootstrap_resamples)
     report.update({key: value for key, value in fidelity.items() if key not in ("n_real", "n_generated")})
     report["precision_recall_k"] = precision_recall_k
     ms_ssim: dict[str, Any] = {"settings": ms_ssim_settings(*real.size), "max_pairs": max_ms_ssim_pairs}
@@ -183,7 +194,7 @@ def evaluate_image_sets(
             real_mask, generated_mask = real.label_mask(name), generated.label_mask(name)
             if not generated_mask.any():
                 continue
-            entry = _fidelity(real_features[real_mask], generated_features[generated_mask], precision_recall_k, seed)
+            entry = _fidelity(real_features[real_mask], generated_features[generated_mask], precision_recall_k, seed, bootstrap_resamples)
             if "fid_real_baseline" in entry:
                 entry["fid_real_baseline"] = (entry["fid_real_baseline"] or {}).get("fid")
             entry["ms_ssim"] = {

@@ -64,13 +64,14 @@ def kernel_distance(real: np.ndarray, generated: np.ndarray, subsets: int = 100,
     return {"mean": float(mean), "std": float(std), "subset_size": size}
 
 
-def _knn_radii(features: torch.Tensor, k: int) -> torch.Tensor:
+def knn_radii(features: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance from each point to its k-th nearest other point: the radius of its ball in precision/recall."""
     distances = torch.cdist(features, features)
     # Column 0 of the sorted distances is the point itself.
     return distances.kthvalue(k + 1, dim=1).values
 
 
-def _coverage_fraction(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor, chunk: int = 1024) -> float:
+def coverage_fraction(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor, chunk: int = 1024) -> float:
     """Fraction of queries inside at least one support point's k-NN ball."""
     inside = []
     for start in range(0, len(queries), chunk):
@@ -91,8 +92,8 @@ def precision_recall(real: np.ndarray, generated: np.ndarray, k: int = 3) -> dic
         raise ValueError(f"k for precision/recall must be >= 1, got {k}")
     real_t = torch.from_numpy(real).double()
     generated_t = torch.from_numpy(generated).double()
-    precision = _coverage_fraction(generated_t, real_t, _knn_radii(real_t, k))
-    recall = _coverage_fraction(real_t, generated_t, _knn_radii(generated_t, k))
+    precision = coverage_fraction(generated_t, real_t, knn_radii(real_t, k))
+    recall = coverage_fraction(real_t, generated_t, knn_radii(generated_t, k))
     return {"precision": precision, "recall": recall}
 
 

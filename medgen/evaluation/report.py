@@ -56,6 +56,9 @@ SUMMARY_ROWS = (
     ("KID std", lambda r: (r.get("kid") or {}).get("std"), ""),
     ("Precision", lambda r: r.get("precision"), "realism: share of generated images inside the real manifold"),
     ("Recall", lambda r: r.get("recall"), "coverage: share of real images inside the generated manifold"),
+    ("FID, precision, recall: intervals", lambda r: interval_cell(r.get("uncertainty")),
+     "how far each figure moves with the draw of generated images alone (bootstrap); a smaller difference between two "
+     "models is not told apart"),
     ("FRD (radiomics)", lambda r: (r.get("frd") or {}).get("frd", (r.get("frd") or {}).get("skipped")),
      "Fréchet Radiomics Distance, log scale: lower is better; compare with its real baseline below"),
     ("FRD real baseline (two real subsets)", lambda r: ((r.get("frd") or {}).get("frd_real_baseline") or {}).get("frd"), "the floor at this N"),
@@ -73,6 +76,15 @@ SUMMARY_ROWS = (
     ("Mask faithfulness: Dice on real test images", lambda r: (r.get("mask_faithfulness") or {}).get("dice_real_test"), "the same segmenter's ceiling"),
     ("Mask faithfulness: ratio", lambda r: (r.get("mask_faithfulness") or {}).get("ratio"), "near 1: the images follow their masks as real images do"),
 )
+
+
+def interval_cell(uncertainty: dict | None, keys: tuple[str, ...] = ("fid", "precision", "recall")) -> str | None:
+    """The bootstrap intervals of an `uncertainty` section as text, e.g. "FID 52.1-59.4, recall 0.15-0.21 (95%)"."""
+    if not uncertainty:
+        return None
+    names = {"fid": "FID", "precision": "precision", "recall": "recall"}
+    parts = [f"{names[key]} {uncertainty[key]['low']:.4g} to {uncertainty[key]['high']:.4g}" for key in keys if key in uncertainty]
+    return f"{', '.join(parts)} ({uncertainty['level']:.0%}, {uncertainty['resamples']} resamples)" if parts else None
 
 
 # (column title, report.baselines key) beside the model's own figures
@@ -167,12 +179,13 @@ def write_html(report: dict, path: str | Path, figures: dict[str, str]) -> Path:
         per_label_rows.append(
             [html.escape(label)]
             + [_fmt(values.get(key)) for key in ("n_generated", "n_real", "fid", "fid_real_baseline", "precision", "recall")]
+            + [_fmt(interval_cell(values.get("uncertainty"), ("recall",)))]
             + [_fmt((values.get("ms_ssim") or {}).get("generated")), _fmt((values.get("ms_ssim") or {}).get("real"))]
             + [_fmt((accuracy.get("per_label") or {}).get(label)), _fmt((accuracy.get("real_test_per_label") or {}).get(label))]
         )
     per_label = _table(
         per_label_rows,
-        ["label", "generated", "real", "FID", "FID real baseline", "precision", "recall", "MS-SSIM generated", "MS-SSIM real",
+        ["label", "generated", "real", "FID", "FID real baseline", "precision", "recall", "recall interval", "MS-SSIM generated", "MS-SSIM real",
          "label accuracy", "classifier accuracy on real test images"],
     ) if per_label_rows else "<p>No labels.</p>"
     statistics = report.get("statistics") or {}

@@ -166,6 +166,10 @@ def _number(value: Any, digits: int = 3) -> str:
     return "not measured" if value is None else f"{value:.{digits}f}"
 
 
+def _interval(bounds: list[float]) -> str:
+    return f"{_number(bounds[0])} to {_number(bounds[1])}"
+
+
 def _held_out_text(data: dict[str, Any]) -> str:
     """Whether the reference images were checked against the training images, and what was found."""
     held_out, excluded = data.get("held_out"), data.get("n_excluded_as_training") or 0
@@ -273,8 +277,13 @@ def evaluation_section(folder: str | Path) -> str:
             (f"FID ({summary.get('feature_extractor')} features)", f"{_number(summary.get('fid'))} ({_fid_references(summary)})"),
             ("Precision / recall", f"{_number(summary.get('precision'))} / {_number(summary.get('recall'))}"),
         ]
+        intervals = summary.get("intervals") or {}
+        if intervals:
+            shown = [f"{name} {_interval(intervals[key])}" for key, name in (("fid", "FID"), ("precision", "precision"), ("recall", "recall")) if key in intervals]
+            rows.append((f"{intervals['level']:.0%} intervals over the draw of generated images (bootstrap)", ", ".join(shown)))
         for name, recall in (summary.get("recall_per_label") or {}).items():
-            rows.append((f"Recall: {name}", _number(recall)))
+            label_interval = (intervals.get("recall_per_label") or {}).get(name)
+            rows.append((f"Recall: {name}", _number(recall) + (f" ({_interval(label_interval)})" if label_interval else "")))
         if "label_accuracy" in summary:
             rows.append(("Label accuracy (real-trained classifier)", _number(summary["label_accuracy"])))
         for name, accuracy in (summary.get("label_accuracy_per_label") or {}).items():

@@ -35,6 +35,10 @@ SUMMARY_FORMAT = 1
 MEMORIZATION_FIELDS = ("alarm", "n_train_searched", "near_copies", "near_copy_fraction", "real_test_near_copy_fraction", "p_value")
 
 
+def number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 class PublishingRefused(ValueError):
     """A pipeline may not be published: no stored evaluation of its weights, or a memorization alarm."""
 
@@ -44,9 +48,6 @@ def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, 
     how many images, FID against its real-vs-real baseline, recall (per label), label accuracy / TSTR when
     measured, and the memorization verdict with what it searched."""
     from medgen import __version__
-
-    def number(value: Any) -> float | None:
-        return None if value is None else float(value)
 
     summary: dict[str, Any] = {
         "format": SUMMARY_FORMAT,
@@ -83,6 +84,9 @@ def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, 
     recall_per_label = {name: entry["recall"] for name, entry in (report.get("per_label") or {}).items() if "recall" in entry}
     if recall_per_label:
         summary["recall_per_label"] = recall_per_label
+    intervals = _intervals(report)
+    if intervals:  # how far the figures move with the draw of generated images (evaluate's bootstrap)
+        summary["intervals"] = intervals
     if "label_accuracy" in report:
         accuracy = report["label_accuracy"]
         summary["label_accuracy"] = accuracy.get("accuracy")
@@ -101,6 +105,26 @@ def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, 
                 "ratio_nonempty", "n_test_masks")
         summary["mask_faithfulness"] = {key: faithfulness[key] for key in keys if key in faithfulness}
     return summary
+
+
+def _intervals(report: dict[str, Any]) -> dict[str, Any] | None:
+    """`{"level", "resamples", "fid": [low, high], "precision": ..., "recall": ..., "recall_per_label": {name: [low,
+    high]}}` from the report's bootstrap sections; None when the evaluation drew none."""
+    uncertainty = report.get("uncertainty") or {}
+    if not uncertainty:
+        return None
+    intervals: dict[str, Any] = {"level": uncertainty["level"], "resamples": uncertainty["resamples"]}
+    for key in ("fid", "precision", "recall"):
+        if key in uncertainty:
+            intervals[key] = [number(uncertainty[key]["low"]), number(uncertainty[key]["high"])]
+    per_label = {
+        name: [number(entry["uncertainty"]["recall"]["low"]), number(entry["uncertainty"]["recall"]["high"])]
+        for name, entry in (report.get("per_label") or {}).items()
+        if "recall" in (entry.get("uncertainty") or {})
+    }
+    if per_label:
+        intervals["recall_per_label"] = per_label
+    return intervals
 
 
 def prompt_groups_summary(report: dict[str, Any], folder: str | Path) -> dict[str, Any]:
