@@ -96,6 +96,10 @@ def score(pipeline: str, config_path: Path, guidance: float, n: int, steps: int 
         "tstr_auc": (report.get("tstr") or {}).get("synthetic_trained_auc"),
         "real_auc": (report.get("tstr") or {}).get("real_trained_auc"),
         "memorization_alarm": (report.get("memorization") or {}).get("alarm"),
+        # the bootstrap standard errors of this one draw (medgen.evaluation.uncertainty), beside the spread over seeds
+        "se": {name: entry["se"] for name, entry in (report.get("uncertainty") or {}).items() if isinstance(entry, dict)},
+        "recall_se_per_label": {name: ((figures.get("uncertainty") or {}).get("recall") or {}).get("se")
+                                for name, figures in (report.get("per_label") or {}).items()},
         "seconds": time.perf_counter() - start,
     }
 
@@ -112,9 +116,16 @@ def spread(values: list[float | None]) -> str:
     return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def mean_se(group: list[dict], name: str, label: str | None = None) -> str:
+    """The mean over seeds of one figure's bootstrap standard error (each seed's own draw); "-" without it."""
+    values = [row["se"].get(name) if label is None else row["recall_se_per_label"].get(label) for row in group]
+    return "-" if any(value is None for value in values) else f"{statistics.fmean(values):.3f}"
+
+
 def print_spread(rows: list[dict], n_seeds: int, labels: list[str]) -> None:
-    """Mean ± standard deviation of every figure over the seeds of each setting (rows come grouped by setting)."""
-    print(f"\nspread over {n_seeds} seeds (mean ± sample standard deviation):")
+    """Mean ± standard deviation of every figure over the seeds of each setting (rows come grouped by setting),
+    and beside FID, precision and recall the mean bootstrap standard error one evaluation reports for itself."""
+    print(f"\nspread over {n_seeds} seeds (mean ± sample standard deviation; [bootstrap se of one draw, mean over seeds]):")
     for start in range(0, len(rows), n_seeds):
         group = rows[start : start + n_seeds]
         first = group[0]
@@ -125,8 +136,11 @@ def print_spread(rows: list[dict], n_seeds: int, labels: list[str]) -> None:
             **{f"recall {name}": [row["recall_per_label"].get(name) for row in group] for name in labels},
             "label accuracy": [row["label_accuracy"] for row in group], "TSTR AUC": [row["tstr_auc"] for row in group],
         }
+        se = {"FID": mean_se(group, "fid"), "precision": mean_se(group, "precision"), "recall": mean_se(group, "recall"),
+              **{f"recall {name}": mean_se(group, "recall", name) for name in labels}}
         print(f"  {first['sampler']}, {first['num_inference_steps']} steps, guidance {first['guidance_scale']:g} on "
-              f"{interval_text(first['guidance_interval'])}: " + "; ".join(f"{name} {spread(values)}" for name, values in figures.items()))
+              f"{interval_text(first['guidance_interval'])}: " + "; ".join(
+                  f"{name} {spread(values)}" + (f" [{se[name]}]" if name in se else "") for name, values in figures.items()))
 
 
 def main() -> None:

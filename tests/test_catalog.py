@@ -172,3 +172,25 @@ def test_a_shipped_text_pipeline_names_its_encoder_without_an_absolute_path(tmp_
     out = ship(run.resolve(), "notes", "chest X-ray", "notes", output=tmp_path / "shipped")
     card = (out / "README.md").read_text()
     assert "free text through `../text_run/text_encoder`" in card and str(tmp_path) not in card
+
+
+def test_models_listing_shows_the_stored_intervals_of_fid_and_recall(tmp_path):
+    import shutil
+
+    from medgen.commands.models import format_table
+    from medgen.pipelines.catalog import describe
+    from medgen.pipelines.hub import builtin_pipeline_path
+
+    with_intervals = _description("chest-xray", 0.18, intervals={"fid": [52.8, 57.2], "recall": [0.14, 0.22], "level": 0.95})
+    text = " ".join(format_table([with_intervals]).split())  # the listing wraps long lines
+    assert "FID 266.1 [52.8, 57.2] at N = 156" in text and "recall 0.18 [0.14, 0.22]" in text
+    assert "[low, high]: the stored evaluation's 95% interval" in text
+    without = format_table([_description("chest-xray", 0.18)])
+    assert "[52.8" not in without and "[low, high]" not in without
+    # describe() reads them from the stored evaluation.json
+    folder = tmp_path / "model"
+    shutil.copytree(builtin_pipeline_path("pneumoniamnist-32"), folder)
+    summary = json.loads((folder / "evaluation.json").read_text())
+    summary["intervals"] = {"level": 0.95, "resamples": 100, "fid": [1.0, 2.0], "recall": [0.1, 0.3]}
+    (folder / "evaluation.json").write_text(json.dumps(summary))
+    assert describe(folder).evaluation["intervals"]["fid"] == [1.0, 2.0]

@@ -130,6 +130,10 @@ def list_models():
 
 WIDTH = 100  # a terminal's columns
 LABEL_WIDTH = 14
+INTERVAL_NOTE = (
+    "[low, high]: the stored evaluation's {level} interval, where the figure falls for another draw of as many "
+    "images (bootstrap over the generated images; docs/evaluation.md)."
+)
 RECALL_ZERO_NOTE = (
     "* recall 0.00: no real test image lies within the k-nearest-neighbour radius (k = 3, Inception features) "
     "of any generated image: the generated images cover none of the real images' variety as that metric sees "
@@ -140,6 +144,11 @@ RECALL_ZERO_NOTE = (
 
 def _number(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
+
+
+def _span(bounds: list[float], digits: int) -> str:
+    """A stored interval, e.g. "[52.8, 57.2]": where the figure would fall for another draw of images."""
+    return f"[{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
 
 
 def _is_zero(value) -> bool:
@@ -161,13 +170,16 @@ def _detail_lines(description) -> list[tuple[str, str]]:
     if description.sampler:
         rows.insert(2, ("sampler", f"{description.sampler}, {description.default_steps} steps by default"))
     if "fid" in e:
-        fidelity = f"FID {e['fid']:.1f}" + (f" at N = {e['n_generated']}" if e.get("n_generated") else "")
+        intervals = e.get("intervals") or {}
+        fidelity = f"FID {e['fid']:.1f}" + (f" {_span(intervals['fid'], 1)}" if "fid" in intervals else "")
+        fidelity += f" at N = {e['n_generated']}" if e.get("n_generated") else ""
         if e.get("fid_real_baseline") is not None:
             fidelity += f" (real-vs-real floor {e['fid_real_baseline']:.1f})"
         if e.get("precision") is not None:
             fidelity += f", precision {_number(e['precision'])}"
         if e.get("recall") is not None:
             fidelity += f", recall {_number(e['recall'])}{star if _is_zero(e['recall']) else ''}"
+            fidelity += f" {_span(intervals['recall'], 2)}" if "recall" in intervals else ""
         rows.append(("fidelity", fidelity))
         per_label = e.get("recall_per_label") or {}
         if per_label:
@@ -214,6 +226,10 @@ def format_table(descriptions) -> str:
     if any(_is_zero(d.evaluation.get("recall")) or any(_is_zero(v) for v in (d.evaluation.get("recall_per_label") or {}).values())
            for d in descriptions):
         lines.extend(textwrap.wrap(RECALL_ZERO_NOTE, WIDTH, subsequent_indent="  "))
+    levels = {d.evaluation["intervals"].get("level") for d in descriptions if d.evaluation.get("intervals")}
+    if levels:
+        level = "/".join(f"{value:.0%}" for value in sorted(levels) if value is not None)
+        lines.extend(textwrap.wrap(INTERVAL_NOTE.format(level=level), WIDTH, subsequent_indent="  "))
     lines += [
         "Load one by name: medgen.load_pipeline(NAME), medgen generate --pipeline NAME; with stock diffusers,",
         "by its folder: DiffusionPipeline.from_pretrained(FOLDER, trust_remote_code=True). Scripts: --json.",

@@ -75,6 +75,8 @@ def describe(folder: str | Path, name: str | None = None) -> ModelDescription:
         for key in ("fid", "fid_real_baseline", "precision", "recall", "recall_per_label", "label_accuracy", "n_generated")
         if evaluation.get(key) is not None
     }
+    if evaluation.get("intervals"):  # how far the figures move with the draw of generated images
+        figures["intervals"] = evaluation["intervals"]
     if evaluation.get("modality_accuracy") is not None:  # a text model scored per prompt group
         figures["modality_accuracy"] = evaluation["modality_accuracy"]
         figures["per_modality"] = evaluation.get("per_modality") or {}
