@@ -63,6 +63,18 @@ def test_the_fid_interval_covers_a_fresh_draws_fid_most_of_the_time():
     assert inside >= 0.8, (interval, fresh)
 
 
+def test_intervals_stay_within_each_figures_range():
+    """A low recall from a handful of images: its interval is clipped at 0, never a negative recall."""
+    real = features(200, 0)
+    few = features(12, 1, shift=1.0)  # recall about 0.17 with a standard error of about 0.1
+    estimates = figures(real, few)
+    result = bootstrap_fidelity(real, few, estimates, resamples=30, seed=0)
+    assert estimates["recall"] - 1.96 * result["recall"]["se"] < 0 and result["recall"]["low"] == 0.0
+    for name in ("precision", "recall"):
+        assert 0.0 <= result[name]["low"] <= estimates[name] <= result[name]["high"] <= 1.0
+    assert result["fid"]["low"] >= 0.0
+
+
 @pytest.mark.parametrize(("options", "message"), [({"resamples": 1}, "resamples must be >= 2"), ({"level": 1.0}, "level must be in")])
 def test_bad_bootstrap_settings_are_clear_errors(options, message):
     real, generated = features(50, 0), features(40, 1)

@@ -4,8 +4,9 @@ One evaluation samples N images once; another N from the same model score a litt
 two settings) whose figures differ by less than that are not told apart by the evaluation. The spread is read
 off the images already drawn: the generated set is resampled with replacement, the real reference set is held
 fixed (both models are compared against the same one), and each figure is recomputed per resample. Reported is
-the bootstrap standard error and the normal interval around the figure itself (figure ± z * se): the resampled
-figures are biased (a resample holds about 63% distinct images), their spread is what the interval uses.
+the bootstrap standard error and the normal interval around the figure itself (figure ± z * se, clipped to the
+figure's range: FID >= 0, precision and recall in [0, 1]): the resampled figures are biased (a resample holds about
+63% distinct images), their spread is what the interval uses.
 
 FID per resample uses the identity tr sqrt(S_r S_g) = tr sqrt(A S_g A) with A = S_r^(1/2), whose nonzero
 eigenvalues are those of the small N x N Gram matrix of the centred generated features times A: the real
@@ -60,11 +61,13 @@ class FrechetAgainst:
         return max(value, 0.0)
 
 
-def _summary(estimate: float, resampled: list[float], z: float) -> dict[str, float]:
+def _summary(estimate: float, resampled: list[float], z: float, high: float | None = None) -> dict[str, float]:
+    """Standard error and the interval estimate ± z se, clipped to the figure's range: [0, `high`]."""
     import numpy as np
 
     se = float(np.std(resampled, ddof=1))
-    return {"se": se, "low": estimate - z * se, "high": estimate + z * se}
+    upper = estimate + z * se
+    return {"se": se, "low": max(estimate - z * se, 0.0), "high": upper if high is None else min(upper, high)}
 
 
 def bootstrap_fidelity(
@@ -113,7 +116,7 @@ def bootstrap_fidelity(
         # each generated image is inside the (fixed) real manifold or not: precision resamples those indicators
         radii = knn_radii(real_t, k)
         inside = torch.cdist(generated_t, real_t).le(radii[None, :]).any(dim=1).double().numpy()
-        result["precision"] = _summary(estimates["precision"], [float(inside[index].mean()) for index in draws], z)
+        result["precision"] = _summary(estimates["precision"], [float(inside[index].mean()) for index in draws], z, 1.0)
     if "recall" in estimates:
         values = []
         for index in draws:
@@ -121,5 +124,5 @@ def bootstrap_fidelity(
             if len(distinct) > k:
                 values.append(coverage_fraction(real_t, distinct, knn_radii(distinct, k)))
         if len(values) >= 2:
-            result["recall"] = _summary(estimates["recall"], values, z)
+            result["recall"] = _summary(estimates["recall"], values, z, 1.0)
     return result
