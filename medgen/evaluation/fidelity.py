@@ -71,13 +71,18 @@ def knn_radii(features: torch.Tensor, k: int) -> torch.Tensor:
     return distances.kthvalue(k + 1, dim=1).values
 
 
-def coverage_fraction(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor, chunk: int = 1024) -> float:
-    """Fraction of queries inside at least one support point's k-NN ball."""
+def inside_balls(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """For each query, whether it lies inside at least one support point's k-NN ball (queries in chunks)."""
     inside = []
     for start in range(0, len(queries), chunk):
         distances = torch.cdist(queries[start : start + chunk], support)
         inside.append((distances <= radii[None, :]).any(dim=1))
-    return float(torch.cat(inside).float().mean())
+    return torch.cat(inside)
+
+
+def coverage_fraction(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor, chunk: int = 1024) -> float:
+    """Fraction of queries inside at least one support point's k-NN ball."""
+    return float(inside_balls(queries, support, radii, chunk).float().mean())
 
 
 def precision_recall(real: np.ndarray, generated: np.ndarray, k: int = 3) -> dict[str, float]:

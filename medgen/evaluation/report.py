@@ -79,7 +79,7 @@ SUMMARY_ROWS = (
 
 
 def interval_cell(uncertainty: dict | None, keys: tuple[str, ...] = ("fid", "precision", "recall")) -> str | None:
-    """The bootstrap intervals of an `uncertainty` section as text, e.g. "FID 52.1-59.4, recall 0.15-0.21 (95%)"."""
+    """The bootstrap intervals of an `uncertainty` section as text, e.g. "FID 52.1 to 59.4, recall 0.15 to 0.21 (95%, 100 resamples)"."""
     if not uncertainty:
         return None
     names = {"fid": "FID", "precision": "precision", "recall": "recall"}

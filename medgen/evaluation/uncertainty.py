@@ -96,7 +96,7 @@ def bootstrap_fidelity(
     import numpy as np
     import torch
 
-    from medgen.evaluation.fidelity import coverage_fraction, knn_radii
+    from medgen.evaluation.fidelity import coverage_fraction, inside_balls, knn_radii
 
     if resamples < 2:
         raise ValueError(f"bootstrap resamples must be >= 2, got {resamples}")
@@ -114,8 +114,7 @@ def bootstrap_fidelity(
         result["fid"] = _summary(estimates["fid"], [fid(generated_t[torch.from_numpy(index)]) for index in draws], z)
     if "precision" in estimates and len(real_t) > k:
         # each generated image is inside the (fixed) real manifold or not: precision resamples those indicators
-        radii = knn_radii(real_t, k)
-        inside = torch.cdist(generated_t, real_t).le(radii[None, :]).any(dim=1).double().numpy()
+        inside = inside_balls(generated_t, real_t, knn_radii(real_t, k)).double().numpy()
         result["precision"] = _summary(estimates["precision"], [float(inside[index].mean()) for index in draws], z, 1.0)
     if "recall" in estimates:
         values = []
