@@ -112,6 +112,18 @@ def test_the_report_carries_intervals_overall_and_per_label_and_zero_resamples_l
         evaluate_image_sets(generated, real, train, bootstrap_resamples=-1, **options)
 
 
+def test_a_negative_resample_count_fails_before_anything_is_sampled(monkeypatch, tmp_path):
+    import medgen.evaluation.api as api
+
+    def never(*args, **kwargs):
+        raise AssertionError("sampled before the settings were checked")
+
+    monkeypatch.setattr(api, "sample_pipeline", never)
+    monkeypatch.setattr(api, "read_image_set", never)
+    with pytest.raises(ValueError, match="bootstrap_resamples must be >= 0"):
+        api.evaluate(pipeline=tmp_path, data=tmp_path, bootstrap_resamples=-1)
+
+
 def test_the_stored_summary_and_model_card_show_the_intervals(tmp_path):
     from medgen.commands.evaluate import summary_lines
     from medgen.pipelines.model_card import evaluation_section

@@ -80,6 +80,11 @@ def _fidelity(real_features: np.ndarray, generated_features: np.ndarray, k: int,
     return result
 
 
+def _check_bootstrap_resamples(resamples: int) -> None:
+    if resamples < 0:
+        raise ValueError(f"bootstrap_resamples must be >= 0 (0 leaves the intervals out), got {resamples}")
+
+
 def evaluate_image_sets(
     generated: ImageSet,
     real: ImageSet,
@@ -141,6 +146,8 @@ def evaluate_image_sets(
     from medgen.evaluation.memorization import memorization_report
     from medgen.evaluation.statistics import compare_statistics
 
+    _check_bootstrap_resamples(bootstrap_resamples)
+
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -178,8 +185,6 @@ def evaluate_image_sets(
     since = lap("features", since)
 
     # 2. Fidelity: FID, KID, real-vs-real FID floor, precision/recall; then the same per label.
-    if bootstrap_resamples < 0:
-        raise ValueError(f"bootstrap_resamples must be >= 0 (0 leaves the intervals out), got {bootstrap_resamples}")
     fidelity = _fidelity(real_features, generated_features, precision_recall_k, seed, bootstrap_resamples)
     report.update({key: value for key, value in fidelity.items() if key not in ("n_real", "n_generated")})
     report["precision_recall_k"] = precision_recall_k
@@ -607,6 +612,7 @@ def evaluate(
         raise ValueError(f"num_samples must be >= 2 (FID needs at least two images), got {num_samples}")
     if allow_training_overlap and exclude_training_overlap:
         raise ValueError("give at most one of allow_training_overlap (score overlapping images) and exclude_training_overlap (drop them)")
+    _check_bootstrap_resamples(metric_options.get("bootstrap_resamples", DEFAULT_RESAMPLES))  # before sampling, not after
     data_options = dict(data_options or {})
     started = time.perf_counter()
     notes: list[str] = []
