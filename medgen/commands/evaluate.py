@@ -389,16 +389,10 @@ def summary_lines(report: dict) -> list[str]:
 
 def interval_text(report: dict) -> str:
     """One line: the bootstrap intervals of FID, precision and recall (`report["uncertainty"]`); "" without them."""
-    uncertainty = report.get("uncertainty") or {}
-    figures = [
-        f"{name} {uncertainty[key]['low']:.4g} to {uncertainty[key]['high']:.4g}"
-        for key, name in (("fid", "FID"), ("precision", "precision"), ("recall", "recall"))
-        if key in uncertainty
-    ]
-    if not figures:
-        return ""
-    return (f"{uncertainty['level']:.0%} interval over the draw of generated images ({uncertainty['resamples']} bootstrap "
-            f"resamples, reference images fixed): " + ", ".join(figures))
+    from medgen.evaluation.report import interval_cell
+
+    cell = interval_cell(report.get("uncertainty"))
+    return f"interval over the draw of generated images (bootstrap, reference images fixed): {cell}" if cell else ""
 
 
 def _store_target(args: argparse.Namespace):

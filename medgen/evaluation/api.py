@@ -24,7 +24,7 @@ from medgen.evaluation.images import (
     read_image_set,
     real_data_config,
 )
-from medgen.evaluation.uncertainty import DEFAULT_RESAMPLES
+from medgen.evaluation.uncertainty import DEFAULT_RESAMPLES, bootstrap_fidelity
 from medgen.sampling import effective_guidance_interval, effective_guidance_scale, effective_inference_steps, sampler_text
 
 EXTRACTOR_DESCRIPTIONS = {
@@ -63,7 +63,6 @@ def _without_groups_of(held_out: ImageSet, train: ImageSet) -> ImageSet:
 
 def _fidelity(real_features: np.ndarray, generated_features: np.ndarray, k: int, seed: int, resamples: int = 0) -> dict[str, Any]:
     from medgen.evaluation.fidelity import frechet_distance, kernel_distance, precision_recall, real_baseline_fid
-    from medgen.evaluation.uncertainty import bootstrap_fidelity
 
     result: dict[str, Any] = {"n_real": len(real_features), "n_generated": len(generated_features)}
     if len(real_features) < 2 or len(generated_features) < 2:
