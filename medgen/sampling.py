@@ -95,6 +95,25 @@ def effective_guidance_interval(pipe, requested=None) -> list[float] | None:
     return list(pipe.default_guidance_interval)
 
 
+def effective_mask_guidance_scale(pipe, requested: float | None = None) -> float | None:
+    """The mask guidance a call of `pipe` with `requested` samples with: `requested`, else the model's stored
+    `default_mask_guidance_scale` (1.0 when it stores none); None for a pipeline that takes no mask. A
+    `requested` scale for such a pipeline, or a negative or non-finite one, is a ValueError naming
+    `--mask-guidance-scale`."""
+    import inspect
+    import math
+
+    if "mask_guidance_scale" not in inspect.signature(pipe.__call__).parameters:
+        if requested is not None:
+            raise ValueError(f"--mask-guidance-scale: a {type(pipe).__name__} takes no mask (mask pipelines do)")
+        return None
+    if requested is None:
+        return float(pipe.default_mask_guidance_scale)
+    if not (math.isfinite(requested) and requested >= 0):
+        raise ValueError(f"--mask-guidance-scale must be a finite number >= 0; got {requested}")
+    return float(requested)
+
+
 def guidance_interval_text(interval) -> str:
     """`[0.25, 1.0]` as "25-100%": the guided steps as the card, `medgen models` and the benchmark print them."""
     start, stop = interval

@@ -45,6 +45,7 @@ from medgen.sampling import (
     SCHEDULERS,
     effective_guidance_interval,
     effective_guidance_scale,
+    effective_mask_guidance_scale,
     effective_inference_steps,
     sampler_text,
 )
@@ -95,6 +96,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "STOP"), default=None,
                         help="label models: guide only the sampling steps from START to STOP, fractions of the steps "
                         "from the noisiest (0) to the last (1) (default: the model's own, every step when it stores none)")
+    parser.add_argument("--mask-guidance-scale", type=float, default=None,
+                        help="mask models: how closely images follow their masks; > 1 extrapolates away from the "
+                        "image drawn without the mask, one more model pass per step (default: the model's own, 1.0 "
+                        "when it stores none)")
     parser.add_argument("--seed", type=int, help="seed of image 0; image i uses SEED+i (default: random, recorded)")
     parser.add_argument("--output", required=True, help="output folder; created if missing")
     parser.add_argument(
@@ -331,6 +336,9 @@ def _call_pipeline(
     interval = effective_guidance_interval(pipe, args.guidance_interval)
     if interval is not None:
         kwargs["guidance_interval"] = interval
+    mask_guidance = effective_mask_guidance_scale(pipe, args.mask_guidance_scale)
+    if mask_guidance is not None:
+        kwargs["mask_guidance_scale"] = mask_guidance
     if not takes_masks:
         return pipe(**kwargs).images, None
     output = pipe(**kwargs)
@@ -447,6 +455,7 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
         masks = _mask_source(args, pipe)
         scheduler = _set_scheduler(pipe, args.scheduler)
         effective_guidance_interval(pipe, args.guidance_interval)  # a bad --guidance-interval fails before any image
+        effective_mask_guidance_scale(pipe, args.mask_guidance_scale)  # so does a bad --mask-guidance-scale
         args.num_inference_steps = effective_inference_steps(pipe, args.num_inference_steps)  # the model's own unless given
         columns = condition_columns(kind, condition, list(getattr(pipe, "labels", None) or []), _multi_label(pipe))
         pipe.to(state.device if device == "cuda" else device)
@@ -457,6 +466,7 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
     seed = _broadcast(args.seed if args.seed is not None else secrets.randbelow(2**31))
 
     guidance_interval = effective_guidance_interval(pipe, args.guidance_interval)
+    mask_guidance = effective_mask_guidance_scale(pipe, args.mask_guidance_scale)
     params: dict[str, Any] = {
         "command": "medgen generate",
         "pipeline": str(args.pipeline),
@@ -468,6 +478,7 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
         "num_inference_steps": args.num_inference_steps,
         "guidance_scale": effective_guidance_scale(pipe, args.guidance_scale) if kind != "unconditional" else None,
         **({"guidance_interval": guidance_interval} if guidance_interval is not None else {}),
+        **({"mask_guidance_scale": mask_guidance} if mask_guidance is not None else {}),
         **({"masks": "mask generator (--pairs)" if masks == [] else str(args.masks)} if masks is not None else {}),
         "scheduler": scheduler,
         "postprocess": get_preset(args.postprocess).record(),

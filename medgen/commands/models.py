@@ -71,6 +71,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="label models: store STEPS as the model's default step count (what a call without one uses); default: 15",
     )
     ship.add_argument(
+        "--mask-guidance-scale", type=float, metavar="SCALE",
+        help="mask models: store SCALE as the model's default mask guidance (what a call without one uses; choose it "
+        "with benchmarks/bench_mask_guidance.py); default: keep the run's (1, none)",
+    )
+    ship.add_argument(
         "--vae", metavar="DIR",
         help="latent models: ship the autoencoder saved in DIR instead of the run's, e.g. one whose decoder was "
         "trained further (vae.train_decoder_only); refused unless its configuration and encoder equal the run's "
@@ -88,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             args.run_dir, args.name, args.modality, args.training_data, args.output, args.overwrite,
             text_encoder_from=args.text_encoder_from, guidance_scale=args.guidance_scale,
             guidance_interval=args.guidance_interval, scheduler=args.scheduler, num_inference_steps=args.num_inference_steps,
-            timestep_spacing=args.timestep_spacing, vae=args.vae,
+            timestep_spacing=args.timestep_spacing, vae=args.vae, mask_guidance_scale=args.mask_guidance_scale,
         )
         print(f"Shipped {args.name} to {folder}")
         from medgen.evaluation.provenance import is_builtin_folder
@@ -164,7 +169,9 @@ def _detail_lines(description) -> list[tuple[str, str]]:
         if prompts else ("labels", (", ".join(description.labels) or "none (unconditional)") + (
             f"; samples at guidance {description.default_guidance:g} by default" if description.default_guidance is not None else "")
             + (f", guided on steps {guidance_interval_text(description.default_guidance_interval)} of the way"
-               if description.default_guidance_interval is not None else ""))
+               if description.default_guidance_interval is not None else "")
+            + (f"; mask guidance {description.default_mask_guidance:g} by default"
+               if description.default_mask_guidance is not None else ""))
     )
     rows = [("folder", description.folder), condition, ("trained on", description.training_data)]
     if description.sampler:

@@ -26,7 +26,7 @@ from medgen.downstream.arms import duplicated_index, extra_count, extra_label_co
 from medgen.downstream.data import LabelledImages
 from medgen.downstream.grid import draw_cells, grid_report, interval_results, make_grid, synthetic_record, train_cells
 from medgen.downstream.synthetic import pool_seed
-from medgen.sampling import effective_inference_steps
+from medgen.sampling import effective_inference_steps, effective_mask_guidance_scale
 from medgen.segmentation.pairs import Pairs, concatenate_pairs, masks_from_indices
 
 METRICS = ("dice", "dice_nonempty")
@@ -213,9 +213,12 @@ def run_segmentation_downstream(
         grid, runs, scores, lambda s, plan: _replicates(s, test_pairs.masks, plan), dict.fromkeys(METRICS), test_pairs.targets,
     )
     seed_rule = "label k's pair i uses torch.Generator('cpu').manual_seed(pools[k].seed + i): mask first, then image"
+    synthetic = synthetic_record(pool_records, pipeline is not None, num_inference_steps, guidance_scale, seed_rule, synthetic_folder)
+    if pipeline is not None:  # the pairs were drawn at the model's own mask guidance
+        synthetic["mask_guidance_scale"] = effective_mask_guidance_scale(pipeline)
     return grid_report(
         grid, train=train_pairs, test=test_pairs, recipe={**recipe.describe(), "device": device},
-        synthetic=synthetic_record(pool_records, pipeline is not None, num_inference_steps, guidance_scale, seed_rule, synthetic_folder),
+        synthetic=synthetic,
         results=results, runs=runs, started=started,
         task_fields={"task": "segmentation"},
         shape_fields={"mask_shape": list(train_pairs.masks.shape[1:])},

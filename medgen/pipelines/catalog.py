@@ -44,6 +44,7 @@ class ModelDescription:
     example_prompts: list[str] = field(default_factory=list)  # a text model's trained prompts (empty: not a text model)
     default_guidance: float | None = None  # a label model's stored default guidance scale (None: the pipelines' 2.0)
     default_guidance_interval: list[float] | None = None  # its stored guided steps (None: every step)
+    default_mask_guidance: float | None = None  # a mask model's stored mask guidance (None: 1.0, none)
     sampler: str = ""  # its saved scheduler (`sampling.sampler_text`)
     default_steps: int = DEFAULT_INFERENCE_STEPS  # the step count a call without one samples with
 
@@ -104,6 +105,7 @@ def describe(folder: str | Path, name: str | None = None) -> ModelDescription:
         example_prompts=list(index.get("example_prompts") or []) if "tokenizer" in index else [],
         default_guidance=index.get("default_guidance_scale"),
         default_guidance_interval=_stored_interval(index.get("default_guidance_interval")),
+        default_mask_guidance=index.get("default_mask_guidance_scale"),
         sampler=sampler,
         default_steps=default_steps,
     )
@@ -195,6 +197,7 @@ def ship(
     num_inference_steps: int | None = None,
     timestep_spacing: str | None = None,
     vae: str | Path | None = None,
+    mask_guidance_scale: float | None = None,
 ) -> Path:
     """Turns the pipeline saved by a training run in `run_dir` into a shipped folder (default
     `medgen/pretrained/<name>`): re-saved by the current medgen (current `pipeline.py`), fp16 weights, the run's
@@ -215,6 +218,8 @@ def ship(
     saved scheduler's when None; see `medgen.sampling.with_timestep_spacing`).
     `vae` (latent pipelines): a saved autoencoder to ship instead of the run's, e.g. one whose decoder was trained
     further (`vae.train_decoder_only`); refused unless it encodes to the same latent space (`matching_autoencoder`).
+    `mask_guidance_scale` (mask pipelines): stored as the model's `default_mask_guidance_scale`, the mask guidance
+    a call without one samples with (1.0, none, when never stored).
 
     RUN_DIR may be a shipped folder itself (`output` the same folder), to change its sampling defaults: its
     `medgen_model.json` keeps saying where it was trained; its stored evaluation and downstream results are not
@@ -237,6 +242,14 @@ def ship(
         if not (math.isfinite(guidance_scale) and guidance_scale >= 0):
             raise ValueError(f"--guidance-scale must be a finite number >= 0; got {guidance_scale}")
         pipeline.register_to_config(default_guidance_scale=float(guidance_scale))
+    if mask_guidance_scale is not None:
+        if "default_mask_guidance_scale" not in inspect.signature(type(pipeline).__init__).parameters:
+            raise ValueError(
+                f"--mask-guidance-scale: {run_dir} holds a {type(pipeline).__name__}, which takes no mask"
+            )
+        if not (math.isfinite(mask_guidance_scale) and mask_guidance_scale >= 0):
+            raise ValueError(f"--mask-guidance-scale must be a finite number >= 0; got {mask_guidance_scale}")
+        pipeline.register_to_config(default_mask_guidance_scale=float(mask_guidance_scale))
     if guidance_interval is not None:
         if "default_guidance_interval" not in inspect.signature(type(pipeline).__init__).parameters:
             raise ValueError(f"--guidance-interval: {run_dir} holds a {type(pipeline).__name__}, which stores no guidance interval")
@@ -288,7 +301,8 @@ def ship(
         if (staging / "training_config.yaml").is_file():
             record_config_paths(staging / "training_config.yaml")
         samples = sorted(run_dir.glob("samples/*.png"))
-        if any(value is not None for value in (guidance_scale, guidance_interval, scheduler, num_inference_steps, timestep_spacing, vae)):
+        if any(value is not None for value in (guidance_scale, guidance_interval, scheduler, num_inference_steps,
+                                               timestep_spacing, vae, mask_guidance_scale)):
             draw_sample_grid(pipeline, run_dir, staging / "samples.png")  # the run's grids at the shipped defaults
         elif samples:
             shutil.copy2(samples[-1], staging / "samples.png")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence, Union
@@ -105,6 +106,9 @@ class MaskConditionedPipeline(DiffusionPipeline):
             Whether one image may carry several labels at once.
         id2mask_class (`dict`, *optional*):
             Mask class index (as a string, from "1"; 0 is the background) to class name, e.g. `{"1": "lung"}`.
+        default_mask_guidance_scale (`float`, *optional*):
+            The mask guidance scale of a call that gives none (1.0 when `None`): the model's own choice, stored in
+            model_index.json, for a model whose images follow their masks better with mask guidance.
     """
 
     model_cpu_offload_seq = "mask_unet->unet->vae"
@@ -121,8 +125,15 @@ class MaskConditionedPipeline(DiffusionPipeline):
         id2label: dict[str, str] | None = None,
         multi_label: bool = False,
         id2mask_class: dict[str, str] | None = None,
+        default_mask_guidance_scale: float | None = None,
     ):
         super().__init__()
+        if default_mask_guidance_scale is not None:
+            default_mask_guidance_scale = float(default_mask_guidance_scale)
+            if not (math.isfinite(default_mask_guidance_scale) and default_mask_guidance_scale >= 0):
+                raise ValueError(
+                    f"`default_mask_guidance_scale` must be a finite number >= 0, got {default_mask_guidance_scale}."
+                )
         num_labels = unet.config.projection_class_embeddings_input_dim - 1
         if id2label is None:
             id2label = {str(i): f"label_{i}" for i in range(num_labels)}
@@ -160,7 +171,10 @@ class MaskConditionedPipeline(DiffusionPipeline):
                     f"labels, the image model on {num_labels}."
                 )
         self.register_modules(unet=unet, scheduler=scheduler, vae=vae, mask_unet=mask_unet, mask_scheduler=mask_scheduler)
-        self.register_to_config(id2label=id2label, multi_label=bool(multi_label), id2mask_class=id2mask_class)
+        self.register_to_config(
+            id2label=id2label, multi_label=bool(multi_label), id2mask_class=id2mask_class,
+            default_mask_guidance_scale=default_mask_guidance_scale,
+        )
         self._interrupt = False
 
     # ----------------------------------------------------------------------------------------------- properties
@@ -173,6 +187,12 @@ class MaskConditionedPipeline(DiffusionPipeline):
     def mask_classes(self) -> list[str]:
         """Mask class names for class indices 1, 2, ... (0 is the background)."""
         return [self.config.id2mask_class[str(i)] for i in range(1, len(self.config.id2mask_class) + 1)]
+
+    @property
+    def default_mask_guidance_scale(self) -> float:
+        """The mask guidance scale of a call that gives none: the model's stored `default_mask_guidance_scale`, else 1.0."""
+        value = self.config.get("default_mask_guidance_scale")
+        return 1.0 if value is None else float(value)
 
     @property
     def num_mask_classes(self) -> int:
@@ -480,7 +500,7 @@ class MaskConditionedPipeline(DiffusionPipeline):
         num_images_per_prompt: int = 1,
         num_inference_steps: int = 15,
         guidance_scale: float = 2.0,
-        mask_guidance_scale: float = 1.0,
+        mask_guidance_scale: float | None = None,
         generate_masks: bool = True,
         mask_num_inference_steps: int | None = None,
         mask_generator_guidance_scale: float = 1.0,
@@ -510,9 +530,10 @@ class MaskConditionedPipeline(DiffusionPipeline):
                 Denoising steps of the image model.
             guidance_scale (`float`, defaults to 2.0):
                 Label classifier-free guidance; 1.0 disables it (as does `labels=None`).
-            mask_guidance_scale (`float`, defaults to 1.0):
+            mask_guidance_scale (`float`, *optional*):
                 Mask guidance: > 1 extrapolates away from the image sampled without the mask (one more UNet
-                pass per step); 1.0 follows the mask through the conditioning alone.
+                pass per step); 1.0 follows the mask through the conditioning alone. Defaults to the model's
+                `default_mask_guidance_scale` (1.0 when it stores none).
             generate_masks (`bool`, defaults to `True`):
                 With `masks=None`, whether to sample masks with the mask generator.
             mask_num_inference_steps (`int`, *optional*):
@@ -538,6 +559,8 @@ class MaskConditionedPipeline(DiffusionPipeline):
         Returns:
             [`MaskConditionedPipelineOutput`] or `tuple`: the images and the masks they were conditioned on.
         """
+        if mask_guidance_scale is None:
+            mask_guidance_scale = self.default_mask_guidance_scale
         self.check_inputs(
             masks, labels, num_images_per_prompt, num_inference_steps, guidance_scale, mask_guidance_scale,
             output_type, callback_on_step_end_tensor_inputs,
