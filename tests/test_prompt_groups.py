@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -120,8 +121,15 @@ def test_test_images_that_are_training_images_are_refused_or_left_out_and_the_ev
     assert stored["data"]["held_out"] is True and stored["memorization"]["alarm"] is False
     assert stored["prompts"]["lung-ct-iqothnccd / chest CT / normal"] == report["groups"][2]["prompts"]
     assert set(stored["per_modality"]) == {"chest CT"}
+    # how far the modality figures move with the draw of generated images: overall and per modality
+    intervals = stored["intervals"]
+    assert intervals["fid"][0] <= stored["fid"] <= intervals["fid"][1]
+    low, high = intervals["fid_per_modality"]["chest CT"]
+    assert low <= stored["per_modality"]["chest CT"]["fid"] <= high and low < high
     card = (pipe / "README.md").read_text()
     assert "Modality accuracy" in card and "chest CT, normal" in card  # the prompts it was scored on
+    assert "intervals over the draw of generated images" in card
+    assert re.search(r"Modality chest CT: FID / modality accuracy \| [\d.]+ \([\d.]+ to [\d.]+\) /", card)
     from medgen.pipelines.publishing import check_before_publishing
 
     check_before_publishing(pipe, allow_unevaluated=False, action="publish", name="it", evaluate_target=str(pipe))

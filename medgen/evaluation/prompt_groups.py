@@ -351,6 +351,7 @@ def _figures(report: dict[str, Any]) -> dict[str, Any]:
         "fid_real_baseline": (report.get("fid_real_baseline") or {}).get("fid"),
         "feature_extractor": (report.get("feature_extractor") or {}).get("name"),
         "memorization": report.get("memorization"),
+        "uncertainty": report.get("uncertainty"),  # the bootstrap over the generated images, when drawn
     }
 
 

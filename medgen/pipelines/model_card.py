@@ -191,6 +191,8 @@ def _generated_text(summary: dict[str, Any]) -> str:
         settings.append(f"guidance {_number(sampling['guidance_scale'], 2)}")
     if sampling.get("guidance_interval") not in (None, [0.0, 1.0]):  # every step guided is the usual case, left unsaid
         settings.append(f"guided on steps {guidance_interval_text(sampling['guidance_interval'])} of the way")
+    if sampling.get("mask_guidance_scale") is not None:
+        settings.append(f"mask guidance {_number(sampling['mask_guidance_scale'], 2)}")
     return f"{summary.get('n_generated')}" + (f" ({', '.join(settings)})" if settings else "")
 
 
@@ -202,6 +204,12 @@ def _fid_references(summary: dict[str, Any]) -> str:
         ("autoencoder ceiling", summary.get("fid_autoencoder_ceiling")),
     ]
     return "; ".join(f"{name} {_number(value)}" for name, value in references if value is not None) or "no baseline"
+
+
+def _interval_row(intervals: dict[str, Any]) -> tuple[str, str]:
+    """The card row of a stored evaluation's bootstrap intervals (FID, precision, recall)."""
+    shown = [f"{name} {_interval(intervals[key])}" for key, name in (("fid", "FID"), ("precision", "precision"), ("recall", "recall")) if key in intervals]
+    return f"{intervals['level']:.0%} intervals over the draw of generated images (bootstrap)", ", ".join(shown)
 
 
 def _prompt_groups_lines(summary: dict[str, Any]) -> list[str]:
@@ -223,9 +231,14 @@ def _prompt_groups_lines(summary: dict[str, Any]) -> list[str]:
         ("Precision / recall", f"{_number(summary.get('precision'))} / {_number(summary.get('recall'))}"),
         ("Modality accuracy (real-trained modality classifier)", _number(summary.get("modality_accuracy"))),
     ]
+    intervals = summary.get("intervals") or {}
+    if intervals:
+        rows.append(_interval_row(intervals))
     for name, figures in (summary.get("per_modality") or {}).items():
+        fid_interval = (intervals.get("fid_per_modality") or {}).get(name)
         rows.append((f"Modality {name}: FID / modality accuracy",
-                     f"{_number(figures.get('fid'))} / {_number(figures.get('modality_accuracy'))}"))
+                     f"{_number(figures.get('fid'))}" + (f" ({_interval(fid_interval)})" if fid_interval else "")
+                     + f" / {_number(figures.get('modality_accuracy'))}"))
     for name, figures in (summary.get("per_set") or {}).items():
         rows.append((f"Set {name}: FID / finding accuracy (classifier trained on its real images)",
                      f"{_number(figures.get('fid'))} / {_number(figures.get('label_accuracy'))}"))
@@ -279,8 +292,7 @@ def evaluation_section(folder: str | Path) -> str:
         ]
         intervals = summary.get("intervals") or {}
         if intervals:
-            shown = [f"{name} {_interval(intervals[key])}" for key, name in (("fid", "FID"), ("precision", "precision"), ("recall", "recall")) if key in intervals]
-            rows.append((f"{intervals['level']:.0%} intervals over the draw of generated images (bootstrap)", ", ".join(shown)))
+            rows.append(_interval_row(intervals))
         for name, recall in (summary.get("recall_per_label") or {}).items():
             label_interval = (intervals.get("recall_per_label") or {}).get(name)
             rows.append((f"Recall: {name}", _number(recall) + (f" ({_interval(label_interval)})" if label_interval else "")))

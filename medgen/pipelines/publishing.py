@@ -81,6 +81,8 @@ def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, 
             summary["sampling"]["guidance_interval"] = report["sampling"]["guidance_interval"]
         if report["sampling"].get("sampler"):  # the scheduler the images were drawn with
             summary["sampling"]["sampler"] = report["sampling"]["sampler"]
+        if report["sampling"].get("mask_guidance_scale") is not None:  # a mask model: how closely images follow masks
+            summary["sampling"]["mask_guidance_scale"] = report["sampling"]["mask_guidance_scale"]
     recall_per_label = {name: entry["recall"] for name, entry in (report.get("per_label") or {}).items() if "recall" in entry}
     if recall_per_label:
         summary["recall_per_label"] = recall_per_label
@@ -107,9 +109,10 @@ def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, 
     return summary
 
 
-def _intervals(report: dict[str, Any]) -> dict[str, Any] | None:
+def _intervals(report: dict[str, Any], per_label_figure: str = "recall") -> dict[str, Any] | None:
     """`{"level", "resamples", "fid": [low, high], "precision": ..., "recall": ..., "recall_per_label": {name: [low,
-    high]}}` from the report's bootstrap sections; None when the evaluation drew none."""
+    high]}}` from the report's bootstrap sections (`per_label_figure`: the per-label figure kept, e.g. "fid" for
+    `fid_per_label`); None when the evaluation drew none."""
     uncertainty = report.get("uncertainty") or {}
     if not uncertainty:
         return None
@@ -118,12 +121,12 @@ def _intervals(report: dict[str, Any]) -> dict[str, Any] | None:
         if key in uncertainty:
             intervals[key] = [number(uncertainty[key]["low"]), number(uncertainty[key]["high"])]
     per_label = {
-        name: [number(entry["uncertainty"]["recall"]["low"]), number(entry["uncertainty"]["recall"]["high"])]
+        name: [number(entry["uncertainty"][per_label_figure]["low"]), number(entry["uncertainty"][per_label_figure]["high"])]
         for name, entry in (report.get("per_label") or {}).items()
-        if "recall" in (entry.get("uncertainty") or {})
+        if per_label_figure in (entry.get("uncertainty") or {})
     }
     if per_label:
-        intervals["recall_per_label"] = per_label
+        intervals[f"{per_label_figure}_per_label"] = per_label
     return intervals
 
 
@@ -141,7 +144,11 @@ def prompt_groups_summary(report: dict[str, Any], folder: str | Path) -> dict[st
     if unsearched:  # the publishing gate must never read a missing search as "no alarm"
         raise ValueError(f"the prompt-group report has no memorization search for {', '.join(unsearched)}")
     per_set_memorization = {name: _memorization(figures["memorization"]) for name, figures in sets.items()}
-    return {
+    # how far the modality figures move with the draw of generated images: overall, and each modality's FID
+    intervals = _intervals({"uncertainty": modality.get("uncertainty"), "per_label": modality.get("per_modality")}, "fid")
+    if intervals and "fid_per_label" in intervals:
+        intervals["fid_per_modality"] = intervals.pop("fid_per_label")
+    summary = {
         "format": SUMMARY_FORMAT,
         "kind": "prompt_groups",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -179,6 +186,9 @@ def prompt_groups_summary(report: dict[str, Any], folder: str | Path) -> dict[st
             "per_set": per_set_memorization,
         },
     }
+    if intervals:
+        summary["intervals"] = intervals
+    return summary
 
 
 def _memorization(memorization: dict[str, Any]) -> dict[str, Any]:
