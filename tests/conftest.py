@@ -36,6 +36,18 @@ def iu_reports_dir() -> Path:
     return _require(SHARED_DATA / "iu-xray-reports")
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """Torch on one thread for a module's tests: tiny models run fastest so, and several test processes share
+    few cores (`pytestmark = pytest.mark.usefixtures("single_thread")`)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def _offline_hub(monkeypatch):
     # Tests never reach the Hub: every model they load is local.

@@ -18,12 +18,7 @@ from medgen.pipelines.catalog import ship
 from medgen.sampling import effective_mask_guidance_scale
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models run fastest on one thread
 
 
 def _images(pipe, **kwargs):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from mask_helpers import tiny_mask_pipeline
 from PIL import Image
@@ -26,12 +25,7 @@ from medgen.training.mask_task import store_example_masks
 LABELS = ("normal", "tuberculosis")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models run fastest on one thread
 
 
 @pytest.fixture(scope="module")

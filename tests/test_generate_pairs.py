@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import helpers
@@ -22,12 +21,7 @@ def _generate_command_only(monkeypatch):
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("medgen.commands.generate",))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models run fastest on one thread
 
 
 @pytest.fixture(scope="module")

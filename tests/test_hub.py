@@ -75,13 +75,7 @@ STOCK_DIFFUSERS_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny models run fastest on one thread; several test processes share few cores.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models run fastest on one thread
 
 
 def _generate(pipe, kwargs: dict) -> np.ndarray:

@@ -20,12 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY = REPO_ROOT / "train_configs" / "tiny_mask.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models run fastest on one thread
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,7 @@ STEPS = 3
 MULTI_LABELS = ("atelectasis", "effusion", "pneumonia")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny models run fastest on one thread; several test processes share few cores.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models run fastest on one thread
 
 
 def _quiet(pipe):

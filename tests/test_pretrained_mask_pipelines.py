@@ -26,12 +26,7 @@ PRETRAINED_MASK = {
 MAX_SHIPPED_MB = 15
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models run fastest on one thread
 
 
 @pytest.mark.parametrize("name", PRETRAINED_MASK)

@@ -29,12 +29,7 @@ PRETRAINED = {
 MAX_SHIPPED_MB = 15
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models run fastest on one thread
 
 
 def test_every_pretrained_model_is_registered_and_default_is_chest_xray():

@@ -26,17 +26,12 @@ MODALITIES = {"chest x-ray", "brain MRI", "breast ultrasound", "chest CT"}
 MAX_SHIPPED_MB = 30  # the UNet (11.5 M parameters) and the shared autoencoder in fp16, and the tokenizer
 MAX_PACKAGE_WEIGHTS_MB = 100  # every built-in together: the package must stay publishable on PyPI
 
-pytestmark = pytest.mark.skipif(
-    not (builtin_pipeline_path(NAME) / "model_index.json").is_file(), reason=f"the built-in {NAME!r} is not in this install"
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = [
+    pytest.mark.skipif(
+        not (builtin_pipeline_path(NAME) / "model_index.json").is_file(), reason=f"the built-in {NAME!r} is not in this install"
+    ),
+    pytest.mark.usefixtures("single_thread"),  # tiny models run fastest on one thread
+]
 
 
 @pytest.fixture(scope="module")

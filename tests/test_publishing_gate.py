@@ -24,12 +24,7 @@ from medgen.pipelines.publishing import PublishingRefused, store_evaluation
 REPO_ID = "medgen-test/tiny"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models run fastest on one thread
 
 
 def _memorization_report(copies: bool) -> dict:
