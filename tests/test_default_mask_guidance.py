@@ -16,6 +16,9 @@ from medgen.cli import main as cli
 from medgen.pipelines import load_pipeline
 from medgen.pipelines.catalog import ship
 from medgen.sampling import effective_mask_guidance_scale
+from medgen.segmentation.segmenter import SegmenterRecipe
+
+TINY_SEGMENTER = SegmenterRecipe(channels=(8, 16), steps=10, batch_size=8, learning_rate=1e-2, image_size=None, max_shift=2)
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models run fastest on one thread
@@ -134,7 +137,7 @@ def test_generate_refuses_a_mask_guidance_for_a_label_model_before_writing(tmp_p
     assert not list((tmp_path / "out").rglob("*.png"))
 
 
-def test_evaluate_records_the_mask_guidance_it_sampled_with(tmp_path):
+def test_evaluate_records_the_mask_guidance_it_sampled_with(tmp_path, monkeypatch):
     from segmentation_helpers import disc_pairs, write_pair_folder
 
     real = disc_pairs(12, seed=0, size=16, labels=("normal", "tuberculosis"))
@@ -144,8 +147,11 @@ def test_evaluate_records_the_mask_guidance_it_sampled_with(tmp_path):
         "evaluate", "--pipeline", str(folder), "--data", str(tmp_path / "real"), "--label-column", "label",
         "--mask-column", "mask_file_name", "--num-samples", "4", "--num-inference-steps", "2", "--output",
         str(tmp_path / "out"), "--feature-extractor", "pixel", "--no-classifier", "--no-cache", "--device", "cpu",
-        "--no-store", "--no-mask-faithfulness", "--bootstrap", "0",
+        "--no-store", "--bootstrap", "0",
     ]
+    monkeypatch.setattr("medgen.segmentation.segmenter.STANDARD", TINY_SEGMENTER)  # seconds, not minutes
     assert cli(argv) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["sampling"]["mask_guidance_scale"] == 2.5
+    assert report["mask_faithfulness"]["sampling"]["mask_guidance_scale"] == 2.5  # the images scored against masks
+    assert report["mask_faithfulness"]["sampling"]["guidance_scale"] == 2.0  # the pipeline's own label guidance

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from medgen.sampling import DEFAULT_INFERENCE_STEPS
+from medgen.sampling import DEFAULT_INFERENCE_STEPS, effective_guidance_scale, effective_mask_guidance_scale
 from medgen.segmentation.pairs import Pairs, indices_from_masks
 
 
@@ -189,7 +189,9 @@ def mask_faithfulness(
         n_train_pairs=len(train),
         segmenter={**recipe.describe(), "seed": segmenter_seed, "loaded_from_cache": cached},
         sampling={
-            "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "seed": seed,
+            # the scales used: the pipeline's own defaults where none was asked for
+            "num_inference_steps": num_inference_steps, "guidance_scale": effective_guidance_scale(pipe, guidance_scale),
+            "mask_guidance_scale": effective_mask_guidance_scale(pipe), "seed": seed,
             "seed_rule": "the image of test mask i uses torch.Generator('cpu').manual_seed(seed + i)",
         },
     )
