@@ -45,8 +45,8 @@ from medgen.sampling import (
     SCHEDULERS,
     effective_guidance_interval,
     effective_guidance_scale,
-    effective_mask_guidance_scale,
     effective_inference_steps,
+    effective_mask_guidance_scale,
     sampler_text,
 )
 
