@@ -20,7 +20,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from medgen.sampling import DEFAULT_INFERENCE_STEPS, SCHEDULERS, replacement_scheduler, sampler_text, with_timestep_spacing
+from medgen.sampling import (
+    DEFAULT_INFERENCE_STEPS,
+    SCHEDULERS,
+    effective_mask_guidance_scale,
+    replacement_scheduler,
+    sampler_text,
+    with_timestep_spacing,
+)
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 MODEL_INFO_FILE = "medgen_model.json"
@@ -247,9 +254,7 @@ def ship(
             raise ValueError(
                 f"--mask-guidance-scale: {run_dir} holds a {type(pipeline).__name__}, which takes no mask"
             )
-        if not (math.isfinite(mask_guidance_scale) and mask_guidance_scale >= 0):
-            raise ValueError(f"--mask-guidance-scale must be a finite number >= 0; got {mask_guidance_scale}")
-        pipeline.register_to_config(default_mask_guidance_scale=float(mask_guidance_scale))
+        pipeline.register_to_config(default_mask_guidance_scale=effective_mask_guidance_scale(pipeline, mask_guidance_scale))
     if guidance_interval is not None:
         if "default_guidance_interval" not in inspect.signature(type(pipeline).__init__).parameters:
             raise ValueError(f"--guidance-interval: {run_dir} holds a {type(pipeline).__name__}, which stores no guidance interval")
