@@ -95,13 +95,20 @@ def effective_guidance_interval(pipe, requested=None) -> list[float] | None:
     return list(pipe.default_guidance_interval)
 
 
+def _checked_scale(requested: float, flag: str) -> float:
+    import math
+
+    if not (math.isfinite(requested) and requested >= 0):
+        raise ValueError(f"{flag} must be a finite number >= 0; got {requested}")
+    return float(requested)
+
+
 def effective_mask_guidance_scale(pipe, requested: float | None = None) -> float | None:
     """The mask guidance a call of `pipe` with `requested` samples with: `requested`, else the model's stored
     `default_mask_guidance_scale` (1.0 when it stores none); None for a pipeline that takes no mask. A
     `requested` scale for such a pipeline, or a negative or non-finite one, is a ValueError naming
     `--mask-guidance-scale`."""
     import inspect
-    import math
 
     if "mask_guidance_scale" not in inspect.signature(pipe.__call__).parameters:
         if requested is not None:
@@ -109,9 +116,24 @@ def effective_mask_guidance_scale(pipe, requested: float | None = None) -> float
         return None
     if requested is None:
         return float(pipe.default_mask_guidance_scale)
-    if not (math.isfinite(requested) and requested >= 0):
-        raise ValueError(f"--mask-guidance-scale must be a finite number >= 0; got {requested}")
-    return float(requested)
+    return _checked_scale(requested, "--mask-guidance-scale")
+
+
+def effective_mask_generator_guidance_scale(pipe, requested: float | None = None) -> float | None:
+    """The label guidance of the mask generator a call of `pipe` with `requested` draws its masks with:
+    `requested`, else the model's stored `default_mask_generator_guidance_scale` (1.0 when it stores none); None
+    for a pipeline without a mask generator. A `requested` scale for such a pipeline, or a negative or non-finite
+    one, is a ValueError naming `--mask-generator-guidance-scale`."""
+    if not getattr(pipe, "has_mask_generator", False):
+        if requested is not None:
+            raise ValueError(
+                f"--mask-generator-guidance-scale: this {type(pipe).__name__} has no mask generator "
+                "(mask pipelines with an attached mask generator have one)"
+            )
+        return None
+    if requested is None:
+        return float(pipe.default_mask_generator_guidance_scale)
+    return _checked_scale(requested, "--mask-generator-guidance-scale")
 
 
 def guidance_interval_text(interval) -> str:

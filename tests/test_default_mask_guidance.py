@@ -62,14 +62,16 @@ def test_a_folder_saved_without_the_field_samples_without_mask_guidance_as_befor
     np.testing.assert_array_equal(_images(pipe), _images(pipe, mask_guidance_scale=1.0))
 
 
+@pytest.mark.parametrize("field", ["default_mask_guidance_scale", "default_mask_generator_guidance_scale"])
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
-def test_a_bad_default_is_refused_naming_the_field(bad):
+def test_a_bad_default_is_refused_naming_the_field(field, bad):
     from medgen.pipelines import MaskConditionedPipeline
 
     pipe = tiny_mask_pipeline()
-    with pytest.raises(ValueError, match="default_mask_guidance_scale"):
-        MaskConditionedPipeline(unet=pipe.unet, scheduler=pipe.scheduler, vae=pipe.vae, id2label=pipe.config.id2label,
-                                id2mask_class=pipe.config.id2mask_class, default_mask_guidance_scale=bad)
+    with pytest.raises(ValueError, match=field):
+        MaskConditionedPipeline(unet=pipe.unet, scheduler=pipe.scheduler, vae=pipe.vae, mask_unet=pipe.mask_unet,
+                                mask_scheduler=pipe.mask_scheduler, id2label=pipe.config.id2label,
+                                id2mask_class=pipe.config.id2mask_class, **{field: bad})
 
 
 def test_only_mask_pipelines_take_a_mask_guidance():
@@ -142,16 +144,29 @@ def test_evaluate_records_the_mask_guidance_it_sampled_with(tmp_path, monkeypatc
 
     real = disc_pairs(12, seed=0, size=16, labels=("normal", "tuberculosis"))
     write_pair_folder(real, tmp_path / "real", split=["test" if i % 3 == 0 else "train" for i in range(len(real))])
-    folder = _saved(tmp_path, default_mask_guidance_scale=2.5)
+    folder = _saved(tmp_path, default_mask_guidance_scale=2.5, default_mask_generator_guidance_scale=1.5)
     argv = [
         "evaluate", "--pipeline", str(folder), "--data", str(tmp_path / "real"), "--label-column", "label",
         "--mask-column", "mask_file_name", "--num-samples", "4", "--num-inference-steps", "2", "--output",
         str(tmp_path / "out"), "--feature-extractor", "pixel", "--no-classifier", "--no-cache", "--device", "cpu",
-        "--no-store", "--bootstrap", "0",
+        "--split", "test", "--store-in-pipeline", "--bootstrap", "0",
     ]
     monkeypatch.setattr("medgen.segmentation.segmenter.STANDARD", TINY_SEGMENTER)  # seconds, not minutes
     assert cli(argv) == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["sampling"]["mask_guidance_scale"] == 2.5
+    assert report["sampling"]["mask_generator_guidance_scale"] == 1.5  # the FID images' masks came from the generator
     assert report["mask_faithfulness"]["sampling"]["mask_guidance_scale"] == 2.5  # the images scored against masks
     assert report["mask_faithfulness"]["sampling"]["guidance_scale"] == 2.0  # the pipeline's own label guidance
+    stored = json.loads((folder / "evaluation.json").read_text())["sampling"]  # kept with the model, and on its card
+    assert stored["mask_guidance_scale"] == 2.5 and stored["mask_generator_guidance_scale"] == 1.5
+    card = (folder / "README.md").read_text()
+    assert "mask guidance 2.50, masks drawn at label guidance 1.50" in card
+    # ... and its mask generator's masks, drawn at that guidance for the test masks' labels, against the test masks
+    generator = report["mask_generator"]
+    assert generator["sampling"]["guidance_scale"] == 1.5 and generator["n_masks"] == 4
+    assert sorted(generator["per_label"]) == ["normal", "tuberculosis"]
+    assert generator["per_label"]["normal"]["lung"]["real"]["empty"] == 0.0  # every real test mask holds a disc
+    stored_generator = json.loads((folder / "evaluation.json").read_text())["mask_generator"]
+    assert stored_generator["per_label"] == generator["per_label"] and stored_generator["guidance_scale"] == 1.5
+    assert "| Mask generator (label guidance 1.50), one mask per test mask's label | normal: empty 0.00 / " in card

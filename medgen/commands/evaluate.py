@@ -297,6 +297,10 @@ def run(args: argparse.Namespace) -> int:
             f"mask faithfulness: Dice {faithfulness['dice_generated']:.3f} on images drawn from the test masks, "
             f"{faithfulness['dice_real_test']:.3f} on the real test images (ratio {faithfulness['ratio']:.3f})"
         )
+    if (report.get("mask_generator") or {}).get("per_label"):
+        from medgen.pipelines.evaluation_record import describe_mask_generator
+
+        print(f"mask generator: {describe_mask_generator(report['mask_generator'])}")
     print(f"report: {args.output}/report.html")
     if store_folder is not None:
         print(_store(store_folder, report))

@@ -46,6 +46,7 @@ from medgen.sampling import (
     effective_guidance_interval,
     effective_guidance_scale,
     effective_inference_steps,
+    effective_mask_generator_guidance_scale,
     effective_mask_guidance_scale,
     sampler_text,
 )
@@ -100,6 +101,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="mask models: how closely images follow their masks; > 1 extrapolates away from the "
                         "image drawn without the mask, one more model pass per step (default: the model's own, 1.0 "
                         "when it stores none)")
+    parser.add_argument("--mask-generator-guidance-scale", type=float, default=None,
+                        help="with --pairs: the label guidance the mask generator draws the masks with (default: the "
+                        "model's own, 1.0 when it stores none)")
     parser.add_argument("--seed", type=int, help="seed of image 0; image i uses SEED+i (default: random, recorded)")
     parser.add_argument("--output", required=True, help="output folder; created if missing")
     parser.add_argument(
@@ -255,6 +259,10 @@ def _mask_source(args: argparse.Namespace, pipe: Any) -> list[Path] | None:
                 "MaskConditionedPipeline"
             )
         return None
+    if args.mask_generator_guidance_scale is not None and not args.pairs:
+        raise ValueError(
+            "--mask-generator-guidance-scale: only with --pairs (it sets how the model's mask generator draws the masks)"
+        )
     if args.pairs:
         if not pipe.has_mask_generator:
             raise ValueError(
@@ -339,6 +347,10 @@ def _call_pipeline(
     mask_guidance = effective_mask_guidance_scale(pipe, args.mask_guidance_scale)
     if mask_guidance is not None:
         kwargs["mask_guidance_scale"] = mask_guidance
+    if takes_masks and masks == []:  # --pairs: the masks come from the mask generator
+        kwargs["mask_generator_guidance_scale"] = effective_mask_generator_guidance_scale(
+            pipe, args.mask_generator_guidance_scale
+        )
     if not takes_masks:
         return pipe(**kwargs).images, None
     output = pipe(**kwargs)
@@ -456,6 +468,7 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
         scheduler = _set_scheduler(pipe, args.scheduler)
         effective_guidance_interval(pipe, args.guidance_interval)  # a bad --guidance-interval fails before any image
         effective_mask_guidance_scale(pipe, args.mask_guidance_scale)  # so does a bad --mask-guidance-scale
+        effective_mask_generator_guidance_scale(pipe, args.mask_generator_guidance_scale)  # and its generator's
         args.num_inference_steps = effective_inference_steps(pipe, args.num_inference_steps)  # the model's own unless given
         columns = condition_columns(kind, condition, list(getattr(pipe, "labels", None) or []), _multi_label(pipe))
         pipe.to(state.device if device == "cuda" else device)
@@ -480,6 +493,8 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
         **({"guidance_interval": guidance_interval} if guidance_interval is not None else {}),
         **({"mask_guidance_scale": mask_guidance} if mask_guidance is not None else {}),
         **({"masks": "mask generator (--pairs)" if masks == [] else str(args.masks)} if masks is not None else {}),
+        **({"mask_generator_guidance_scale": effective_mask_generator_guidance_scale(pipe, args.mask_generator_guidance_scale)}
+           if masks == [] else {}),
         "scheduler": scheduler,
         "postprocess": get_preset(args.postprocess).record(),
         "batch_size": args.batch_size,

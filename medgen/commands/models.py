@@ -76,6 +76,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "with benchmarks/bench_mask_guidance.py); default: keep the run's (1, none)",
     )
     ship.add_argument(
+        "--mask-generator-guidance-scale", type=float, metavar="SCALE",
+        help="mask models with a mask generator: store SCALE as the label guidance it draws masks with (what a call "
+        "without one uses; choose it with benchmarks/bench_mask_generator.py); default: keep the run's (1, none)",
+    )
+    ship.add_argument(
         "--vae", metavar="DIR",
         help="latent models: ship the autoencoder saved in DIR instead of the run's, e.g. one whose decoder was "
         "trained further (vae.train_decoder_only); refused unless its configuration and encoder equal the run's "
@@ -94,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             text_encoder_from=args.text_encoder_from, guidance_scale=args.guidance_scale,
             guidance_interval=args.guidance_interval, scheduler=args.scheduler, num_inference_steps=args.num_inference_steps,
             timestep_spacing=args.timestep_spacing, vae=args.vae, mask_guidance_scale=args.mask_guidance_scale,
+            mask_generator_guidance_scale=args.mask_generator_guidance_scale,
         )
         print(f"Shipped {args.name} to {folder}")
         from medgen.evaluation.provenance import is_builtin_folder
@@ -171,7 +177,9 @@ def _detail_lines(description) -> list[tuple[str, str]]:
             + (f", guided on steps {guidance_interval_text(description.default_guidance_interval)} of the way"
                if description.default_guidance_interval is not None else "")
             + (f"; mask guidance {description.default_mask_guidance:g} by default"
-               if description.default_mask_guidance is not None else ""))
+               if description.default_mask_guidance is not None else "")
+            + (f"; masks drawn at label guidance {description.default_mask_generator_guidance:g} by default"
+               if description.default_mask_generator_guidance is not None else ""))
     )
     rows = [("folder", description.folder), condition, ("trained on", description.training_data)]
     if description.sampler:

@@ -26,7 +26,11 @@ from medgen.downstream.arms import duplicated_index, extra_count, extra_label_co
 from medgen.downstream.data import LabelledImages
 from medgen.downstream.grid import draw_cells, grid_report, interval_results, make_grid, synthetic_record, train_cells
 from medgen.downstream.synthetic import pool_seed
-from medgen.sampling import effective_inference_steps, effective_mask_guidance_scale
+from medgen.sampling import (
+    effective_inference_steps,
+    effective_mask_generator_guidance_scale,
+    effective_mask_guidance_scale,
+)
 from medgen.segmentation.pairs import Pairs, concatenate_pairs, masks_from_indices
 
 METRICS = ("dice", "dice_nonempty")
@@ -214,8 +218,9 @@ def run_segmentation_downstream(
     )
     seed_rule = "label k's pair i uses torch.Generator('cpu').manual_seed(pools[k].seed + i): mask first, then image"
     synthetic = synthetic_record(pool_records, pipeline is not None, num_inference_steps, guidance_scale, seed_rule, synthetic_folder)
-    if pipeline is not None:  # the pairs were drawn at the model's own mask guidance
+    if pipeline is not None:  # the pairs were drawn at the model's own mask guidance, over its generator's masks
         synthetic["mask_guidance_scale"] = effective_mask_guidance_scale(pipeline)
+        synthetic["mask_generator_guidance_scale"] = effective_mask_generator_guidance_scale(pipeline)
     return grid_report(
         grid, train=train_pairs, test=test_pairs, recipe={**recipe.describe(), "device": device},
         synthetic=synthetic,

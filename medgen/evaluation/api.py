@@ -29,6 +29,7 @@ from medgen.sampling import (
     effective_guidance_interval,
     effective_guidance_scale,
     effective_inference_steps,
+    effective_mask_generator_guidance_scale,
     effective_mask_guidance_scale,
     sampler_text,
 )
@@ -710,6 +711,7 @@ def evaluate(
             reconstructed = autoencode(pipe.vae, real.images[index], sample_batch_size, progress)
             autoencoded = ImageSet(reconstructed, source=f"{real.source} through the pipeline's autoencoder")
         mask_guidance = effective_mask_guidance_scale(pipe)
+        mask_generator_guidance = effective_mask_generator_guidance_scale(pipe)
         extra = {
             "pipeline": str(pipeline) if isinstance(pipeline, (str, Path)) else type(pipeline).__name__,
             "sampling": {
@@ -720,6 +722,8 @@ def evaluate(
                 **({"guidance_interval": interval} if interval is not None else {}),
                 # a mask model samples at its own stored mask guidance (1.0 unless it stores one)
                 **({"mask_guidance_scale": mask_guidance} if mask_guidance is not None else {}),
+                # ... over masks its mask generator drew at its own stored label guidance
+                **({"mask_generator_guidance_scale": mask_generator_guidance} if mask_generator_guidance is not None else {}),
                 "seed": seed, "seed_rule": "image i uses torch.Generator('cpu').manual_seed(seed + i)",
                 **({"prompt_template": prompt_template} if kind == "text" else {}),
                 "duration_s": sampling_duration,
@@ -755,7 +759,10 @@ def evaluate(
             use_cache=metric_options.get("use_cache", True), output=output, progress=progress,
         )
         if section is not None:
+            generator_section = section.pop("mask_generator", None)  # its mask generator against the test masks
             extra["mask_faithfulness"] = section
+            if generator_section is not None:
+                extra["mask_generator"] = generator_section
     return evaluate_image_sets(
         generated_set, real, train, output_dir=output, progress=progress, seed=seed, extra=extra, notes=notes,
         training_floor_images=training_floor_images, autoencoded=autoencoded, autoencoder_note=autoencoder_note,

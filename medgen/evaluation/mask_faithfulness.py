@@ -224,7 +224,9 @@ def evaluate_mask_faithfulness(
 
     `reference_config` is the `DataConfig` of the real reference (test) split; its `mask_column` names the
     masks, and the same config at `train_split` gives the segmenter's training pairs. Without a mask column or
-    a separate training split the section says why it was skipped.
+    a separate training split the section says why it was skipped. A pipeline with a mask generator also gets
+    its `mask_generator` section (`medgen.evaluation.mask_statistics`: its masks against the test masks, per
+    label), under that key.
     """
     import torch
 
@@ -264,6 +266,10 @@ def evaluate_mask_faithfulness(
     if figure is not None:
         section["figure"] = "figures/mask_faithfulness.png"  # relative to the report folder
     section["train_split"], section["test_split"] = train_split, reference_config.split
+    if getattr(pipe, "has_mask_generator", False):
+        from medgen.evaluation.mask_statistics import mask_generator_section
+
+        section["mask_generator"] = mask_generator_section(pipe, test, num_inference_steps=num_inference_steps, seed=seed)
     return section
 
 

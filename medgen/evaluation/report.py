@@ -75,6 +75,10 @@ SUMMARY_ROWS = (
      "segmenter trained on real pairs, images drawn from the test masks, Dice against those masks"),
     ("Mask faithfulness: Dice on real test images", lambda r: (r.get("mask_faithfulness") or {}).get("dice_real_test"), "the same segmenter's ceiling"),
     ("Mask faithfulness: ratio", lambda r: (r.get("mask_faithfulness") or {}).get("ratio"), "near 1: the images follow their masks as real images do"),
+    ("Mask generator: area distance", lambda r: (r.get("mask_generator") or {}).get("area_distance_mean"),
+     "Wasserstein distance between real and generated mask areas per label, mean over labels: 0 is the same sizes"),
+    ("Mask generator: empty-mask gap", lambda r: (r.get("mask_generator") or {}).get("empty_gap_max"),
+     "largest difference, over labels, in the fraction of empty masks (real BUSI normal masks are all empty)"),
 )
 
 

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 from medgen.sampling import (
     DEFAULT_INFERENCE_STEPS,
     SCHEDULERS,
+    effective_mask_generator_guidance_scale,
     effective_mask_guidance_scale,
     replacement_scheduler,
     sampler_text,
@@ -52,6 +53,7 @@ class ModelDescription:
     default_guidance: float | None = None  # a label model's stored default guidance scale (None: the pipelines' 2.0)
     default_guidance_interval: list[float] | None = None  # its stored guided steps (None: every step)
     default_mask_guidance: float | None = None  # a mask model's stored mask guidance (None: 1.0, none)
+    default_mask_generator_guidance: float | None = None  # its mask generator's stored label guidance (None: 1.0)
     sampler: str = ""  # its saved scheduler (`sampling.sampler_text`)
     default_steps: int = DEFAULT_INFERENCE_STEPS  # the step count a call without one samples with
 
@@ -113,6 +115,7 @@ def describe(folder: str | Path, name: str | None = None) -> ModelDescription:
         default_guidance=index.get("default_guidance_scale"),
         default_guidance_interval=_stored_interval(index.get("default_guidance_interval")),
         default_mask_guidance=index.get("default_mask_guidance_scale"),
+        default_mask_generator_guidance=index.get("default_mask_generator_guidance_scale"),
         sampler=sampler,
         default_steps=default_steps,
     )
@@ -205,6 +208,7 @@ def ship(
     timestep_spacing: str | None = None,
     vae: str | Path | None = None,
     mask_guidance_scale: float | None = None,
+    mask_generator_guidance_scale: float | None = None,
 ) -> Path:
     """Turns the pipeline saved by a training run in `run_dir` into a shipped folder (default
     `medgen/pretrained/<name>`): re-saved by the current medgen (current `pipeline.py`), fp16 weights, the run's
@@ -226,7 +230,9 @@ def ship(
     `vae` (latent pipelines): a saved autoencoder to ship instead of the run's, e.g. one whose decoder was trained
     further (`vae.train_decoder_only`); refused unless it encodes to the same latent space (`matching_autoencoder`).
     `mask_guidance_scale` (mask pipelines): stored as the model's `default_mask_guidance_scale`, the mask guidance
-    a call without one samples with (1.0, none, when never stored).
+    a call without one samples with (1.0, none, when never stored). `mask_generator_guidance_scale` (mask
+    pipelines with a mask generator): stored as its `default_mask_generator_guidance_scale`, the label guidance the
+    generator draws masks with when a call gives none (1.0 when never stored).
 
     RUN_DIR may be a shipped folder itself (`output` the same folder), to change its sampling defaults: its
     `medgen_model.json` keeps saying where it was trained; its stored evaluation and downstream results are not
@@ -255,6 +261,10 @@ def ship(
                 f"--mask-guidance-scale: {run_dir} holds a {type(pipeline).__name__}, which takes no mask"
             )
         pipeline.register_to_config(default_mask_guidance_scale=effective_mask_guidance_scale(pipeline, mask_guidance_scale))
+    if mask_generator_guidance_scale is not None:
+        pipeline.register_to_config(
+            default_mask_generator_guidance_scale=effective_mask_generator_guidance_scale(pipeline, mask_generator_guidance_scale)
+        )
     if guidance_interval is not None:
         if "default_guidance_interval" not in inspect.signature(type(pipeline).__init__).parameters:
             raise ValueError(f"--guidance-interval: {run_dir} holds a {type(pipeline).__name__}, which stores no guidance interval")
@@ -307,7 +317,8 @@ def ship(
             record_config_paths(staging / "training_config.yaml")
         samples = sorted(run_dir.glob("samples/*.png"))
         if any(value is not None for value in (guidance_scale, guidance_interval, scheduler, num_inference_steps,
-                                               timestep_spacing, vae, mask_guidance_scale)):
+                                               timestep_spacing, vae, mask_guidance_scale,
+                                               mask_generator_guidance_scale)):
             draw_sample_grid(pipeline, run_dir, staging / "samples.png")  # the run's grids at the shipped defaults
         elif samples:
             shutil.copy2(samples[-1], staging / "samples.png")

@@ -81,3 +81,16 @@ def describe_memorization(memorization: dict[str, Any]) -> str:
         verdict = "ALARM" if entry.get("alarm") else "no alarm"
         parts.append(f"{space} space: {verdict}, {detail}" + (f", p = {entry['p_value']:.3g}" if "p_value" in entry else ""))
     return "; ".join(parts) or "no memorization search recorded"
+
+
+def describe_mask_generator(section: dict[str, Any]) -> str:
+    """A `mask_generator` section (or its stored summary) in one line: per label (and class, where there are several)
+    the fraction of empty masks and the mean area, real / generated."""
+    parts = []
+    for label, classes in (section.get("per_label") or {}).items():
+        for class_name, entry in classes.items():
+            real, generated = entry["real"], entry["generated"]
+            name = label if len(classes) == 1 else f"{label} {class_name}"
+            parts.append(f"{name}: empty {real['empty']:.2f} / {generated['empty']:.2f}, "
+                         f"area {real['area_mean']:.3f} / {generated['area_mean']:.3f}")
+    return "; ".join(parts) + " (real test masks / generated)"

@@ -193,6 +193,8 @@ def _generated_text(summary: dict[str, Any]) -> str:
         settings.append(f"guided on steps {guidance_interval_text(sampling['guidance_interval'])} of the way")
     if sampling.get("mask_guidance_scale") is not None:
         settings.append(f"mask guidance {_number(sampling['mask_guidance_scale'], 2)}")
+    if sampling.get("mask_generator_guidance_scale") is not None:
+        settings.append(f"masks drawn at label guidance {_number(sampling['mask_generator_guidance_scale'], 2)}")
     return f"{summary.get('n_generated')}" + (f" ({', '.join(settings)})" if settings else "")
 
 
@@ -264,7 +266,7 @@ def _prompt_groups_lines(summary: dict[str, Any]) -> list[str]:
 def evaluation_section(folder: str | Path) -> str:
     """The card's "Evaluation" section (between markers), rendered from `folder/evaluation.json` when it holds
     an evaluation of the folder's weights."""
-    from medgen.pipelines.evaluation_record import EVALUATION_FILE, describe_memorization, stored_evaluation
+    from medgen.pipelines.evaluation_record import EVALUATION_FILE, describe_mask_generator, describe_memorization, stored_evaluation
 
     summary, problem = stored_evaluation(folder, "this pipeline")
     lines = ["## Evaluation", ""]
@@ -311,6 +313,10 @@ def evaluation_section(folder: str | Path) -> str:
             rows.append(("Mask faithfulness: Dice of a real-trained segmenter on images drawn from the test masks / on the real test images",
                          f"{_number(faithfulness['dice_generated'])} / {_number(faithfulness.get('dice_real_test'))} "
                          f"(ratio {_number(faithfulness.get('ratio'), 2)})"))
+        if (summary.get("mask_generator") or {}).get("per_label"):
+            generator = summary["mask_generator"]
+            rows.append((f"Mask generator (label guidance {_number(generator.get('guidance_scale'), 2)}), one mask per test mask's label",
+                         describe_mask_generator(generator)))
         verdict = "**ALARM**" if memorization.get("alarm") else "no alarm"
         rows.append(("Memorization", f"{verdict}: {describe_memorization(memorization)}"))
         lines += ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows), "",

@@ -56,6 +56,16 @@ EXAMPLE_DOC_STRING = """
 """
 
 
+def _stored_scale(name: str, value: float | None) -> float | None:
+    """A guidance scale stored in model_index.json (`name`), checked: None, or a finite number >= 0."""
+    if value is None:
+        return None
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"`{name}` must be a finite number >= 0, got {value}.")
+    return value
+
+
 @dataclass
 class MaskConditionedPipelineOutput(BaseOutput):
     """
@@ -109,6 +119,9 @@ class MaskConditionedPipeline(DiffusionPipeline):
         default_mask_guidance_scale (`float`, *optional*):
             The mask guidance scale of a call that gives none (1.0 when `None`): the model's own choice, stored in
             model_index.json, for a model whose images follow their masks better with mask guidance.
+        default_mask_generator_guidance_scale (`float`, *optional*):
+            The mask generator's label guidance of a call that gives none (1.0 when `None`), stored like
+            `default_mask_guidance_scale`, for a generator whose masks tell the labels apart better with guidance.
     """
 
     model_cpu_offload_seq = "mask_unet->unet->vae"
@@ -126,14 +139,13 @@ class MaskConditionedPipeline(DiffusionPipeline):
         multi_label: bool = False,
         id2mask_class: dict[str, str] | None = None,
         default_mask_guidance_scale: float | None = None,
+        default_mask_generator_guidance_scale: float | None = None,
     ):
         super().__init__()
-        if default_mask_guidance_scale is not None:
-            default_mask_guidance_scale = float(default_mask_guidance_scale)
-            if not (math.isfinite(default_mask_guidance_scale) and default_mask_guidance_scale >= 0):
-                raise ValueError(
-                    f"`default_mask_guidance_scale` must be a finite number >= 0, got {default_mask_guidance_scale}."
-                )
+        default_mask_guidance_scale = _stored_scale("default_mask_guidance_scale", default_mask_guidance_scale)
+        default_mask_generator_guidance_scale = _stored_scale(
+            "default_mask_generator_guidance_scale", default_mask_generator_guidance_scale
+        )
         num_labels = unet.config.projection_class_embeddings_input_dim - 1
         if id2label is None:
             id2label = {str(i): f"label_{i}" for i in range(num_labels)}
@@ -174,6 +186,7 @@ class MaskConditionedPipeline(DiffusionPipeline):
         self.register_to_config(
             id2label=id2label, multi_label=bool(multi_label), id2mask_class=id2mask_class,
             default_mask_guidance_scale=default_mask_guidance_scale,
+            default_mask_generator_guidance_scale=default_mask_generator_guidance_scale,
         )
         self._interrupt = False
 
@@ -192,6 +205,13 @@ class MaskConditionedPipeline(DiffusionPipeline):
     def default_mask_guidance_scale(self) -> float:
         """The mask guidance scale of a call that gives none: the model's stored `default_mask_guidance_scale`, else 1.0."""
         value = self.config.get("default_mask_guidance_scale")
+        return 1.0 if value is None else float(value)
+
+    @property
+    def default_mask_generator_guidance_scale(self) -> float:
+        """The mask generator's label guidance of a call that gives none: the model's stored
+        `default_mask_generator_guidance_scale`, else 1.0."""
+        value = self.config.get("default_mask_generator_guidance_scale")
         return 1.0 if value is None else float(value)
 
     @property
@@ -393,14 +413,18 @@ class MaskConditionedPipeline(DiffusionPipeline):
             )
 
     def check_inputs(self, masks, labels, num_images_per_prompt, num_inference_steps, guidance_scale,
-                     mask_guidance_scale, output_type, callback_tensor_inputs):
+                     mask_guidance_scale, mask_generator_guidance_scale, output_type, callback_tensor_inputs):
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise ValueError(f"`num_images_per_prompt` must be a positive integer, got {num_images_per_prompt!r}.")
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"`num_inference_steps` must be a positive integer, got {num_inference_steps!r}.")
         self.check_step_budget(num_inference_steps, self.scheduler, "`num_inference_steps`")
-        if guidance_scale < 0 or mask_guidance_scale < 0:
-            raise ValueError(f"guidance scales must be >= 0, got {guidance_scale} and {mask_guidance_scale}.")
+        scales = (guidance_scale, mask_guidance_scale, mask_generator_guidance_scale)
+        if not all(math.isfinite(scale) and scale >= 0 for scale in scales):
+            raise ValueError(
+                "guidance scales must be finite numbers >= 0, got guidance_scale, mask_guidance_scale, "
+                f"mask_generator_guidance_scale = {scales}."
+            )
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"`output_type` must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}.")
         unknown = [name for name in callback_tensor_inputs if name not in self._callback_tensor_inputs]
@@ -423,7 +447,7 @@ class MaskConditionedPipeline(DiffusionPipeline):
         labels: ImageLabels | list[ImageLabels] | None = None,
         num_images_per_prompt: int = 1,
         num_inference_steps: int = 15,
-        guidance_scale: float = 1.0,
+        guidance_scale: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         batch_size: int | None = None,
     ) -> torch.Tensor:
@@ -433,7 +457,8 @@ class MaskConditionedPipeline(DiffusionPipeline):
         The generator denoises `K` channels in [-1, 1] at its own size (e.g. 64 px); they are upsampled bilinearly
         to the image size and thresholded at 0 (a pixel takes the class with the largest value above 0, else the
         background). `labels` as for `__call__` (one entry per mask); `batch_size` masks without a label when
-        `labels` is None.
+        `labels` is None. `guidance_scale`: the generator's label guidance (default: the model's
+        `default_mask_generator_guidance_scale`, 1.0 when it stores none).
         """
         if not self.has_mask_generator:
             raise ValueError(
@@ -445,6 +470,10 @@ class MaskConditionedPipeline(DiffusionPipeline):
             entries = [labels] if isinstance(labels, (str, Mapping)) else list(labels)
             conditions = self.encode_labels(entries, len(entries))
         conditions = conditions.repeat_interleave(num_images_per_prompt, dim=0)
+        if guidance_scale is None:
+            guidance_scale = self.default_mask_generator_guidance_scale
+        if not (math.isfinite(guidance_scale) and guidance_scale >= 0):
+            raise ValueError(f"the mask generator's guidance scale must be a finite number >= 0, got {guidance_scale}.")
         return self._sample_masks(conditions, num_inference_steps, guidance_scale if labels is not None else 1.0, generator)
 
     def _sample_masks(self, conditions: torch.Tensor, num_inference_steps: int, guidance_scale: float, generator) -> torch.Tensor:
@@ -503,7 +532,7 @@ class MaskConditionedPipeline(DiffusionPipeline):
         mask_guidance_scale: float | None = None,
         generate_masks: bool = True,
         mask_num_inference_steps: int | None = None,
-        mask_generator_guidance_scale: float = 1.0,
+        mask_generator_guidance_scale: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
@@ -538,8 +567,9 @@ class MaskConditionedPipeline(DiffusionPipeline):
                 With `masks=None`, whether to sample masks with the mask generator.
             mask_num_inference_steps (`int`, *optional*):
                 Denoising steps of the mask generator (default: `num_inference_steps`).
-            mask_generator_guidance_scale (`float`, defaults to 1.0):
-                Label guidance of the mask generator.
+            mask_generator_guidance_scale (`float`, *optional*):
+                Label guidance of the mask generator. Defaults to the model's `default_mask_generator_guidance_scale`
+                (1.0 when it stores none).
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
                 For reproducible sampling (masks are drawn first, then the image noise).
             latents (`torch.Tensor`, *optional*):
@@ -561,9 +591,11 @@ class MaskConditionedPipeline(DiffusionPipeline):
         """
         if mask_guidance_scale is None:
             mask_guidance_scale = self.default_mask_guidance_scale
+        if mask_generator_guidance_scale is None:
+            mask_generator_guidance_scale = self.default_mask_generator_guidance_scale
         self.check_inputs(
             masks, labels, num_images_per_prompt, num_inference_steps, guidance_scale, mask_guidance_scale,
-            output_type, callback_on_step_end_tensor_inputs,
+            mask_generator_guidance_scale, output_type, callback_on_step_end_tensor_inputs,
         )
         self._interrupt = False
         device = self._execution_device

@@ -81,8 +81,9 @@ def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, 
             summary["sampling"]["guidance_interval"] = report["sampling"]["guidance_interval"]
         if report["sampling"].get("sampler"):  # the scheduler the images were drawn with
             summary["sampling"]["sampler"] = report["sampling"]["sampler"]
-        if report["sampling"].get("mask_guidance_scale") is not None:  # a mask model: how closely images follow masks
-            summary["sampling"]["mask_guidance_scale"] = report["sampling"]["mask_guidance_scale"]
+        for key in ("mask_guidance_scale", "mask_generator_guidance_scale"):  # a mask model: its masks and images
+            if report["sampling"].get(key) is not None:
+                summary["sampling"][key] = report["sampling"][key]
     recall_per_label = {name: entry["recall"] for name, entry in (report.get("per_label") or {}).items() if "recall" in entry}
     if recall_per_label:
         summary["recall_per_label"] = recall_per_label
@@ -106,6 +107,11 @@ def evaluation_summary(report: dict[str, Any], folder: str | Path) -> dict[str, 
         keys = ("dice_generated", "dice_real_test", "ratio", "dice_generated_nonempty", "dice_real_test_nonempty",
                 "ratio_nonempty", "n_test_masks")
         summary["mask_faithfulness"] = {key: faithfulness[key] for key in keys if key in faithfulness}
+    generator = report.get("mask_generator") or {}
+    if "per_label" in generator:  # its mask generator's masks against the test masks
+        keys = ("per_label", "area_distance_mean", "empty_gap_max", "n_masks")
+        summary["mask_generator"] = {key: generator[key] for key in keys if key in generator}
+        summary["mask_generator"]["guidance_scale"] = generator["sampling"]["guidance_scale"]
     return summary
 
 
