@@ -48,3 +48,12 @@ def square_mask(size: int = 16, value: int = 1) -> torch.Tensor:
     mask = torch.zeros(size, size, dtype=torch.long)
     mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = value
     return mask
+
+
+def saved_mask_pipeline(folder, **config):
+    """`tiny_mask_pipeline()` with `config` entries (e.g. a stored default) registered, saved to `folder`."""
+    pipe = tiny_mask_pipeline()
+    if config:
+        pipe.register_to_config(**config)
+    pipe.save_pretrained(folder)
+    return folder

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from helpers import tiny_label_pipeline
-from mask_helpers import tiny_mask_pipeline
+from mask_helpers import saved_mask_pipeline, tiny_mask_pipeline
 from medgen.cli import main as cli
 from medgen.pipelines import load_pipeline
 from medgen.pipelines.catalog import describe, ship
@@ -32,16 +32,8 @@ def _pairs(pipe, **kwargs):
     return pipe(labels=LABELS, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np", **kwargs)
 
 
-def _saved(tmp_path, **config):
-    folder = tmp_path / "pipe"
-    pipe = tiny_mask_pipeline()
-    pipe.register_to_config(**config)
-    pipe.save_pretrained(folder)
-    return folder
-
-
 def test_a_saved_default_is_what_the_mask_generator_draws_with_when_a_call_gives_none(tmp_path):
-    folder = _saved(tmp_path, default_mask_generator_guidance_scale=4.0)
+    folder = saved_mask_pipeline(tmp_path / "pipe", default_mask_generator_guidance_scale=4.0)
     assert json.loads((folder / "model_index.json").read_text())["default_mask_generator_guidance_scale"] == 4.0
 
     pipe = load_pipeline(folder)
@@ -59,7 +51,7 @@ def test_a_saved_default_is_what_the_mask_generator_draws_with_when_a_call_gives
 
 
 def test_a_folder_saved_without_the_field_draws_masks_without_guidance_as_before(tmp_path):
-    folder = _saved(tmp_path)
+    folder = saved_mask_pipeline(tmp_path / "pipe")
     index = json.loads((folder / "model_index.json").read_text())
     index.pop("default_mask_generator_guidance_scale", None)  # a folder written before the field existed
     (folder / "model_index.json").write_text(json.dumps(index))
@@ -112,7 +104,7 @@ def test_ship_stores_the_chosen_default_and_refuses_a_pipeline_without_a_mask_ge
 def test_generate_pairs_use_and_record_the_models_default_or_the_asked_scale(tmp_path):
     from PIL import Image
 
-    folder = _saved(tmp_path, default_mask_generator_guidance_scale=4.0)
+    folder = saved_mask_pipeline(tmp_path / "pipe", default_mask_generator_guidance_scale=4.0)
     argv = ["generate", "--pipeline", str(folder), "--labels", "tuberculosis", "--pairs", "--count", "2",
             "--num-inference-steps", "3", "--seed", "0", "--device", "cpu"]
     assert cli([*argv, "--output", str(tmp_path / "default")]) == 0
@@ -129,7 +121,7 @@ def test_generate_pairs_use_and_record_the_models_default_or_the_asked_scale(tmp
 
 
 def test_generate_refuses_a_mask_generator_guidance_without_pairs_before_writing(tmp_path):
-    folder = _saved(tmp_path)
+    folder = saved_mask_pipeline(tmp_path / "pipe")
     argv = ["generate", "--pipeline", str(folder), "--labels", "normal", "--count", "1", "--num-inference-steps", "2",
             "--seed", "0", "--device", "cpu", "--output", str(tmp_path / "out"), "--mask-generator-guidance-scale", "2"]
     assert cli(argv) != 0

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from helpers import tiny_label_pipeline
-from mask_helpers import square_mask, tiny_mask_pipeline
+from mask_helpers import saved_mask_pipeline, square_mask, tiny_mask_pipeline
 from medgen.cli import main as cli
 from medgen.pipelines import load_pipeline
 from medgen.pipelines.catalog import ship
@@ -30,17 +30,8 @@ def _images(pipe, **kwargs):
                 generator=torch.Generator().manual_seed(0), output_type="np", **kwargs).images
 
 
-def _saved(tmp_path, **kwargs):
-    folder = tmp_path / "pipe"
-    pipe = tiny_mask_pipeline()
-    if kwargs:
-        pipe.register_to_config(**kwargs)
-    pipe.save_pretrained(folder)
-    return folder
-
-
 def test_a_saved_default_is_what_a_call_without_mask_guidance_samples_with(tmp_path):
-    folder = _saved(tmp_path, default_mask_guidance_scale=3.0)
+    folder = saved_mask_pipeline(tmp_path / "pipe", default_mask_guidance_scale=3.0)
     assert json.loads((folder / "model_index.json").read_text())["default_mask_guidance_scale"] == 3.0
 
     pipe = load_pipeline(folder)
@@ -52,7 +43,7 @@ def test_a_saved_default_is_what_a_call_without_mask_guidance_samples_with(tmp_p
 
 
 def test_a_folder_saved_without_the_field_samples_without_mask_guidance_as_before(tmp_path):
-    folder = _saved(tmp_path)
+    folder = saved_mask_pipeline(tmp_path / "pipe")
     index = json.loads((folder / "model_index.json").read_text())
     index.pop("default_mask_guidance_scale", None)  # a folder written before the field existed
     (folder / "model_index.json").write_text(json.dumps(index))
@@ -111,7 +102,7 @@ def test_ship_stores_the_chosen_default_redraws_the_samples_and_refuses_what_it_
 def test_generate_samples_with_and_records_the_models_default_or_the_asked_scale(tmp_path):
     from PIL import Image
 
-    folder = _saved(tmp_path, default_mask_guidance_scale=3.0)
+    folder = saved_mask_pipeline(tmp_path / "pipe", default_mask_guidance_scale=3.0)
     masks = tmp_path / "masks"
     masks.mkdir()
     Image.fromarray((square_mask().numpy() * 255).astype(np.uint8)).save(masks / "a.png")
@@ -144,7 +135,7 @@ def test_evaluate_records_the_mask_guidance_it_sampled_with(tmp_path, monkeypatc
 
     real = disc_pairs(12, seed=0, size=16, labels=("normal", "tuberculosis"))
     write_pair_folder(real, tmp_path / "real", split=["test" if i % 3 == 0 else "train" for i in range(len(real))])
-    folder = _saved(tmp_path, default_mask_guidance_scale=2.5, default_mask_generator_guidance_scale=1.5)
+    folder = saved_mask_pipeline(tmp_path / "pipe", default_mask_guidance_scale=2.5, default_mask_generator_guidance_scale=1.5)
     argv = [
         "evaluate", "--pipeline", str(folder), "--data", str(tmp_path / "real"), "--label-column", "label",
         "--mask-column", "mask_file_name", "--num-samples", "4", "--num-inference-steps", "2", "--output",
