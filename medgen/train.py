@@ -113,7 +113,7 @@ def main(config: TrainConfig, resume_from_checkpoint: str | None = None, overwri
     if config.model.init_from:
         from medgen.training.initial_weights import init_record
 
-        init = init_record(config.model.init_from)
+        init = init_record(config.model.init_from, config.model.kind)
     unet = task.unet
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()

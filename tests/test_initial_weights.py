@@ -87,3 +87,17 @@ def test_other_labels_or_another_unet_are_refused_before_training(trained, pneum
 def test_a_built_in_name_names_its_folder():
     folder = init_folder("chest-xray")
     assert (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file() and folder.name == "chest-xray"
+
+
+def test_a_mask_generator_run_starts_from_a_mask_pipelines_generator_and_an_image_run_from_its_image_unet(tmp_path):
+    from mask_helpers import saved_mask_pipeline, tiny_conditioned_unet
+    from medgen.training.initial_weights import init_record, load_initial_weights
+
+    folder = saved_mask_pipeline(tmp_path / "lesions")  # unet/ (image model) and mask_unet/ (mask generator)
+    generator = tiny_conditioned_unet(1, 1, 2, sample_size=8, seed=5)  # the generator's shape, other weights
+    load_initial_weights(generator, str(folder), ["normal", "tuberculosis"], kind="mask_generator")
+    expected = load_pipeline(folder).mask_unet.state_dict()
+    assert all(torch.equal(tensor, expected[name]) for name, tensor in generator.state_dict().items())
+    assert init_record(str(folder), "mask_generator")["component"] == "mask_unet"
+    with pytest.raises(ValueError, match=r"its UNet \(.*unet/config.json\) is not the one this config builds"):
+        load_initial_weights(tiny_conditioned_unet(1, 1, 2, sample_size=8), str(folder), kind="image")

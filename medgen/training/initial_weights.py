@@ -16,20 +16,31 @@ from pathlib import Path
 import torch
 
 
-def init_folder(init_from: str) -> Path:
-    """The pipeline folder `init_from` names: a folder holding `unet/`, or a built-in pipeline's name."""
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+
+
+def init_weights(init_from: str, kind: str = "") -> Path:
+    """The UNet weights file a run of model kind `kind` starts from, in the pipeline folder `init_from` names (a
+    folder, or a built-in pipeline's name): its `unet/`, or for a mask generator run (`kind` "mask_generator") the
+    `mask_unet/` of a mask pipeline that has one (so a shipped mask model's generator can be trained further)."""
     from medgen.pipelines.locate import BUILTIN_PIPELINES, builtin_pipeline_path
 
     folder = Path(init_from).expanduser()
     if not folder.is_dir() and init_from.lower() in BUILTIN_PIPELINES:
         folder = builtin_pipeline_path(init_from)
-    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    component = "mask_unet" if kind == "mask_generator" and (folder / "mask_unet" / WEIGHTS_NAME).is_file() else "unet"
+    weights = folder / component / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(
             f"model.init_from {init_from!r}: no {weights} (give a saved pipeline folder with unet/ in safetensors, "
             f"or a built-in name: {', '.join(BUILTIN_PIPELINES)})"
         )
-    return folder
+    return weights
+
+
+def init_folder(init_from: str) -> Path:
+    """The pipeline folder `init_from` names: a folder holding `unet/`, or a built-in pipeline's name."""
+    return init_weights(init_from).parent.parent
 
 
 def pipeline_labels(folder: Path) -> list[str] | None:
@@ -41,13 +52,17 @@ def pipeline_labels(folder: Path) -> list[str] | None:
     return [id2label[key] for key in sorted(id2label, key=int)]
 
 
-def load_initial_weights(unet: torch.nn.Module, init_from: str, label_names: list[str] | None = None) -> Path:
-    """Copies the UNet weights of the pipeline `init_from` into `unet` (cast to its dtype); returns the folder.
+def load_initial_weights(
+    unet: torch.nn.Module, init_from: str, label_names: list[str] | None = None, kind: str = ""
+) -> Path:
+    """Copies the UNet weights of the pipeline `init_from` (see `init_weights` for `kind`) into `unet` (cast to its
+    dtype); returns the folder.
 
     Raises ValueError naming the folder when its labels are not `label_names` or its UNet has another shape."""
     from safetensors.torch import load_file
 
-    folder = init_folder(init_from)
+    weights = init_weights(init_from, kind)
+    folder = weights.parent.parent
     recorded = pipeline_labels(folder)
     if label_names and recorded is not None and [n.lower() for n in recorded] != [n.lower() for n in label_names]:
         raise ValueError(
@@ -55,7 +70,7 @@ def load_initial_weights(unet: torch.nn.Module, init_from: str, label_names: lis
             "Each class embedding keeps the meaning of its position: list the pipeline's labels in its order "
             "in data.labels, or train from scratch"
         )
-    state = load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+    state = load_file(str(weights))
     own = unet.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -67,7 +82,7 @@ def load_initial_weights(unet: torch.nn.Module, init_from: str, label_names: lis
             if names
         )
         raise ValueError(
-            f"model.init_from {init_from!r}: its UNet ({folder / 'unet' / 'config.json'}) is not the one this config "
+            f"model.init_from {init_from!r}: its UNet ({weights.parent / 'config.json'}) is not the one this config "
             f"builds ({details}). Copy its model section (block_out_channels, attention_levels, layers_per_block, "
             "attention_head_dim) and its autoencoder (model.pretrained_vae) into the config"
         )
@@ -75,19 +90,21 @@ def load_initial_weights(unet: torch.nn.Module, init_from: str, label_names: lis
     return folder
 
 
-def init_record(init_from: str) -> dict:
+def init_record(init_from: str, kind: str = "") -> dict:
     """What a fine-tuning run started from, for its `training_summary.json` and model card: the name given, the
     folder, the SHA-256 of its UNet weights and how many steps they had been trained (None when not recorded)."""
     import hashlib
 
-    folder = init_folder(init_from)
-    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    weights = init_weights(init_from, kind)
+    folder = weights.parent.parent
     summary_path = folder / "training_summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    # the folder's training summary counts its image model's steps, not its mask generator's
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() and weights.parent.name == "unet" else {}
     return {
         "init_from": init_from,
         # a built-in is named, not located: the path of this machine's install says nothing elsewhere
         "folder": None if folder != Path(init_from).expanduser() else str(folder),
+        "component": weights.parent.name,
         "unet_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
         "steps": summary.get("total_steps", summary.get("steps")),
     }

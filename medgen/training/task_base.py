@@ -38,7 +38,7 @@ class DiffusionTask:
         if config.model.init_from:
             from medgen.training.initial_weights import load_initial_weights
 
-            load_initial_weights(self.unet, config.model.init_from, label_names)
+            load_initial_weights(self.unet, config.model.init_from, label_names, config.model.kind)
 
     @property
     def sample_shape(self) -> tuple[int, int]:
