@@ -480,6 +480,10 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
 
     guidance_interval = effective_guidance_interval(pipe, args.guidance_interval)
     mask_guidance = effective_mask_guidance_scale(pipe, args.mask_guidance_scale)
+    # --pairs: the masks come from the mask generator, at this label guidance
+    mask_generator_guidance = (
+        effective_mask_generator_guidance_scale(pipe, args.mask_generator_guidance_scale) if masks == [] else None
+    )
     params: dict[str, Any] = {
         "command": "medgen generate",
         "pipeline": str(args.pipeline),
@@ -493,8 +497,7 @@ def _run(args: argparse.Namespace, state: Any, device: str) -> int:
         **({"guidance_interval": guidance_interval} if guidance_interval is not None else {}),
         **({"mask_guidance_scale": mask_guidance} if mask_guidance is not None else {}),
         **({"masks": "mask generator (--pairs)" if masks == [] else str(args.masks)} if masks is not None else {}),
-        **({"mask_generator_guidance_scale": effective_mask_generator_guidance_scale(pipe, args.mask_generator_guidance_scale)}
-           if masks == [] else {}),
+        **({"mask_generator_guidance_scale": mask_generator_guidance} if mask_generator_guidance is not None else {}),
         "scheduler": scheduler,
         "postprocess": get_preset(args.postprocess).record(),
         "batch_size": args.batch_size,
